@@ -1,0 +1,307 @@
+//! Frame parsing, written once against [`PacketView`] so that the host tests and the
+//! XDP program run the same code: the eBPF side implements the view with
+//! bounds-checked reads between `data` and `data_end`, the host side over a slice.
+
+pub const ETH_HLEN: usize = 14;
+pub const VLAN_HLEN: usize = 4;
+pub const IPV4_MIN_HLEN: usize = 20;
+pub const IPV6_HLEN: usize = 40;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+
+/// VLAN tags parsed before giving up; a frame with more is treated as non-IP (the
+/// stack does not deliver such frames to IP either).
+pub const MAX_VLAN_TAGS: usize = 2;
+
+/// Bounds-checked access to a frame.
+pub trait PacketView {
+    /// Length of the whole frame in bytes.
+    fn len(&self) -> usize;
+
+    /// `N` bytes at `offset`, or `None` if they are not all inside the frame.
+    fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A source address as the lists match it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+/// What parsing found in a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A well-formed IPv4 or IPv6 packet with this source.
+    Ip(Source),
+    /// Not IP (or too many VLAN tags to tell).
+    NonIp,
+    /// Claims to be IP (or is too short to be Ethernet) but its headers do not fit.
+    Malformed,
+}
+
+impl PacketView for [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+
+    fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let end = offset.checked_add(N)?;
+        self.get(offset..end)?.try_into().ok()
+    }
+}
+
+#[inline(always)]
+fn be16(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+/// Parses Ethernet, up to [`MAX_VLAN_TAGS`] 802.1Q/802.1ad tags, and the IPv4 or IPv6
+/// header, checking what the stack would check before trusting the source address.
+#[inline(always)]
+pub fn parse<V: PacketView + ?Sized>(v: &V) -> Frame {
+    let Some(eth) = v.bytes::<2>(12) else {
+        return Frame::Malformed;
+    };
+    let mut proto = be16(eth);
+    let mut l3 = ETH_HLEN;
+    // Unrolled by the compiler: a constant bound keeps the verifier happy.
+    for _ in 0..MAX_VLAN_TAGS {
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            break;
+        }
+        // The inner ethertype sits in the last two bytes of the tag.
+        let Some(inner) = v.bytes::<2>(l3 + 2) else {
+            return Frame::Malformed;
+        };
+        proto = be16(inner);
+        l3 += VLAN_HLEN;
+    }
+    match proto {
+        ETH_P_IP => parse_ipv4(v, l3),
+        ETH_P_IPV6 => parse_ipv6(v, l3),
+        _ => Frame::NonIp,
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4<V: PacketView + ?Sized>(v: &V, l3: usize) -> Frame {
+    let Some(h) = v.bytes::<IPV4_MIN_HLEN>(l3) else {
+        return Frame::Malformed;
+    };
+    if h[0] >> 4 != 4 {
+        return Frame::Malformed;
+    }
+    let hlen = ((h[0] & 0x0f) as usize) * 4;
+    let total = be16([h[2], h[3]]) as usize;
+    let avail = v.len() - l3;
+    if hlen < IPV4_MIN_HLEN || total < hlen || total > avail {
+        return Frame::Malformed;
+    }
+    Frame::Ip(Source::V4([h[12], h[13], h[14], h[15]]))
+}
+
+#[inline(always)]
+fn parse_ipv6<V: PacketView + ?Sized>(v: &V, l3: usize) -> Frame {
+    let Some(first) = v.bytes::<1>(l3) else {
+        return Frame::Malformed;
+    };
+    let Some(lens) = v.bytes::<2>(l3 + 4) else {
+        return Frame::Malformed;
+    };
+    let Some(src) = v.bytes::<16>(l3 + 8) else {
+        return Frame::Malformed;
+    };
+    // The fixed header must be whole even though the source ends at byte 24.
+    if v.len() < l3 + IPV6_HLEN || first[0] >> 4 != 6 {
+        return Frame::Malformed;
+    }
+    // A payload length of 0 announces a jumbogram (hop-by-hop option); otherwise the
+    // payload must fit in what was received.
+    let payload = be16(lens) as usize;
+    if payload > v.len() - l3 - IPV6_HLEN {
+        return Frame::Malformed;
+    }
+    Frame::Ip(Source::V6(src))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn eth(proto: u16) -> Vec<u8> {
+        let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+        f.extend_from_slice(&proto.to_be_bytes());
+        f
+    }
+
+    fn ipv4(src: [u8; 4], ihl: u8, payload: usize) -> Vec<u8> {
+        let hlen = ihl as usize * 4;
+        let total = (hlen.max(20) + payload) as u16;
+        let mut h = vec![0x40 | ihl, 0];
+        h.extend_from_slice(&total.to_be_bytes());
+        h.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        h.extend_from_slice(&src);
+        h.extend_from_slice(&[198, 51, 100, 1]);
+        h.resize(hlen.max(20), 1); // options: NOPs
+        h.resize(hlen.max(20) + payload, 0xab);
+        h
+    }
+
+    fn ipv6(src: [u8; 16], payload: usize) -> Vec<u8> {
+        let mut h = vec![0x60, 0, 0, 0];
+        h.extend_from_slice(&(payload as u16).to_be_bytes());
+        h.extend_from_slice(&[17, 64]);
+        h.extend_from_slice(&src);
+        h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        h.resize(IPV6_HLEN + payload, 0xcd);
+        h
+    }
+
+    fn frame(proto: u16, tags: &[u16], l3: &[u8]) -> Vec<u8> {
+        // Outer ethertype first, then each tag's inner ethertype.
+        let mut protos: Vec<u16> = tags.to_vec();
+        protos.push(proto);
+        let mut f = eth(protos[0]);
+        for p in &protos[1..] {
+            f.extend_from_slice(&[0x00, 0x64]); // TCI: VLAN 100
+            f.extend_from_slice(&p.to_be_bytes());
+        }
+        f.extend_from_slice(l3);
+        f
+    }
+
+    const SRC4: [u8; 4] = [203, 0, 113, 9];
+    const SRC6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+
+    #[test]
+    fn ipv4_with_and_without_vlan_tags() {
+        for tags in [&[][..], &[ETH_P_8021Q], &[ETH_P_8021AD, ETH_P_8021Q]] {
+            let f = frame(ETH_P_IP, tags, &ipv4(SRC4, 5, 8));
+            assert_eq!(parse(&f[..]), Frame::Ip(Source::V4(SRC4)), "tags {tags:?}");
+        }
+    }
+
+    #[test]
+    fn ipv6_with_and_without_vlan_tags() {
+        for tags in [&[][..], &[ETH_P_8021AD], &[ETH_P_8021AD, ETH_P_8021Q]] {
+            let f = frame(ETH_P_IPV6, tags, &ipv6(SRC6, 8));
+            assert_eq!(parse(&f[..]), Frame::Ip(Source::V6(SRC6)), "tags {tags:?}");
+        }
+    }
+
+    #[test]
+    fn ipv4_options_are_accepted() {
+        let f = frame(ETH_P_IP, &[], &ipv4(SRC4, 15, 4));
+        assert_eq!(parse(&f[..]), Frame::Ip(Source::V4(SRC4)));
+    }
+
+    #[test]
+    fn three_vlan_tags_are_not_ip() {
+        let tags = [ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q];
+        let f = frame(ETH_P_IP, &tags, &ipv4(SRC4, 5, 8));
+        assert_eq!(parse(&f[..]), Frame::NonIp);
+    }
+
+    #[test]
+    fn non_ip_ethertypes() {
+        for p in [0x0806u16, 0x88cc, 0x8847] {
+            assert_eq!(parse(&frame(p, &[], &[0u8; 46])[..]), Frame::NonIp);
+        }
+    }
+
+    #[test]
+    fn bad_ipv4_headers_are_malformed() {
+        let mut bad_version = ipv4(SRC4, 5, 0);
+        bad_version[0] = 0x65;
+        let mut total_too_big = ipv4(SRC4, 5, 0);
+        total_too_big[3] = 21;
+        let mut total_below_header = ipv4(SRC4, 6, 0);
+        total_below_header[3] = 20;
+        for (name, l3) in [
+            ("ihl 4", ipv4(SRC4, 4, 8)),
+            ("ihl 0", ipv4(SRC4, 0, 8)),
+            ("version", bad_version),
+            ("total length beyond frame", total_too_big),
+            ("total length below ihl", total_below_header),
+            ("options beyond frame", ipv4(SRC4, 15, 0)[..40].to_vec()),
+        ] {
+            assert_eq!(
+                parse(&frame(ETH_P_IP, &[], &l3)[..]),
+                Frame::Malformed,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_ipv6_headers_are_malformed() {
+        let mut bad_version = ipv6(SRC6, 0);
+        bad_version[0] = 0x40;
+        let mut payload_too_big = ipv6(SRC6, 4);
+        payload_too_big[5] = 5;
+        for (name, l3) in [("version", bad_version), ("payload", payload_too_big)] {
+            assert_eq!(
+                parse(&frame(ETH_P_IPV6, &[], &l3)[..]),
+                Frame::Malformed,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn trailing_padding_is_fine() {
+        // Ethernet pads short packets to 60 bytes: total length < frame is legal.
+        let mut f = frame(ETH_P_IP, &[], &ipv4(SRC4, 5, 0));
+        f.resize(60, 0);
+        assert_eq!(parse(&f[..]), Frame::Ip(Source::V4(SRC4)));
+    }
+
+    #[test]
+    fn every_truncation_is_malformed() {
+        let cases = [
+            frame(ETH_P_IP, &[], &ipv4(SRC4, 5, 0)),
+            frame(ETH_P_IP, &[ETH_P_8021AD, ETH_P_8021Q], &ipv4(SRC4, 6, 0)),
+            frame(ETH_P_IPV6, &[], &ipv6(SRC6, 0)),
+            frame(ETH_P_IPV6, &[ETH_P_8021Q], &ipv6(SRC6, 0)),
+        ];
+        for full in cases {
+            assert!(matches!(parse(&full[..]), Frame::Ip(_)));
+            for cut in 0..full.len() {
+                assert_eq!(
+                    parse(&full[..cut]),
+                    Frame::Malformed,
+                    "cut at {cut} of {}",
+                    full.len()
+                );
+            }
+        }
+    }
+
+    proptest! {
+        // Whatever the bytes, parsing never panics, and an IP verdict is only given
+        // when the bytes really hold the IP header it names.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            if let Frame::Ip(Source::V4(a)) = parse(&bytes[..]) {
+                prop_assert!(bytes.len() >= ETH_HLEN + IPV4_MIN_HLEN);
+                prop_assert!(bytes.windows(4).any(|w| w == a));
+            }
+        }
+
+        #[test]
+        fn ipv4_payload_lengths(payload in 0usize..64, pad in 0usize..16, ihl in 5u8..=15) {
+            let mut f = frame(ETH_P_IP, &[], &ipv4(SRC4, ihl, payload));
+            f.resize(f.len() + pad, 0);
+            prop_assert_eq!(parse(&f[..]), Frame::Ip(Source::V4(SRC4)));
+        }
+    }
+}

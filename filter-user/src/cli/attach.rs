@@ -1,0 +1,60 @@
+use anyhow::Context as _;
+use clap::ValueEnum;
+use filter_common::DEFAULT_MAX_ENTRIES;
+use floodgate::loader::{self, Mode};
+
+/// Load the filter and attach it to an interface. It stays attached after floodgate
+/// exits (link and maps are pinned under /sys/fs/bpf/floodgate/IFACE/).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Interface to protect (looked up in the current network namespace).
+    #[arg(short, long, value_name = "IFACE")]
+    pub interface: String,
+    /// native: in the driver, fastest; skb: generic mode, works on any interface;
+    /// auto: native, falling back to skb with a warning.
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    pub mode: ModeArg,
+    /// Capacity of each list per address family (hosts and prefixes together). Entries
+    /// cost memory only once stored; adding beyond this is refused, never dropped.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ENTRIES)]
+    pub max_entries: u32,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModeArg {
+    Auto,
+    Native,
+    Skb,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Auto => Mode::Auto,
+            ModeArg::Native => Mode::Native,
+            ModeArg::Skb => Mode::Skb,
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let done = loader::attach(&args.interface, args.mode.into(), args.max_entries)
+        .with_context(|| format!("attaching to {}", args.interface))?;
+    if done.mounted_bpffs {
+        eprintln!("floodgate: mounted a bpffs at {}", floodgate::pins::BPFFS);
+    }
+    if let Some(why) = &done.native_error {
+        eprintln!(
+            "floodgate: warning: native XDP is not available on {} ({why}); attached in skb (generic) mode, which is slower",
+            args.interface
+        );
+    }
+    println!(
+        "attached to {} in {} mode; lists hold up to {} entries per family; pins in {}",
+        args.interface,
+        super::output::mode_name(done.mode),
+        args.max_entries,
+        done.pins.dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! Command-line interface: the clap definitions and one module per subcommand.
+
+mod attach;
+mod demo;
+mod detach;
+mod lists;
+mod output;
+mod stats;
+mod status;
+
+use clap::{Parser, Subcommand};
+
+const ABOUT: &str =
+    "floodgate: drop flood traffic in the driver, before the network stack spends anything on it.";
+
+const AFTER_HELP: &str = "\
+Typical use:
+  floodgate attach -i eth0                   # load the filter; it stays after floodgate exits
+  floodgate blocklist add 203.0.113.0/24      # drop a source range, effective at once
+  floodgate blocklist load drop.txt --replace # swap in a whole list atomically
+  floodgate allowlist add 198.51.100.53       # never drop your own resolvers or monitors
+  floodgate stats --watch 1                   # live counters: what was passed and dropped
+  floodgate detach -i eth0                    # remove everything floodgate put in place
+
+Pins live under /sys/fs/bpf/floodgate/IFACE/. Any command can run from another
+process or namespace: `nsenter --net=/run/netns/NAME floodgate ...` works.";
+
+#[derive(Parser, Debug)]
+#[command(name = "floodgate", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    Attach(attach::Args),
+    Detach(detach::Args),
+    Status(status::Args),
+    /// Sources whose packets are dropped in the driver.
+    #[command(subcommand)]
+    Blocklist(lists::ListCommand),
+    /// Sources that are always passed, even when also on the blocklist.
+    #[command(subcommand)]
+    Allowlist(lists::ListCommand),
+    Stats(stats::Args),
+    Demo(demo::Args),
+}
+
+impl Command {
+    pub fn execute(self) -> anyhow::Result<()> {
+        use filter_common::ListKind;
+        match self {
+            Command::Attach(a) => attach::run(a),
+            Command::Detach(a) => detach::run(a),
+            Command::Status(a) => status::run(a),
+            Command::Blocklist(c) => lists::run(ListKind::Block, c),
+            Command::Allowlist(c) => lists::run(ListKind::Allow, c),
+            Command::Stats(a) => stats::run(a),
+            Command::Demo(a) => demo::run(a),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! A small network lab: namespaces joined by veth pairs, crafted frames, and a raw
+//! sender. The demo and the integration tests build their scenes with it. Everything
+//! created here is removed on drop, also when a test fails.
+
+pub mod netns;
+pub mod packet;
+pub mod rawsock;
+
+pub use netns::{Netns, ip, veth_pair};
+pub use packet::{FrameSpec, build};
+pub use rawsock::RawSender;

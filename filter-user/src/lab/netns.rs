@@ -1,0 +1,148 @@
+//! Network namespaces managed with iproute2, entered per thread with setns(2).
+
+use std::{
+    fs::File,
+    io,
+    os::fd::AsRawFd,
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+use anyhow::{Context as _, bail};
+
+/// Runs `ip ARGS...`, failing with its stderr.
+pub fn ip(args: &[&str]) -> anyhow::Result<String> {
+    run("ip", args)
+}
+
+fn run(prog: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out: Output = Command::new(prog).args(args).output().with_context(|| {
+        format!("running {prog} (is iproute2 installed? scripts/setup.sh installs it)")
+    })?;
+    if !out.status.success() {
+        bail!(
+            "{prog} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates `name` with loopback up. A leftover namespace of that name (from a run
+    /// that was killed) is replaced.
+    pub fn create(name: &str) -> anyhow::Result<Self> {
+        if PathBuf::from("/run/netns").join(name).exists() {
+            let _ = ip(&["netns", "del", name]);
+        }
+        ip(&["netns", "add", name])?;
+        let ns = Self {
+            name: name.to_string(),
+        };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// `ip -n NAME ARGS...`
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Runs a program inside the namespace (network only, as `nsenter --net` does).
+    pub fn command(&self, prog: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.path().display()))
+            .arg("--")
+            .arg(prog);
+        c
+    }
+
+    /// Writes a sysctl inside the namespace.
+    pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        self.enter(|| std::fs::write(&path, value))?
+            .with_context(|| format!("setting {key}={value} in {}", self.name))
+    }
+
+    /// Runs `f` on a thread inside the namespace. Sockets it creates stay in the
+    /// namespace and can be used from any thread afterwards.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+        let path = self.path();
+        std::thread::scope(|s| {
+            s.spawn(|| -> anyhow::Result<T> {
+                let fd =
+                    File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                // SAFETY: setns on a namespace fd we hold; it only affects this thread.
+                if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error()).context("setns");
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
+        })
+    }
+
+    /// MAC address of an interface in this namespace.
+    pub fn mac(&self, iface: &str) -> anyhow::Result<[u8; 6]> {
+        let out = self.ip(&["-br", "link", "show", "dev", iface])?;
+        let text = out.split_whitespace().nth(2).unwrap_or("");
+        let mut mac = [0u8; 6];
+        let parts: Vec<_> = text.split(':').collect();
+        if parts.len() != 6 {
+            bail!("no MAC address for {iface} in {}: {out}", self.name);
+        }
+        for (m, p) in mac.iter_mut().zip(parts) {
+            *m = u8::from_str_radix(p, 16).with_context(|| format!("bad MAC {text}"))?;
+        }
+        Ok(mac)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace also deletes the veth ends inside it (and their peers).
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// A veth pair from `a_ns/a` to `b_ns/b`, both up, with the given addresses. No
+/// default route anywhere: traffic cannot leave the lab.
+pub fn veth_pair(
+    a_ns: &Netns,
+    a: &str,
+    a_addrs: &[&str],
+    b_ns: &Netns,
+    b: &str,
+    b_addrs: &[&str],
+) -> anyhow::Result<()> {
+    ip(&[
+        "link", "add", a, "netns", &a_ns.name, "type", "veth", "peer", "name", b, "netns",
+        &b_ns.name,
+    ])?;
+    for (ns, dev, addrs) in [(a_ns, a, a_addrs), (b_ns, b, b_addrs)] {
+        for addr in addrs {
+            // nodad: IPv6 addresses are usable at once, not after duplicate detection.
+            let mut args = vec!["addr", "add", *addr, "dev", dev];
+            if addr.contains(':') {
+                args.push("nodad");
+            }
+            ns.ip(&args)?;
+        }
+        ns.ip(&["link", "set", dev, "up"])?;
+    }
+    Ok(())
+}

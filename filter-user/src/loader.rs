@@ -1,0 +1,331 @@
+//! Loading, attaching, pinning and detaching the XDP program.
+
+use std::{
+    ffi::{CStr, CString},
+    fs, io,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use aya::{
+    EbpfLoader,
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+    },
+};
+use filter_common::{META_VERSION, MODE_NATIVE, MODE_SKB, Meta, PROGRAM_NAME, map_names};
+use thiserror::Error;
+
+use crate::{
+    maps::{FilterMaps, OpenError},
+    object,
+    pins::{self, IfacePins, PinsError},
+    store::StoreError,
+};
+
+/// Largest `--max-entries`: each list map is sized for twice this (both generations
+/// during a replace), and the kernel counts entries in a u32.
+pub const MAX_MAX_ENTRIES: u32 = 1 << 30;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Native (driver) mode, falling back to skb mode with a warning.
+    Auto,
+    Native,
+    Skb,
+}
+
+#[derive(Debug, Error)]
+pub enum AttachError {
+    #[error("unknown interface '{iface}' in this network namespace{}", list_hint(.available))]
+    UnknownInterface {
+        iface: String,
+        available: Vec<String>,
+    },
+    #[error("floodgate is already attached to {0} (run `floodgate detach -i {0}` first)")]
+    AlreadyAttached(String),
+    #[error("{iface} already has an XDP program that floodgate does not manage: {source}")]
+    Busy {
+        iface: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("--max-entries must be between 1 and {MAX_MAX_ENTRIES}, not {0}")]
+    BadMaxEntries(u32),
+    #[error("{mode} XDP attach to {iface} failed")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("loading the XDP object")]
+    Load(#[source] aya::EbpfError),
+    #[error("the kernel rejected the XDP program")]
+    Verify(#[source] ProgramError),
+    #[error(
+        "the kernel attached {0} without a BPF link (kernel older than 5.9?): floodgate needs links to stay attached after it exits"
+    )]
+    NoLink(String),
+    #[error("pinning {what} under {path}")]
+    Pin {
+        what: String,
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Pins(#[from] PinsError),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn list_hint(available: &[String]) -> String {
+    if available.is_empty() {
+        String::new()
+    } else {
+        format!(" (interfaces here: {})", available.join(", "))
+    }
+}
+
+/// What `attach` did.
+#[derive(Debug)]
+pub struct Attached {
+    pub pins: IfacePins,
+    /// [`MODE_NATIVE`] or [`MODE_SKB`].
+    pub mode: u32,
+    /// Set when auto mode fell back to skb: why native failed.
+    pub native_error: Option<String>,
+    /// Whether a bpffs had to be mounted.
+    pub mounted_bpffs: bool,
+}
+
+/// Names of the interfaces in this network namespace.
+pub fn interfaces() -> Vec<String> {
+    let mut names = Vec::new();
+    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return names;
+        }
+        let mut p = list;
+        while (*p).if_index != 0 {
+            names.push(CStr::from_ptr((*p).if_name).to_string_lossy().into_owned());
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    names
+}
+
+/// The index of `iface` in this network namespace.
+pub fn ifindex(iface: &str) -> Result<u32, AttachError> {
+    pins::check_iface_name(iface)?;
+    let c = CString::new(iface).expect("checked: no NUL");
+    // SAFETY: valid C string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(AttachError::UnknownInterface {
+            iface: iface.to_string(),
+            available: interfaces(),
+        }),
+        i => Ok(i),
+    }
+}
+
+/// Loads the program (list maps sized for `max_entries` per list and family), attaches
+/// it to `iface`, and pins link and maps so it stays attached after this process exits.
+pub fn attach(iface: &str, mode: Mode, max_entries: u32) -> Result<Attached, AttachError> {
+    if max_entries == 0 || max_entries > MAX_MAX_ENTRIES {
+        return Err(AttachError::BadMaxEntries(max_entries));
+    }
+    let index = ifindex(iface)?;
+    let pins = IfacePins::new(iface)?;
+    let mounted_bpffs = pins::ensure_bpffs()?;
+    if pins.exists() {
+        return Err(AttachError::AlreadyAttached(iface.to_string()));
+    }
+    raise_memlock();
+
+    let capacity = max_entries * 2;
+    let mut loader = EbpfLoader::new();
+    for name in map_names::LISTS {
+        loader.map_max_entries(name, capacity);
+    }
+    let mut ebpf = loader.load(object::bytes()).map_err(AttachError::Load)?;
+
+    // The pins go in place before packets flow, so a half-done attach is always
+    // visible (and removable with `detach`) rather than a program nobody can find.
+    fs::create_dir(&pins.dir)
+        .map_err(|e| pin_err("directory", &pins.dir.display().to_string(), e))?;
+    let result = (|| {
+        for (name, map) in ebpf.maps() {
+            let path = pins.map(name);
+            map.pin(&path)
+                .map_err(|e| pin_err(&format!("map {name}"), &path.display().to_string(), e))?;
+        }
+        let mut maps = FilterMaps::take(&mut ebpf)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(OpenError::Missing(PROGRAM_NAME))?
+            .try_into()
+            .map_err(AttachError::Verify)?;
+        prog.load().map_err(AttachError::Verify)?;
+        let (link_id, mode, native_error) = match mode {
+            Mode::Native => (
+                attach_mode(prog, index, iface, XdpMode::Driver)?,
+                MODE_NATIVE,
+                None,
+            ),
+            Mode::Skb => (
+                attach_mode(prog, index, iface, XdpMode::Skb)?,
+                MODE_SKB,
+                None,
+            ),
+            Mode::Auto => match attach_mode(prog, index, iface, XdpMode::Driver) {
+                Ok(id) => (id, MODE_NATIVE, None),
+                Err(AttachError::Attach { source, .. }) => {
+                    let why = error_chain(&source);
+                    (
+                        attach_mode(prog, index, iface, XdpMode::Skb)?,
+                        MODE_SKB,
+                        Some(why),
+                    )
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        maps.write_meta(&Meta {
+            version: META_VERSION,
+            mode,
+            ifindex: index,
+            max_entries,
+            counts: [[0; 2]; 2],
+            attached_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        })?;
+        let link = prog.take_link(link_id).map_err(AttachError::Verify)?;
+        let link: FdLink = link
+            .try_into()
+            .map_err(|_| AttachError::NoLink(iface.to_string()))?;
+        let path = pins.link();
+        link.pin(&path)
+            .map_err(|e| pin_err("the XDP link", &path.display().to_string(), e))?;
+        Ok((mode, native_error))
+    })();
+    match result {
+        Ok((mode, native_error)) => Ok(Attached {
+            pins,
+            mode,
+            native_error,
+            mounted_bpffs,
+        }),
+        Err(e) => {
+            // Dropping `ebpf` detaches an unpinned link; the pins are ours to remove.
+            let _ = remove_pins(&pins);
+            Err(e)
+        }
+    }
+}
+
+fn attach_mode(
+    prog: &mut Xdp,
+    index: u32,
+    iface: &str,
+    mode: XdpMode,
+) -> Result<aya::programs::xdp::XdpLinkId, AttachError> {
+    let name = if mode == XdpMode::Skb {
+        "skb"
+    } else {
+        "native"
+    };
+    prog.attach(index, mode).map_err(|source| {
+        if is_busy(&source) {
+            AttachError::Busy {
+                iface: iface.to_string(),
+                source,
+            }
+        } else {
+            AttachError::Attach {
+                iface: iface.to_string(),
+                mode: name,
+                source,
+            }
+        }
+    })
+}
+
+fn is_busy(e: &ProgramError) -> bool {
+    let text = error_chain(e);
+    text.contains("File exists") || text.contains("Device or resource busy")
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn pin_err(
+    what: &str,
+    path: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> AttachError {
+    AttachError::Pin {
+        what: what.to_string(),
+        path: path.to_string(),
+        source: Box::new(e),
+    }
+}
+
+/// Without CAP_SYS_RESOURCE this fails; kernels >= 5.11 charge BPF memory to the
+/// cgroup instead of RLIMIT_MEMLOCK, so the failure does not matter there.
+fn raise_memlock() {
+    let rl = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain setrlimit with a valid struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) };
+}
+
+/// Detaches the program and removes every pin of the interface.
+pub fn detach(pins: &IfacePins) -> Result<(), AttachError> {
+    let _lock = pins.lock()?;
+    match PinnedLink::from_pin(pins.link()) {
+        // Unpinning drops the last reference to the link: the kernel detaches the program.
+        Ok(link) => drop(link.unpin().map_err(|e| {
+            pin_err(
+                "removing the link pin",
+                &pins.link().display().to_string(),
+                e,
+            )
+        })?),
+        Err(_) if !pins.link().exists() => {}
+        Err(e) => {
+            return Err(pin_err(
+                "opening the link pin",
+                &pins.link().display().to_string(),
+                e,
+            ));
+        }
+    }
+    remove_pins(pins).map_err(|e| pin_err("removing pins", &pins.dir.display().to_string(), e))
+}
+
+fn remove_pins(pins: &IfacePins) -> io::Result<()> {
+    for entry in fs::read_dir(&pins.dir)? {
+        fs::remove_file(entry?.path())?;
+    }
+    fs::remove_dir(&pins.dir)
+}

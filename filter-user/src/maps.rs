@@ -1,0 +1,109 @@
+//! Typed handles on the XDP program's maps, opened either from a freshly loaded
+//! object (attach, tests) or from the pins of an attached interface (every other
+//! command, from a separate process).
+
+use std::path::Path;
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
+};
+use filter_common::{Counter, HostV4, HostV6, ListKind, ListValue, Meta, NetV4, NetV6, map_names};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum OpenError {
+    #[error("map {0} is missing from the XDP object")]
+    Missing(&'static str),
+    #[error("opening pinned map {path}")]
+    Pin {
+        path: String,
+        #[source]
+        source: MapError,
+    },
+    #[error("map {name} has an unexpected type or layout")]
+    Type {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+/// The four maps of one list.
+pub struct ListMaps {
+    pub v4_host: HashMap<MapData, HostV4, ListValue>,
+    pub v4_net: LpmTrie<MapData, NetV4, ListValue>,
+    pub v6_host: HashMap<MapData, HostV6, ListValue>,
+    pub v6_net: LpmTrie<MapData, NetV6, ListValue>,
+}
+
+pub struct FilterMaps {
+    pub counters: PerCpuArray<MapData, Counter>,
+    pub active: Array<MapData, u32>,
+    pub meta: Array<MapData, Meta>,
+    pub block: ListMaps,
+    pub allow: ListMaps,
+}
+
+impl FilterMaps {
+    /// Takes the maps out of a loaded object (they can be pinned afterwards).
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, OpenError> {
+        Self::open(|name| ebpf.take_map(name).ok_or(OpenError::Missing(name)))
+    }
+
+    /// Opens the maps pinned in `dir` (one file per map, named as in the object).
+    pub fn from_pins(dir: &Path) -> Result<Self, OpenError> {
+        Self::open(|name| {
+            let path = dir.join(name);
+            MapData::from_pin(&path)
+                .and_then(Map::from_map_data)
+                .map_err(|source| OpenError::Pin {
+                    path: path.display().to_string(),
+                    source,
+                })
+        })
+    }
+
+    fn open(
+        mut get: impl FnMut(&'static str) -> Result<Map, OpenError>,
+    ) -> Result<Self, OpenError> {
+        use map_names::*;
+        fn typed<T: TryFrom<Map, Error = MapError>>(
+            name: &'static str,
+            map: Map,
+        ) -> Result<T, OpenError> {
+            T::try_from(map).map_err(|source| OpenError::Type { name, source })
+        }
+        let mut list = |h4, n4, h6, n6| -> Result<ListMaps, OpenError> {
+            Ok(ListMaps {
+                v4_host: typed(h4, get(h4)?)?,
+                v4_net: typed(n4, get(n4)?)?,
+                v6_host: typed(h6, get(h6)?)?,
+                v6_net: typed(n6, get(n6)?)?,
+            })
+        };
+        let block = list(BLOCK_V4_HOST, BLOCK_V4_NET, BLOCK_V6_HOST, BLOCK_V6_NET)?;
+        let allow = list(ALLOW_V4_HOST, ALLOW_V4_NET, ALLOW_V6_HOST, ALLOW_V6_NET)?;
+        Ok(Self {
+            counters: typed(COUNTERS, get(COUNTERS)?)?,
+            active: typed(ACTIVE, get(ACTIVE)?)?,
+            meta: typed(META, get(META)?)?,
+            block,
+            allow,
+        })
+    }
+
+    pub fn list(&self, kind: ListKind) -> &ListMaps {
+        match kind {
+            ListKind::Block => &self.block,
+            ListKind::Allow => &self.allow,
+        }
+    }
+
+    pub fn list_mut(&mut self, kind: ListKind) -> &mut ListMaps {
+        match kind {
+            ListKind::Block => &mut self.block,
+            ListKind::Allow => &mut self.allow,
+        }
+    }
+}

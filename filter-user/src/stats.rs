@@ -1,0 +1,43 @@
+//! Reading the per-CPU verdict counters.
+
+use aya::maps::MapError;
+use filter_common::{Counter, Reason};
+
+use crate::maps::FilterMaps;
+
+/// Totals over all CPUs, indexed by [`Reason`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals(pub [Counter; Reason::COUNT as usize]);
+
+impl Totals {
+    pub fn get(&self, r: Reason) -> Counter {
+        self.0[r as usize]
+    }
+
+    /// Per-reason difference `self - earlier` (counters only grow while attached).
+    pub fn since(&self, earlier: &Totals) -> Totals {
+        let mut d = *self;
+        for (c, e) in d.0.iter_mut().zip(earlier.0.iter()) {
+            c.packets = c.packets.saturating_sub(e.packets);
+            c.bytes = c.bytes.saturating_sub(e.bytes);
+        }
+        d
+    }
+
+    pub fn packets(&self) -> u64 {
+        self.0.iter().map(|c| c.packets).sum()
+    }
+}
+
+impl FilterMaps {
+    pub fn totals(&self) -> Result<Totals, MapError> {
+        let mut t = Totals::default();
+        for r in Reason::ALL {
+            for c in self.counters.get(&(r as u32), 0)?.iter() {
+                t.0[r as usize].packets += c.packets;
+                t.0[r as usize].bytes += c.bytes;
+            }
+        }
+        Ok(t)
+    }
+}
