@@ -7,7 +7,7 @@ use std::{
 };
 
 use aya::{
-    EbpfLoader,
+    Ebpf, EbpfLoader,
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -138,28 +138,24 @@ pub fn ifindex(iface: &str) -> Result<u32, AttachError> {
 /// Loads the program (list maps sized for `max_entries` per list and family), attaches
 /// it to `iface`, and pins link and maps so it stays attached after this process exits.
 pub fn attach(iface: &str, mode: Mode, max_entries: u32) -> Result<Attached, AttachError> {
-    if max_entries == 0 || max_entries > MAX_MAX_ENTRIES {
-        return Err(AttachError::BadMaxEntries(max_entries));
-    }
     let index = ifindex(iface)?;
     let pins = IfacePins::new(iface)?;
     let mounted_bpffs = pins::ensure_bpffs()?;
     if pins.exists() {
         return Err(AttachError::AlreadyAttached(iface.to_string()));
     }
-    raise_memlock();
-
-    let capacity = max_entries * 2;
-    let mut loader = EbpfLoader::new();
-    for name in map_names::LISTS {
-        loader.map_max_entries(name, capacity);
-    }
-    let mut ebpf = loader.load(object::bytes()).map_err(AttachError::Load)?;
+    let mut ebpf = load(max_entries)?;
 
     // The pins go in place before packets flow, so a half-done attach is always
     // visible (and removable with `detach`) rather than a program nobody can find.
-    fs::create_dir(&pins.dir)
-        .map_err(|e| pin_err("directory", &pins.dir.display().to_string(), e))?;
+    fs::create_dir(&pins.dir).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            // Another attach to the same interface won the race.
+            AttachError::AlreadyAttached(iface.to_string())
+        } else {
+            pin_err("directory", &pins.dir.display().to_string(), e)
+        }
+    })?;
     let result = (|| {
         for (name, map) in ebpf.maps() {
             let path = pins.map(name);
@@ -167,12 +163,7 @@ pub fn attach(iface: &str, mode: Mode, max_entries: u32) -> Result<Attached, Att
                 .map_err(|e| pin_err(&format!("map {name}"), &path.display().to_string(), e))?;
         }
         let mut maps = FilterMaps::take(&mut ebpf)?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(OpenError::Missing(PROGRAM_NAME))?
-            .try_into()
-            .map_err(AttachError::Verify)?;
-        prog.load().map_err(AttachError::Verify)?;
+        let prog = program(&mut ebpf)?;
         let (link_id, mode, native_error) = match mode {
             Mode::Native => (
                 attach_mode(prog, index, iface, XdpMode::Driver)?,
@@ -230,6 +221,50 @@ pub fn attach(iface: &str, mode: Mode, max_entries: u32) -> Result<Attached, Att
             Err(e)
         }
     }
+}
+
+/// Loads the object with list maps sized for `max_entries` per list and family, and
+/// the program into the kernel (this is where the verifier runs). Nothing is attached.
+pub fn load(max_entries: u32) -> Result<Ebpf, AttachError> {
+    if max_entries == 0 || max_entries > MAX_MAX_ENTRIES {
+        return Err(AttachError::BadMaxEntries(max_entries));
+    }
+    raise_memlock();
+    let mut loader = EbpfLoader::new();
+    for name in map_names::LISTS {
+        loader.map_max_entries(name, max_entries * 2);
+    }
+    let mut ebpf = loader.load(object::bytes()).map_err(AttachError::Load)?;
+    program(&mut ebpf)?.load().map_err(AttachError::Verify)?;
+    Ok(ebpf)
+}
+
+/// The XDP program of a loaded object.
+pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, AttachError> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or(OpenError::Missing(PROGRAM_NAME))?
+        .try_into()
+        .map_err(AttachError::Verify)
+}
+
+/// Writes the bookkeeping of a fresh attach (or test load): empty lists.
+pub fn init_meta(
+    maps: &mut FilterMaps,
+    mode: u32,
+    ifindex: u32,
+    max_entries: u32,
+) -> Result<(), StoreError> {
+    maps.write_meta(&Meta {
+        version: META_VERSION,
+        mode,
+        ifindex,
+        max_entries,
+        counts: [[0; 2]; 2],
+        attached_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    })
 }
 
 fn attach_mode(

@@ -1,11 +1,349 @@
-/// Run a self-contained demonstration in network namespaces it creates and removes.
+//! `floodgate demo`: a flood, a legitimate client, and the filter stopping the flood
+//! at runtime, in namespaces this command creates and removes.
+//!
+//! Scene (no route leaves it):
+//!
+//! ```text
+//!   fgdemo-cli [fgd-cli 198.51.100.2] --\
+//!                                        br0 (fgdemo-net) -- [fgd-srv 198.51.100.1] fgdemo-srv
+//!   fgdemo-atk [fgd-atk 198.51.100.3] --/                      floodgate attached here
+//! ```
+//!
+//! The attacker sends UDP from spoofed sources in 203.0.113.0/24 and 2001:db8:bad::/48
+//! (documentation ranges); the client sends echo requests and times the answers.
+
+use std::{
+    net::{IpAddr, SocketAddr, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use filter_common::{ListKind, Reason};
+use floodgate::{
+    lab::{FrameSpec, Netns, RawSender, build, veth_pair},
+    loader::{self, Mode},
+    maps::FilterMaps,
+    pins::IfacePins,
+};
+
+use super::output::grouped;
+
+/// Run a self-contained demonstration: a server under a spoofed UDP flood, a
+/// legitimate client, and floodgate blocking the flood's source range part-way through.
+///
+/// Creates network namespaces fgdemo-{srv,net,cli,atk} joined by veth pairs and a
+/// bridge, with no route out; everything is removed at the end, on Ctrl-C, or on error.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Length of the demonstration in seconds.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(6..=600))]
     pub duration: u64,
+    /// Flood rate in packets per second (bounded: the flood stops by itself).
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=2_000_000))]
+    pub flood_pps: u64,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("demo: not yet")
+const SRV_IF: &str = "fgd-srv";
+const SRV_V4: &str = "198.51.100.1";
+const SRV_V6: &str = "2001:db8:1::1";
+const FLOOD_V4: &str = "203.0.113.0/24";
+const FLOOD_V6: &str = "2001:db8:bad::/48";
+const ECHO_PORT: u16 = 7;
+const SINK_PORT: u16 = 9;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Relaxed);
+}
+
+fn stopping() -> bool {
+    STOP.load(Relaxed)
+}
+
+/// What the scene's threads count, read once per second by the display.
+#[derive(Default)]
+struct Tally {
+    legit_sent: AtomicU64,
+    legit_answered: AtomicU64,
+    legit_rtt_us_max: AtomicU64,
+    flood_sent: AtomicU64,
+    flood_reached: AtomicU64,
+}
+
+struct Scene {
+    // Deleting a namespace deletes its veth ends; the bridge namespace goes too.
+    srv: Netns,
+    cli: Netns,
+    atk: Netns,
+    _net: Netns,
+}
+
+fn build_scene() -> anyhow::Result<Scene> {
+    let net = Netns::create("fgdemo-net")?;
+    let srv = Netns::create("fgdemo-srv")?;
+    let cli = Netns::create("fgdemo-cli")?;
+    let atk = Netns::create("fgdemo-atk")?;
+    net.ip(&["link", "add", "br0", "type", "bridge"])?;
+    net.ip(&["link", "set", "br0", "up"])?;
+    let v4 = |host: u8| format!("198.51.100.{host}/24");
+    let v6 = |host: u8| format!("2001:db8:1::{host}/64");
+    for (ns, dev, peer, host) in [
+        (&srv, SRV_IF, "br-srv", 1u8),
+        (&cli, "fgd-cli", "br-cli", 2),
+        (&atk, "fgd-atk", "br-atk", 3),
+    ] {
+        veth_pair(ns, dev, &[&v4(host), &v6(host)], &net, peer, &[])?;
+        net.ip(&["link", "set", peer, "master", "br0"])?;
+    }
+    Ok(Scene {
+        srv,
+        cli,
+        atk,
+        _net: net,
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let pins = IfacePins::new(SRV_IF)?;
+    if pins.exists() {
+        // Left by a demo that was killed: its namespace is gone, its pins are not.
+        loader::detach(&pins).context("removing a previous demo's pins")?;
+    }
+    println!("floodgate demo: building the scene (namespaces fgdemo-srv, -net, -cli, -atk)");
+    let scene = build_scene().context("building the demo's namespaces")?;
+    let result = play(&scene, &args);
+    if pins.exists() {
+        loader::detach(&pins).context("detaching the demo's filter")?;
+    }
+    drop(scene);
+    println!("removed the demo's namespaces and pins");
+    if stopping() && result.is_ok() {
+        println!("(interrupted)");
+    }
+    result
+}
+
+fn play(scene: &Scene, args: &Args) -> anyhow::Result<()> {
+    let attached = scene
+        .srv
+        .enter(|| loader::attach(SRV_IF, Mode::Auto, 1_000_000))??;
+    println!(
+        "$ nsenter --net=/run/netns/fgdemo-srv floodgate attach -i {SRV_IF}    # {} mode",
+        super::output::mode_name(attached.mode)
+    );
+    let maps = FilterMaps::from_pins(&attached.pins.dir)?;
+    let tally = Arc::new(Tally::default());
+    let done = Arc::new(AtomicBool::new(false));
+    let finished = || done.load(Relaxed) || stopping();
+
+    // Server: echo on 7 for the client, a sink on 9 that counts what the flood delivers.
+    let srv_sockets = scene.srv.enter(|| -> std::io::Result<_> {
+        let echo = UdpSocket::bind((SRV_V4, ECHO_PORT))?;
+        let sink4 = UdpSocket::bind((SRV_V4, SINK_PORT))?;
+        let sink6 = UdpSocket::bind((SRV_V6.parse::<IpAddr>().unwrap(), SINK_PORT))?;
+        Ok((echo, sink4, sink6))
+    })??;
+    let srv_mac = scene.srv.mac(SRV_IF)?;
+    let atk_mac = scene.atk.mac("fgd-atk")?;
+    let client = scene.cli.enter(|| UdpSocket::bind("198.51.100.2:0"))??;
+    let sender = scene.atk.enter(|| RawSender::open("fgd-atk"))??;
+
+    let total = Duration::from_secs(args.duration);
+    let block_at = args.duration / 3;
+    thread::scope(|s| -> anyhow::Result<()> {
+        let (echo, sink4, sink6) = srv_sockets;
+        s.spawn(|| serve_echo(echo, &finished));
+        for sink in [sink4, sink6] {
+            let tally = &tally;
+            s.spawn(move || count_sink(sink, tally, &finished));
+        }
+        s.spawn(|| legit_client(client, &tally, &finished));
+        let flood = s.spawn(|| flood(&sender, srv_mac, atk_mac, args, &tally, &finished));
+
+        let result = display(&maps, &tally, total, block_at, &finished);
+        done.store(true, Relaxed);
+        flood
+            .join()
+            .map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+        result
+    })
+}
+
+fn display(
+    maps: &FilterMaps,
+    tally: &Tally,
+    total: Duration,
+    block_at: u64,
+    finished: &dyn Fn() -> bool,
+) -> anyhow::Result<()> {
+    println!(
+        "the attacker floods UDP from {FLOOD_V4} and {FLOOD_V6}; the client sends 50 echo requests/s\n"
+    );
+    println!(
+        "{:>4}  {:>12} {:>10} {:>9}   {:>12} {:>16} {:>16}",
+        "t", "legit sent", "answered", "max rtt", "flood sent", "flood reached", "dropped in XDP"
+    );
+    let start = Instant::now();
+    let mut prev = (0u64, 0u64, 0u64, 0u64, maps.totals()?);
+    let mut blocked = false;
+    let (mut legit_sent, mut legit_ok, mut flood_reached_after) = (0u64, 0u64, 0u64);
+    for second in 1..=total.as_secs() {
+        let due = start + Duration::from_secs(second);
+        while Instant::now() < due {
+            if finished() {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let now = (
+            tally.legit_sent.load(Relaxed),
+            tally.legit_answered.load(Relaxed),
+            tally.flood_sent.load(Relaxed),
+            tally.flood_reached.load(Relaxed),
+            maps.totals()?,
+        );
+        let rtt = tally.legit_rtt_us_max.swap(0, Relaxed);
+        let dropped = now.4.since(&prev.4).get(Reason::Blocklist).packets;
+        println!(
+            "{:>3}s  {:>12} {:>10} {:>7.1}ms   {:>10}/s {:>14}/s {:>14}/s",
+            second,
+            now.0 - prev.0,
+            now.1 - prev.1,
+            rtt as f64 / 1000.0,
+            grouped(now.2 - prev.2),
+            grouped(now.3 - prev.3),
+            grouped(dropped)
+        );
+        if blocked {
+            flood_reached_after += now.3 - prev.3;
+        }
+        legit_sent += now.0 - prev.0;
+        legit_ok += now.1 - prev.1;
+        prev = now;
+        if second == block_at {
+            println!("      $ floodgate blocklist add {FLOOD_V4} {FLOOD_V6}");
+            let nets = [FLOOD_V4.parse()?, FLOOD_V6.parse()?];
+            let pins = IfacePins::new(SRV_IF)?;
+            let _lock = pins.lock()?;
+            let mut writable = FilterMaps::from_pins(&pins.dir)?;
+            writable.add(ListKind::Block, &nets, &mut |_, _| {})?;
+            blocked = true;
+        }
+    }
+    let t = maps.totals()?;
+    println!(
+        "\nlegitimate requests answered: {legit_ok} of {legit_sent}; flood packets dropped in the driver: {}; \
+         flood packets that reached the server after the block: {flood_reached_after}",
+        grouped(t.get(Reason::Blocklist).packets)
+    );
+    if blocked && flood_reached_after > 0 && !finished() {
+        // The block is in place before the next second starts; a few packets in
+        // flight at that moment may still arrive, so only a steady stream is an error.
+        let after = total.as_secs() - block_at;
+        if flood_reached_after > after * 10 {
+            bail!(
+                "the flood kept reaching the server after the block ({flood_reached_after} packets)"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn serve_echo(sock: UdpSocket, finished: &dyn Fn() -> bool) {
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buf = [0u8; 2048];
+    while !finished() {
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(&buf[..n], from);
+        }
+    }
+}
+
+fn count_sink(sock: UdpSocket, tally: &Tally, finished: &dyn Fn() -> bool) {
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buf = [0u8; 2048];
+    while !finished() {
+        if sock.recv(&mut buf).is_ok() {
+            tally.flood_reached.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+fn legit_client(sock: UdpSocket, tally: &Tally, finished: &dyn Fn() -> bool) {
+    let server = SocketAddr::new(SRV_V4.parse().unwrap(), ECHO_PORT);
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf = [0u8; 64];
+    let mut seq = 0u64;
+    let start = Instant::now();
+    while !finished() {
+        seq += 1;
+        let sent_at = Instant::now();
+        if sock.send_to(&seq.to_be_bytes(), server).is_ok() {
+            tally.legit_sent.fetch_add(1, Relaxed);
+            // Wait for this request's answer; late answers to older ones are skipped.
+            while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                if n == 8 && buf[..8] == seq.to_be_bytes() {
+                    tally.legit_answered.fetch_add(1, Relaxed);
+                    tally
+                        .legit_rtt_us_max
+                        .fetch_max(sent_at.elapsed().as_micros() as u64, Relaxed);
+                    break;
+                }
+            }
+        }
+        let due = start + Duration::from_millis(20 * seq);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+    }
+}
+
+fn flood(
+    sender: &RawSender,
+    srv_mac: [u8; 6],
+    atk_mac: [u8; 6],
+    args: &Args,
+    tally: &Tally,
+    finished: &dyn Fn() -> bool,
+) -> anyhow::Result<()> {
+    // 254 IPv4 and 254 IPv6 spoofed sources, built once and cycled.
+    let mut frames = Vec::with_capacity(508);
+    for host in 1..=254u8 {
+        for (src, dst) in [
+            (format!("203.0.113.{host}"), SRV_V4),
+            (format!("2001:db8:bad::{host:x}"), SRV_V6),
+        ] {
+            let mut spec = FrameSpec::udp(src.parse()?, dst.parse()?, SINK_PORT);
+            spec.src_mac = atk_mac;
+            spec.dst_mac = srv_mac;
+            spec.payload = vec![0x5a; 32];
+            frames.push(build(&spec));
+        }
+    }
+    let count = args.flood_pps * args.duration;
+    let mut i = 0usize;
+    sender
+        .send_paced(
+            count,
+            args.flood_pps,
+            |_| {
+                i = (i + 1) % frames.len();
+                tally.flood_sent.fetch_add(1, Relaxed);
+                frames[i].clone()
+            },
+            finished,
+        )
+        .context("sending the flood")?;
+    Ok(())
 }

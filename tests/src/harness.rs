@@ -1,0 +1,98 @@
+//! The real XDP object loaded into the kernel and run on crafted frames with
+//! BPF_PROG_TEST_RUN, with list updates going through the controller's own store.
+
+use aya::{
+    Ebpf,
+    programs::{TestRun, TestRunOptions, Xdp},
+};
+use filter_common::{Counter, ListKind, Reason};
+use floodgate::{loader, maps::FilterMaps, stats::Totals};
+use ipnet::IpNet;
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+pub struct Harness {
+    pub ebpf: Ebpf,
+    pub maps: FilterMaps,
+}
+
+/// The outcome of one frame: the program's action and how every counter moved.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub action: u32,
+    pub delta: Totals,
+}
+
+impl Harness {
+    /// Loads the object (verifier included) with lists of `max_entries` per family.
+    pub fn new(max_entries: u32) -> Self {
+        let mut ebpf = loader::load(max_entries).expect("loading the XDP object (are you root?)");
+        let mut maps = FilterMaps::take(&mut ebpf).expect("maps");
+        loader::init_meta(&mut maps, 0, 0, max_entries).expect("meta");
+        Self { ebpf, maps }
+    }
+
+    pub fn program(&mut self) -> &mut Xdp {
+        loader::program(&mut self.ebpf).expect("program")
+    }
+
+    /// Runs one frame through the program once.
+    pub fn run(&mut self, frame: &[u8]) -> Outcome {
+        let before = self.maps.totals().expect("counters");
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..Default::default()
+        };
+        let r = self.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        let after = self.maps.totals().expect("counters");
+        Outcome {
+            action: r.return_value,
+            delta: after.since(&before),
+        }
+    }
+
+    /// Runs `frame` and asserts the action and that exactly the counter of `reason`
+    /// moved, by one packet of the frame's length.
+    pub fn expect(&mut self, frame: &[u8], reason: Reason, what: &str) {
+        let out = self.run(frame);
+        let action = if reason.drops() { XDP_DROP } else { XDP_PASS };
+        assert_eq!(
+            out.action,
+            action,
+            "{what}: action (frame of {} bytes)",
+            frame.len()
+        );
+        let mut want = Totals::default();
+        want.0[reason as usize] = Counter {
+            packets: 1,
+            bytes: frame.len() as u64,
+        };
+        assert_eq!(out.delta, want, "{what}: counter deltas");
+    }
+
+    pub fn add(&mut self, kind: ListKind, cidrs: &[&str]) {
+        let nets = parse(cidrs);
+        self.maps.add(kind, &nets, &mut |_, _| {}).expect("add");
+    }
+
+    pub fn remove(&mut self, kind: ListKind, cidrs: &[&str]) {
+        let nets = parse(cidrs);
+        self.maps.remove(kind, &nets).expect("remove");
+    }
+
+    pub fn replace(&mut self, kind: ListKind, cidrs: &[&str]) {
+        let nets = parse(cidrs);
+        self.maps
+            .replace(kind, &nets, &mut |_, _| {})
+            .expect("replace");
+    }
+}
+
+fn parse(cidrs: &[&str]) -> Vec<IpNet> {
+    cidrs
+        .iter()
+        .map(|c| filter_common::cidr::parse_cidr(c).expect("test CIDR"))
+        .collect()
+}
