@@ -138,6 +138,7 @@ pub fn ifindex(iface: &str) -> Result<u32, AttachError> {
 /// Loads the program (list maps sized for `max_entries` per list and family), attaches
 /// it to `iface`, and pins link and maps so it stays attached after this process exits.
 pub fn attach(iface: &str, mode: Mode, max_entries: u32) -> Result<Attached, AttachError> {
+    check_max_entries(max_entries)?;
     let index = ifindex(iface)?;
     let pins = IfacePins::new(iface)?;
     let mounted_bpffs = pins::ensure_bpffs()?;
@@ -226,9 +227,7 @@ pub fn attach(iface: &str, mode: Mode, max_entries: u32) -> Result<Attached, Att
 /// Loads the object with list maps sized for `max_entries` per list and family, and
 /// the program into the kernel (this is where the verifier runs). Nothing is attached.
 pub fn load(max_entries: u32) -> Result<Ebpf, AttachError> {
-    if max_entries == 0 || max_entries > MAX_MAX_ENTRIES {
-        return Err(AttachError::BadMaxEntries(max_entries));
-    }
+    check_max_entries(max_entries)?;
     raise_memlock();
     let mut loader = EbpfLoader::new();
     for name in map_names::LISTS {
@@ -237,6 +236,14 @@ pub fn load(max_entries: u32) -> Result<Ebpf, AttachError> {
     let mut ebpf = loader.load(object::bytes()).map_err(AttachError::Load)?;
     program(&mut ebpf)?.load().map_err(AttachError::Verify)?;
     Ok(ebpf)
+}
+
+fn check_max_entries(n: u32) -> Result<(), AttachError> {
+    if n == 0 || n > MAX_MAX_ENTRIES {
+        Err(AttachError::BadMaxEntries(n))
+    } else {
+        Ok(())
+    }
 }
 
 /// The XDP program of a loaded object.

@@ -214,8 +214,8 @@ impl Lab {
             .srv
             .enter(move || -> std::io::Result<(UdpSocket, UdpSocket)> {
                 Ok((
-                    UdpSocket::bind(("0.0.0.0", port))?,
-                    UdpSocket::bind(("::", port))?,
+                    UdpSocket::bind((SRV_V4, port))?,
+                    UdpSocket::bind((SRV_V6.parse::<IpAddr>().unwrap(), port))?,
                 ))
             })
             .expect("enter")
