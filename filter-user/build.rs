@@ -15,6 +15,7 @@ fn main() -> anyhow::Result<()> {
     println!("cargo::rustc-check-cfg=cfg(floodgate_stub_object)");
     println!("cargo::rerun-if-env-changed=AYA_BUILD_SKIP");
     println!("cargo::rerun-if-env-changed=PATH");
+    println!("cargo::rerun-if-env-changed=FLOODGATE_TOOLS");
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let root = manifest
         .parent()

@@ -93,7 +93,7 @@ mod tests {
             Reason::Passed
         );
         assert_eq!(classify(&[0u8; 10][..], &lists), Reason::Malformed);
-        let mut arp = vec![0u8; 60];
+        let mut arp = [0u8; 60];
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         assert_eq!(classify(&arp[..], &lists), Reason::NonIp);
     }

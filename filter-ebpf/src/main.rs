@@ -1,7 +1,9 @@
 //! floodgate's XDP program: a thin entry that classifies each frame with the shared
 //! logic in filter-common, counts the verdict and returns it.
-#![no_std]
-#![no_main]
+// no_std only for the bpf target: on the host (cargo clippy --workspace) the crate
+// links std through filter-common's `user` feature and gets a dummy main.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
 
 mod lists;
 mod view;
@@ -40,11 +42,14 @@ fn record(reason: Reason, bytes: usize) {
     }
 }
 
-#[cfg(not(test))]
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
 
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]

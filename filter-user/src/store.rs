@@ -214,7 +214,7 @@ impl FilterMaps {
                 }
                 return Err(e);
             }
-            if i % 4096 == 0 {
+            if i.is_multiple_of(4096) {
                 progress(i as u64, total);
             }
         }
@@ -265,8 +265,8 @@ impl FilterMaps {
         }
         self.check_capacity(kind, &meta, meta.counts[kind as usize], adding)?;
         self.insert_all(kind, g, &new, progress)?;
-        for f in 0..2 {
-            meta.counts[kind as usize][f] += adding[f];
+        for (count, add) in meta.counts[kind as usize].iter_mut().zip(adding) {
+            *count += add;
         }
         self.write_meta(&meta)?;
         Ok(Added {

@@ -90,7 +90,7 @@ pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("adding to the {name} of {}", p.iface))?;
             let meta = maps.read_meta()?;
             println!(
-                "{name}: added {}, {} already present; {}",
+                "{name}: added {}, {} already listed or repeated; {}",
                 r.added,
                 r.already_present,
                 summary(kind, &meta)
@@ -130,7 +130,7 @@ pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                 let r = maps.add(kind, &nets, &mut bar).with_context(ctx)?;
                 let meta = maps.read_meta()?;
                 println!(
-                    "{name}: added {} from {file}, {} already present; {}",
+                    "{name}: added {} from {file}, {} already listed or repeated; {}",
                     r.added,
                     r.already_present,
                     summary(kind, &meta)
