@@ -17,19 +17,13 @@ fn main() -> anyhow::Result<()> {
     println!("cargo::rerun-if-env-changed=PATH");
     println!("cargo::rerun-if-env-changed=FLOODGATE_TOOLS");
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    let root = manifest
-        .parent()
-        .ok_or_else(|| anyhow!("no workspace root"))?;
+    let root = manifest.parent().ok_or_else(|| anyhow!("no workspace root"))?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
 
     let skip = matches!(env::var("AYA_BUILD_SKIP").as_deref(), Ok("1") | Ok("true"));
     let linker = find_bpf_linker();
     if skip || linker.is_none() {
-        let why = if skip {
-            "AYA_BUILD_SKIP is set"
-        } else {
-            "bpf-linker was not found"
-        };
+        let why = if skip { "AYA_BUILD_SKIP is set" } else { "bpf-linker was not found" };
         println!(
             "cargo::warning={why}: using a stub eBPF object (check/clippy only); run {SETUP} for a real build"
         );
@@ -55,11 +49,7 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = root.join("filter-ebpf");
     let ebpf_dir = ebpf_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "filter-ebpf",
-            root_dir: ebpf_dir,
-            ..Default::default()
-        }],
+        [aya_build::Package { name: "filter-ebpf", root_dir: ebpf_dir, ..Default::default() }],
         aya_build::Toolchain::Custom(&toolchain),
     )
     .context("building the XDP program (filter-ebpf)")

@@ -14,12 +14,7 @@ pub enum CidrError {
     #[error("'{0}' has a bad prefix length (expected a number after '/')")]
     BadPrefix(String),
     #[error("'{given}' has prefix length {len}, but {family} allows 0 to {max}")]
-    PrefixTooLong {
-        given: String,
-        len: u32,
-        family: &'static str,
-        max: u8,
-    },
+    PrefixTooLong { given: String, len: u32, family: &'static str, max: u8 },
     #[error("'{given}' has host bits set; did you mean {suggested}?")]
     HostBits { given: String, suggested: IpNet },
 }
@@ -36,9 +31,7 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, CidrError> {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
     };
-    let addr: IpAddr = addr_text
-        .parse()
-        .map_err(|_| CidrError::BadAddress(s.to_string()))?;
+    let addr: IpAddr = addr_text.parse().map_err(|_| CidrError::BadAddress(s.to_string()))?;
     let max = match addr {
         IpAddr::V4(_) => 32u8,
         IpAddr::V6(_) => 128u8,
@@ -52,22 +45,14 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, CidrError> {
             let len: u32 = l.parse().map_err(|_| CidrError::BadPrefix(s.to_string()))?;
             if len > u32::from(max) {
                 let family = if max == 32 { "IPv4" } else { "IPv6" };
-                return Err(CidrError::PrefixTooLong {
-                    given: s.to_string(),
-                    len,
-                    family,
-                    max,
-                });
+                return Err(CidrError::PrefixTooLong { given: s.to_string(), len, family, max });
             }
             len as u8
         }
     };
     let net = IpNet::new(addr, len).expect("prefix length checked above");
     if net.trunc() != net {
-        return Err(CidrError::HostBits {
-            given: s.to_string(),
-            suggested: net.trunc(),
-        });
+        return Err(CidrError::HostBits { given: s.to_string(), suggested: net.trunc() });
     }
     Ok(net)
 }
@@ -108,12 +93,7 @@ pub fn parse_list(file: &str, text: &str) -> Result<Vec<IpNet>, ListFileError> {
             Err(reason) => match &mut first_err {
                 Some(e) => e.more += 1,
                 None => {
-                    first_err = Some(ListFileError {
-                        file: file.to_string(),
-                        line: i + 1,
-                        reason,
-                        more: 0,
-                    })
+                    first_err = Some(ListFileError { file: file.to_string(), line: i + 1, reason, more: 0 })
                 }
             },
         }
@@ -160,62 +140,28 @@ mod tests {
         let err = parse_cidr("203.0.113.7/24").unwrap_err();
         assert_eq!(
             err,
-            CidrError::HostBits {
-                given: "203.0.113.7/24".into(),
-                suggested: net("203.0.113.0/24")
-            }
+            CidrError::HostBits { given: "203.0.113.7/24".into(), suggested: net("203.0.113.0/24") }
         );
-        assert_eq!(
-            err.to_string(),
-            "'203.0.113.7/24' has host bits set; did you mean 203.0.113.0/24?"
-        );
-        assert!(matches!(
-            parse_cidr("2001:db8::1/64"),
-            Err(CidrError::HostBits { .. })
-        ));
+        assert_eq!(err.to_string(), "'203.0.113.7/24' has host bits set; did you mean 203.0.113.0/24?");
+        assert!(matches!(parse_cidr("2001:db8::1/64"), Err(CidrError::HostBits { .. })));
     }
 
     #[test]
     fn every_error_path() {
         assert_eq!(parse_cidr("  "), Err(CidrError::Empty));
-        assert_eq!(
-            parse_cidr("300.1.1.1"),
-            Err(CidrError::BadAddress("300.1.1.1".into()))
-        );
-        assert_eq!(
-            parse_cidr("example.com"),
-            Err(CidrError::BadAddress("example.com".into()))
-        );
-        assert_eq!(
-            parse_cidr("010.0.0.1"),
-            Err(CidrError::BadAddress("010.0.0.1".into()))
-        );
-        assert_eq!(
-            parse_cidr("fe80::1%eth0"),
-            Err(CidrError::BadAddress("fe80::1%eth0".into()))
-        );
-        for bad in [
-            "10.0.0.0/",
-            "10.0.0.0/x",
-            "10.0.0.0/+8",
-            "10.0.0.0/-1",
-            "10.0.0.0/8/8",
-            "10.0.0.0/1000",
-        ] {
-            assert_eq!(
-                parse_cidr(bad),
-                Err(CidrError::BadPrefix(bad.into())),
-                "{bad}"
-            );
+        assert_eq!(parse_cidr("300.1.1.1"), Err(CidrError::BadAddress("300.1.1.1".into())));
+        assert_eq!(parse_cidr("example.com"), Err(CidrError::BadAddress("example.com".into())));
+        assert_eq!(parse_cidr("010.0.0.1"), Err(CidrError::BadAddress("010.0.0.1".into())));
+        assert_eq!(parse_cidr("fe80::1%eth0"), Err(CidrError::BadAddress("fe80::1%eth0".into())));
+        for bad in ["10.0.0.0/", "10.0.0.0/x", "10.0.0.0/+8", "10.0.0.0/-1", "10.0.0.0/8/8", "10.0.0.0/1000"]
+        {
+            assert_eq!(parse_cidr(bad), Err(CidrError::BadPrefix(bad.into())), "{bad}");
         }
         assert_eq!(
             parse_cidr("10.0.0.0/33").unwrap_err().to_string(),
             "'10.0.0.0/33' has prefix length 33, but IPv4 allows 0 to 32"
         );
-        assert!(matches!(
-            parse_cidr("::/129"),
-            Err(CidrError::PrefixTooLong { max: 128, .. })
-        ));
+        assert!(matches!(parse_cidr("::/129"), Err(CidrError::PrefixTooLong { max: 128, .. })));
     }
 
     #[test]
@@ -223,11 +169,7 @@ mod tests {
         let text = "; Spamhaus DROP List\n# comment\n\n192.0.2.0/24 ; SBL123\n  2001:db8::/32  \n198.51.100.7 # host\n";
         assert_eq!(
             parse_list("drop.txt", text),
-            Ok(vec![
-                net("192.0.2.0/24"),
-                net("2001:db8::/32"),
-                net("198.51.100.7/32")
-            ])
+            Ok(vec![net("192.0.2.0/24"), net("2001:db8::/32"), net("198.51.100.7/32")])
         );
         assert_eq!(parse_list("empty", ""), Ok(vec![]));
     }
@@ -243,10 +185,7 @@ mod tests {
             "bad.txt:3: 'not-an-ip' is not an IPv4 or IPv6 address (and 1 more bad line)"
         );
         let err = parse_list("f", "1.2.3.4 5.6.7.8\n").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "f:1: '1.2.3.4 5.6.7.8' is not an IPv4 or IPv6 address"
-        );
+        assert_eq!(err.to_string(), "f:1: '1.2.3.4 5.6.7.8' is not an IPv4 or IPv6 address");
     }
 
     proptest! {

@@ -3,31 +3,40 @@
 
 use crate::{
     Reason,
-    parse::{Frame, PacketView, Source, parse},
+    parse::{Frame, Packet, PacketView, Source, parse},
 };
 
 /// Membership tests the decision needs. Implementations answer for the active
-/// generation of each list.
+/// generation of each list, ignoring expired entries.
 pub trait Lists {
     fn allowed(&self, src: &Source) -> bool;
     fn blocked(&self, src: &Source) -> bool;
 }
 
-/// Decides one frame: allowlist hit passes, blocklist hit drops, anything else
-/// passes. The allowlist is consulted first so that a source on both lists passes,
-/// and the blocklist is not looked up at all for allowlisted sources.
+/// The rate limiter as the decision sees it.
+pub trait Limiter {
+    /// Whether the source is under an (unexpired) auto-ban.
+    fn banned(&self, src: &Source) -> bool;
+    /// [`Reason::Passed`], [`Reason::RateLimit`] or [`Reason::SynLimit`] for a packet
+    /// of `len` bytes; always `Passed` while no limit is set.
+    fn police(&self, pkt: &Packet, len: u64) -> Reason;
+}
+
+/// Decides one frame. Order: allowlist hit passes (nothing else is consulted, so a
+/// source on both lists passes); blocklist or auto-ban hit drops; then the rate
+/// limiter; anything left passes.
 #[inline(always)]
-pub fn classify<V: PacketView + ?Sized, L: Lists>(frame: &V, lists: &L) -> Reason {
+pub fn classify<V: PacketView + ?Sized, L: Lists, R: Limiter>(frame: &V, lists: &L, limiter: &R) -> Reason {
     match parse(frame) {
         Frame::NonIp => Reason::NonIp,
         Frame::Malformed => Reason::Malformed,
-        Frame::Ip(src) => {
-            if lists.allowed(&src) {
+        Frame::Ip(pkt) => {
+            if lists.allowed(&pkt.src) {
                 Reason::Allowed
-            } else if lists.blocked(&src) {
+            } else if lists.blocked(&pkt.src) || limiter.banned(&pkt.src) {
                 Reason::Blocklist
             } else {
-                Reason::Passed
+                limiter.police(&pkt, frame.len() as u64)
             }
         }
     }
@@ -54,6 +63,18 @@ mod tests {
         }
     }
 
+    /// A limiter that drops everything from one source.
+    struct DropOne(Option<Source>);
+    impl Limiter for DropOne {
+        fn banned(&self, _: &Source) -> bool {
+            false
+        }
+        fn police(&self, pkt: &Packet, _: u64) -> Reason {
+            if Some(pkt.src) == self.0 { Reason::RateLimit } else { Reason::Passed }
+        }
+    }
+    const OFF: DropOne = DropOne(None);
+
     fn v4_frame(src: [u8; 4]) -> Vec<u8> {
         let mut f = vec![0u8; 12];
         f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0]);
@@ -65,43 +86,40 @@ mod tests {
     #[test]
     fn allow_wins_and_skips_the_blocklist() {
         let s = Source::V4([192, 0, 2, 1]);
-        let lists = Fake {
-            allow: Some(s),
-            block: Some(s),
-            block_lookups: Cell::new(0),
-        };
-        assert_eq!(
-            classify(&v4_frame([192, 0, 2, 1])[..], &lists),
-            Reason::Allowed
-        );
+        let lists = Fake { allow: Some(s), block: Some(s), block_lookups: Cell::new(0) };
+        assert_eq!(classify(&v4_frame([192, 0, 2, 1])[..], &lists, &OFF), Reason::Allowed);
         assert_eq!(lists.block_lookups.get(), 0);
     }
 
     #[test]
     fn block_and_pass() {
-        let lists = Fake {
-            allow: None,
-            block: Some(Source::V4([192, 0, 2, 1])),
-            block_lookups: Cell::new(0),
-        };
-        assert_eq!(
-            classify(&v4_frame([192, 0, 2, 1])[..], &lists),
-            Reason::Blocklist
-        );
-        assert_eq!(
-            classify(&v4_frame([192, 0, 2, 2])[..], &lists),
-            Reason::Passed
-        );
-        assert_eq!(classify(&[0u8; 10][..], &lists), Reason::Malformed);
+        let lists =
+            Fake { allow: None, block: Some(Source::V4([192, 0, 2, 1])), block_lookups: Cell::new(0) };
+        assert_eq!(classify(&v4_frame([192, 0, 2, 1])[..], &lists, &OFF), Reason::Blocklist);
+        assert_eq!(classify(&v4_frame([192, 0, 2, 2])[..], &lists, &OFF), Reason::Passed);
+        assert_eq!(classify(&[0u8; 10][..], &lists, &OFF), Reason::Malformed);
         let mut arp = [0u8; 60];
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
-        assert_eq!(classify(&arp[..], &lists), Reason::NonIp);
+        assert_eq!(classify(&arp[..], &lists, &OFF), Reason::NonIp);
     }
 
     #[test]
-    fn only_block_and_rate_limit_drop() {
+    fn limiter_comes_after_the_lists() {
+        let s = Source::V4([192, 0, 2, 1]);
+        let limiter = DropOne(Some(s));
+        let none = Fake { allow: None, block: None, block_lookups: Cell::new(0) };
+        assert_eq!(classify(&v4_frame([192, 0, 2, 1])[..], &none, &limiter), Reason::RateLimit);
+        assert_eq!(classify(&v4_frame([192, 0, 2, 2])[..], &none, &limiter), Reason::Passed);
+        let allowed = Fake { allow: Some(s), block: None, block_lookups: Cell::new(0) };
+        assert_eq!(classify(&v4_frame([192, 0, 2, 1])[..], &allowed, &limiter), Reason::Allowed);
+        let blocked = Fake { allow: None, block: Some(s), block_lookups: Cell::new(0) };
+        assert_eq!(classify(&v4_frame([192, 0, 2, 1])[..], &blocked, &limiter), Reason::Blocklist);
+    }
+
+    #[test]
+    fn only_block_and_limits_drop() {
         let dropping: Vec<_> = Reason::ALL.into_iter().filter(|r| r.drops()).collect();
-        assert_eq!(dropping, [Reason::Blocklist, Reason::RateLimit]);
+        assert_eq!(dropping, [Reason::Blocklist, Reason::RateLimit, Reason::SynLimit]);
         for (i, r) in Reason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "Reason::ALL is in counter-index order");
         }

@@ -6,8 +6,41 @@
 //! keep matching the active one, then flips [`crate::map_names::ACTIVE`] with one
 //! 4-byte write, so packets see the old list or the new one, never a mixture.
 
-/// Value stored with every list entry (reserved; the key alone carries the match).
-pub type ListValue = u32;
+/// Value stored with every list entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListValue {
+    /// The entry's own prefix length. A trie lookup returns the value of the longest
+    /// matching prefix; comparing this with the length looked up tells an exact entry
+    /// from a covering shorter one.
+    pub prefix_len: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns` time after which the entry no longer matches; 0 = never.
+    pub expires: u64,
+}
+
+impl ListValue {
+    #[inline(always)]
+    pub fn live(&self, now: u64) -> bool {
+        self.expires == 0 || now < self.expires
+    }
+}
+
+/// An entry of a list, for the controller's expiry index ([`crate::map_names::EXPIRY`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EntryKey {
+    /// [`crate::ListKind`] as u32.
+    pub list: u32,
+    /// 4 or 6.
+    pub family: u32,
+    pub prefix_len: u32,
+    pub addr: [u8; 16],
+}
+
+/// Nested expired prefixes the data path steps over before giving up on a trie hit
+/// (an expired /24 inside a live /16 must still match the /16).
+pub const MAX_EXPIRED_HOPS: usize = 4;
 
 /// Bits the generation takes at the front of an LPM key.
 pub const GEN_PREFIX_BITS: u32 = 8;

@@ -8,14 +8,15 @@
 
 pub mod decide;
 pub mod keys;
+pub mod limit;
 pub mod parse;
 
 #[cfg(feature = "user")]
 pub mod cidr;
 
-pub use decide::{Lists, classify};
+pub use decide::{Limiter, Lists, classify};
 pub use keys::*;
-pub use parse::{Frame, PacketView, Source};
+pub use parse::{Frame, Packet, PacketView, Source};
 
 /// Names of the maps in the XDP object. The eBPF crate must spell them the same way
 /// (its `#[map(name = ...)]` attributes need literals); an integration test loads the
@@ -27,6 +28,20 @@ pub mod map_names {
     pub const ACTIVE: &str = "FG_ACTIVE";
     /// Controller bookkeeping ([`crate::Meta`]); never read by the data path.
     pub const META: &str = "FG_META";
+    /// Two [`crate::limit::LimitConfig`] slots; `ACTIVE[ACTIVE_LIMITS]` picks one.
+    pub const LIMITS: &str = "FG_LIMITS";
+    /// Limiter state of recently seen sources (LRU: bounded, evicts the least recent).
+    pub const RATE: &str = "FG_RATE";
+    /// Limiter state of sources that went over their limit; not evicted by newcomers.
+    pub const HEAVY: &str = "FG_HEAVY";
+    /// Auto-bans made by the data path.
+    pub const BANS: &str = "FG_BANS";
+    /// The global SYN bucket.
+    pub const GLOBAL: &str = "FG_GLOBAL";
+    /// Per-CPU event counters ([`crate::limit::Event`]).
+    pub const EVENTS: &str = "FG_EVENTS";
+    /// Expiry times of list entries added with a TTL (controller only).
+    pub const EXPIRY: &str = "FG_EXPIRY";
     pub const BLOCK_V4_HOST: &str = "FG_BLK_V4_HOST";
     pub const BLOCK_V4_NET: &str = "FG_BLK_V4_NET";
     pub const BLOCK_V6_HOST: &str = "FG_BLK_V6_HOST";
@@ -49,10 +64,17 @@ pub mod map_names {
     ];
 
     /// Every map in the object.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 18] = [
         COUNTERS,
         ACTIVE,
         META,
+        LIMITS,
+        RATE,
+        HEAVY,
+        BANS,
+        GLOBAL,
+        EVENTS,
+        EXPIRY,
         BLOCK_V4_HOST,
         BLOCK_V4_NET,
         BLOCK_V6_HOST,
@@ -63,6 +85,18 @@ pub mod map_names {
         ALLOW_V6_NET,
     ];
 }
+
+/// Index of the limiter's configuration slot in [`map_names::ACTIVE`] (after the
+/// two lists' generations).
+pub const ACTIVE_LIMITS: u32 = 2;
+/// Entries of [`map_names::ACTIVE`].
+pub const ACTIVE_ENTRIES: u32 = 3;
+
+/// Sources tracked by the limiter when `attach` is given no `--max-sources`.
+pub const DEFAULT_MAX_SOURCES: u32 = 131_072;
+/// Over-limit sources held apart from the LRU, and auto-bans held at once.
+pub const HEAVY_ENTRIES: u32 = 65_536;
+pub const BAN_ENTRIES: u32 = 65_536;
 
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "floodgate";
@@ -80,16 +114,18 @@ pub enum Reason {
     Allowed = 1,
     /// Source on the blocklist: dropped.
     Blocklist = 2,
-    /// Source over its rate limit: dropped (rate limiting is not built yet; stays 0).
+    /// Source over its packet or byte rate: dropped.
     RateLimit = 3,
     /// An IP frame too short or inconsistent for its headers: passed, the stack drops it.
     Malformed = 4,
     /// Not IPv4 or IPv6 (ARP, LLDP, ...): passed untouched.
     NonIp = 5,
+    /// A TCP SYN over its source's SYN rate or the global SYN budget: dropped.
+    SynLimit = 6,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Passed,
         Reason::Allowed,
@@ -97,11 +133,12 @@ impl Reason {
         Reason::RateLimit,
         Reason::Malformed,
         Reason::NonIp,
+        Reason::SynLimit,
     ];
 
     /// Whether packets with this reason are dropped in the driver.
     pub const fn drops(self) -> bool {
-        matches!(self, Reason::Blocklist | Reason::RateLimit)
+        matches!(self, Reason::Blocklist | Reason::RateLimit | Reason::SynLimit)
     }
 
     /// The key under which `stats --json` reports this counter.
@@ -113,6 +150,7 @@ impl Reason {
             Reason::RateLimit => "rate_limit",
             Reason::Malformed => "malformed",
             Reason::NonIp => "non_ip",
+            Reason::SynLimit => "syn_limit",
         }
     }
 }
@@ -159,7 +197,7 @@ pub const MODE_SKB: u32 = 2;
 
 /// Bumped when the layout of the pinned maps changes, so a controller never
 /// misreads maps pinned by another version.
-pub const META_VERSION: u32 = 1;
+pub const META_VERSION: u32 = 2;
 
 /// Controller bookkeeping, one entry in [`map_names::META`]. Only controllers
 /// read and write it, under the pin directory's lock.
@@ -176,6 +214,9 @@ pub struct Meta {
     pub counts: [[u32; 2]; 2],
     /// CLOCK_REALTIME seconds at attach, for `status`.
     pub attached_at: u64,
+    /// Capacity of the limiter's LRU map.
+    pub max_sources: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
@@ -185,9 +226,21 @@ mod pod {
     unsafe impl aya::Pod for super::Meta {}
     unsafe impl aya::Pod for super::HostV4 {}
     unsafe impl aya::Pod for super::HostV6 {}
+    unsafe impl aya::Pod for super::ListValue {}
+    unsafe impl aya::Pod for super::EntryKey {}
+    unsafe impl aya::Pod for super::limit::LimitConfig {}
+    unsafe impl aya::Pod for super::limit::SourceState {}
+    unsafe impl aya::Pod for super::limit::SourceKey {}
+    unsafe impl aya::Pod for super::limit::Ban {}
 
     const _: () = assert!(core::mem::size_of::<super::Counter>() == 16);
-    const _: () = assert!(core::mem::size_of::<super::Meta>() == 40);
+    const _: () = assert!(core::mem::size_of::<super::Meta>() == 48);
     const _: () = assert!(core::mem::size_of::<super::HostV4>() == 8);
     const _: () = assert!(core::mem::size_of::<super::HostV6>() == 20);
+    const _: () = assert!(core::mem::size_of::<super::ListValue>() == 16);
+    const _: () = assert!(core::mem::size_of::<super::EntryKey>() == 28);
+    const _: () = assert!(core::mem::size_of::<super::limit::LimitConfig>() == 128);
+    const _: () = assert!(core::mem::size_of::<super::limit::SourceState>() == 56);
+    const _: () = assert!(core::mem::size_of::<super::limit::SourceKey>() == 24);
+    const _: () = assert!(core::mem::size_of::<super::limit::Ban>() == 16);
 }

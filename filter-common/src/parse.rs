@@ -36,11 +36,33 @@ pub enum Source {
     V6([u8; 16]),
 }
 
+pub const IPPROTO_TCP: u8 = 6;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+/// Bytes of a TCP header up to and including its flags.
+const TCP_FLAGS_END: usize = 14;
+
+/// A well-formed IP packet, as far as the filter needs to know it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet {
+    pub src: Source,
+    /// TCP flags when this is TCP with its header visible (not a later fragment), else 0.
+    pub tcp_flags: u8,
+}
+
+impl Packet {
+    /// A connection request: SYN set, ACK clear.
+    #[inline(always)]
+    pub fn is_syn(&self) -> bool {
+        self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+}
+
 /// What parsing found in a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Frame {
-    /// A well-formed IPv4 or IPv6 packet with this source.
-    Ip(Source),
+    /// A well-formed IPv4 or IPv6 packet.
+    Ip(Packet),
     /// Not IP (or too many VLAN tags to tell).
     NonIp,
     /// Claims to be IP (or is too short to be Ethernet) but its headers do not fit.
@@ -105,7 +127,21 @@ fn parse_ipv4<V: PacketView + ?Sized>(v: &V, l3: usize) -> Frame {
     if hlen < IPV4_MIN_HLEN || total < hlen || total > avail {
         return Frame::Malformed;
     }
-    Frame::Ip(Source::V4([h[12], h[13], h[14], h[15]]))
+    let src = Source::V4([h[12], h[13], h[14], h[15]]);
+    // Only a first fragment (offset 0) carries the transport header.
+    let first = (be16([h[6], h[7]]) & 0x1fff) == 0;
+    let mut tcp_flags = 0;
+    if h[9] == IPPROTO_TCP && first {
+        // A TCP header cut before its flags is as malformed as a short IP header.
+        if total < hlen + TCP_FLAGS_END {
+            return Frame::Malformed;
+        }
+        match v.bytes::<1>(l3 + hlen + 13) {
+            Some(f) => tcp_flags = f[0],
+            None => return Frame::Malformed,
+        }
+    }
+    Frame::Ip(Packet { src, tcp_flags })
 }
 
 #[inline(always)]
@@ -129,7 +165,21 @@ fn parse_ipv6<V: PacketView + ?Sized>(v: &V, l3: usize) -> Frame {
     if payload > v.len() - l3 - IPV6_HLEN {
         return Frame::Malformed;
     }
-    Frame::Ip(Source::V6(src))
+    let Some(next) = v.bytes::<1>(l3 + 6) else {
+        return Frame::Malformed;
+    };
+    let mut tcp_flags = 0;
+    // TCP right behind the fixed header; extension header chains are not followed.
+    if next[0] == IPPROTO_TCP {
+        if payload < TCP_FLAGS_END {
+            return Frame::Malformed;
+        }
+        match v.bytes::<1>(l3 + IPV6_HLEN + 13) {
+            Some(f) => tcp_flags = f[0],
+            None => return Frame::Malformed,
+        }
+    }
+    Frame::Ip(Packet { src: Source::V6(src), tcp_flags })
 }
 
 #[cfg(test)]
@@ -179,6 +229,13 @@ mod tests {
         f
     }
 
+    fn ip4(a: [u8; 4]) -> Frame {
+        Frame::Ip(Packet { src: Source::V4(a), tcp_flags: 0 })
+    }
+    fn ip6(a: [u8; 16]) -> Frame {
+        Frame::Ip(Packet { src: Source::V6(a), tcp_flags: 0 })
+    }
+
     const SRC4: [u8; 4] = [203, 0, 113, 9];
     const SRC6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
 
@@ -186,7 +243,7 @@ mod tests {
     fn ipv4_with_and_without_vlan_tags() {
         for tags in [&[][..], &[ETH_P_8021Q], &[ETH_P_8021AD, ETH_P_8021Q]] {
             let f = frame(ETH_P_IP, tags, &ipv4(SRC4, 5, 8));
-            assert_eq!(parse(&f[..]), Frame::Ip(Source::V4(SRC4)), "tags {tags:?}");
+            assert_eq!(parse(&f[..]), ip4(SRC4), "tags {tags:?}");
         }
     }
 
@@ -194,14 +251,14 @@ mod tests {
     fn ipv6_with_and_without_vlan_tags() {
         for tags in [&[][..], &[ETH_P_8021AD], &[ETH_P_8021AD, ETH_P_8021Q]] {
             let f = frame(ETH_P_IPV6, tags, &ipv6(SRC6, 8));
-            assert_eq!(parse(&f[..]), Frame::Ip(Source::V6(SRC6)), "tags {tags:?}");
+            assert_eq!(parse(&f[..]), ip6(SRC6), "tags {tags:?}");
         }
     }
 
     #[test]
     fn ipv4_options_are_accepted() {
         let f = frame(ETH_P_IP, &[], &ipv4(SRC4, 15, 4));
-        assert_eq!(parse(&f[..]), Frame::Ip(Source::V4(SRC4)));
+        assert_eq!(parse(&f[..]), ip4(SRC4));
     }
 
     #[test]
@@ -234,11 +291,7 @@ mod tests {
             ("total length below ihl", total_below_header),
             ("options beyond frame", ipv4(SRC4, 15, 0)[..40].to_vec()),
         ] {
-            assert_eq!(
-                parse(&frame(ETH_P_IP, &[], &l3)[..]),
-                Frame::Malformed,
-                "{name}"
-            );
+            assert_eq!(parse(&frame(ETH_P_IP, &[], &l3)[..]), Frame::Malformed, "{name}");
         }
     }
 
@@ -249,12 +302,61 @@ mod tests {
         let mut payload_too_big = ipv6(SRC6, 4);
         payload_too_big[5] = 5;
         for (name, l3) in [("version", bad_version), ("payload", payload_too_big)] {
-            assert_eq!(
-                parse(&frame(ETH_P_IPV6, &[], &l3)[..]),
-                Frame::Malformed,
-                "{name}"
-            );
+            assert_eq!(parse(&frame(ETH_P_IPV6, &[], &l3)[..]), Frame::Malformed, "{name}");
         }
+    }
+
+    fn tcp4(flags: u8, frag: u16, tcp_len: usize) -> Vec<u8> {
+        let mut l3 = ipv4(SRC4, 5, tcp_len);
+        l3[9] = IPPROTO_TCP;
+        l3[6..8].copy_from_slice(&frag.to_be_bytes());
+        if tcp_len > 13 {
+            l3[20 + 13] = flags;
+        }
+        frame(ETH_P_IP, &[], &l3)
+    }
+
+    fn tcp6(flags: u8, tcp_len: usize) -> Vec<u8> {
+        let mut l3 = ipv6(SRC6, tcp_len);
+        l3[6] = IPPROTO_TCP;
+        if tcp_len > 13 {
+            l3[40 + 13] = flags;
+        }
+        frame(ETH_P_IPV6, &[], &l3)
+    }
+
+    #[test]
+    fn tcp_flags_and_syn() {
+        for (flags, syn) in
+            [(TCP_SYN, true), (TCP_SYN | TCP_ACK, false), (TCP_ACK, false), (TCP_SYN | 0x08, true)]
+        {
+            for f in [tcp4(flags, 0, 20), tcp6(flags, 20)] {
+                match parse(&f[..]) {
+                    Frame::Ip(p) => {
+                        assert_eq!(p.tcp_flags, flags);
+                        assert_eq!(p.is_syn(), syn, "flags {flags:#x}");
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn later_fragments_have_no_tcp_header() {
+        // Offset 185 (x8 bytes): the bytes where flags would be are payload.
+        let f = tcp4(TCP_SYN, 185, 20);
+        assert_eq!(parse(&f[..]), ip4(SRC4));
+        // More-fragments set on the first fragment: its header is there.
+        let f = tcp4(TCP_SYN, 0x2000, 20);
+        assert!(matches!(parse(&f[..]), Frame::Ip(p) if p.is_syn()));
+    }
+
+    #[test]
+    fn tcp_header_cut_before_its_flags_is_malformed() {
+        assert_eq!(parse(&tcp4(TCP_SYN, 0, 13)[..]), Frame::Malformed);
+        assert_eq!(parse(&tcp6(TCP_SYN, 13)[..]), Frame::Malformed);
+        assert!(matches!(parse(&tcp4(TCP_SYN, 0, 14)[..]), Frame::Ip(p) if p.is_syn()));
     }
 
     #[test]
@@ -262,7 +364,7 @@ mod tests {
         // Ethernet pads short packets to 60 bytes: total length < frame is legal.
         let mut f = frame(ETH_P_IP, &[], &ipv4(SRC4, 5, 0));
         f.resize(60, 0);
-        assert_eq!(parse(&f[..]), Frame::Ip(Source::V4(SRC4)));
+        assert_eq!(parse(&f[..]), ip4(SRC4));
     }
 
     #[test]
@@ -276,12 +378,7 @@ mod tests {
         for full in cases {
             assert!(matches!(parse(&full[..]), Frame::Ip(_)));
             for cut in 0..full.len() {
-                assert_eq!(
-                    parse(&full[..cut]),
-                    Frame::Malformed,
-                    "cut at {cut} of {}",
-                    full.len()
-                );
+                assert_eq!(parse(&full[..cut]), Frame::Malformed, "cut at {cut} of {}", full.len());
             }
         }
     }
@@ -291,7 +388,7 @@ mod tests {
         // when the bytes really hold the IP header it names.
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
-            if let Frame::Ip(Source::V4(a)) = parse(&bytes[..]) {
+            if let Frame::Ip(Packet { src: Source::V4(a), .. }) = parse(&bytes[..]) {
                 prop_assert!(bytes.len() >= ETH_HLEN + IPV4_MIN_HLEN);
                 prop_assert!(bytes.windows(4).any(|w| w == a));
             }
@@ -301,7 +398,7 @@ mod tests {
         fn ipv4_payload_lengths(payload in 0usize..64, pad in 0usize..16, ihl in 5u8..=15) {
             let mut f = frame(ETH_P_IP, &[], &ipv4(SRC4, ihl, payload));
             f.resize(f.len() + pad, 0);
-            prop_assert_eq!(parse(&f[..]), Frame::Ip(Source::V4(SRC4)));
+            prop_assert_eq!(parse(&f[..]), ip4(SRC4));
         }
     }
 }

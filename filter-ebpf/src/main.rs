@@ -4,16 +4,19 @@
 // links std through filter-common's `user` feature and gets a dummy main.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// The atomic add intrinsic (see limiter.rs); the bpf build runs with RUSTC_BOOTSTRAP=1.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
+mod clock;
+mod limiter;
 mod lists;
 mod view;
 
-use aya_ebpf::{
-    bindings::xdp_action, macros::map, macros::xdp, maps::PerCpuArray, programs::XdpContext,
-};
+use aya_ebpf::{bindings::xdp_action, macros::map, macros::xdp, maps::PerCpuArray, programs::XdpContext};
 use filter_common::{Counter, Reason, classify};
 
-use crate::{lists::MapLists, view::XdpView};
+use crate::{clock::Clock, limiter::MapLimiter, lists::MapLists, view::XdpView};
 
 #[map(name = "FG_COUNTERS")]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
@@ -21,13 +24,10 @@ static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::CO
 #[xdp]
 pub fn floodgate(ctx: XdpContext) -> u32 {
     let view = XdpView::new(&ctx);
-    let reason = classify(&view, &MapLists);
+    let clock = Clock::new();
+    let reason = classify(&view, &MapLists { clock: &clock }, &MapLimiter::new(&clock));
     record(reason, view.frame_len());
-    if reason.drops() {
-        xdp_action::XDP_DROP
-    } else {
-        xdp_action::XDP_PASS
-    }
+    if reason.drops() { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
 }
 
 /// Every verdict goes through here, so the counters always add up to the traffic seen.

@@ -12,10 +12,7 @@ pub struct XdpView {
 impl XdpView {
     #[inline(always)]
     pub fn new(ctx: &XdpContext) -> Self {
-        Self {
-            data: ctx.data(),
-            data_end: ctx.data_end(),
-        }
+        Self { data: ctx.data(), data_end: ctx.data_end() }
     }
 
     #[inline(always)]
@@ -33,7 +30,12 @@ impl PacketView for XdpView {
     #[inline(always)]
     fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
         let start = self.data + offset;
-        if start + N > self.data_end {
+        // The volatile read hides data_end's relation to len(): otherwise LLVM proves
+        // this check redundant from earlier length arithmetic (e.g. IPv4 total length
+        // within the frame) and drops it, and the verifier, which cannot follow that
+        // arithmetic, then rejects the read.
+        let end = unsafe { core::ptr::read_volatile(&self.data_end) };
+        if start + N > end {
             return None;
         }
         // SAFETY: [start, start + N) was just checked to lie inside the frame.

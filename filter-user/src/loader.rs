@@ -13,7 +13,10 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
-use filter_common::{META_VERSION, MODE_NATIVE, MODE_SKB, Meta, PROGRAM_NAME, map_names};
+use filter_common::{
+    DEFAULT_MAX_ENTRIES, DEFAULT_MAX_SOURCES, META_VERSION, MODE_NATIVE, MODE_SKB, Meta, PROGRAM_NAME,
+    map_names,
+};
 use thiserror::Error;
 
 use crate::{
@@ -38,10 +41,7 @@ pub enum Mode {
 #[derive(Debug, Error)]
 pub enum AttachError {
     #[error("unknown interface '{iface}' in this network namespace{}", list_hint(.available))]
-    UnknownInterface {
-        iface: String,
-        available: Vec<String>,
-    },
+    UnknownInterface { iface: String, available: Vec<String> },
     #[error("floodgate is already attached to {0} (run `floodgate detach -i {0}` first)")]
     AlreadyAttached(String),
     #[error("{iface} already has an XDP program that floodgate does not manage: {source}")]
@@ -52,6 +52,8 @@ pub enum AttachError {
     },
     #[error("--max-entries must be between 1 and {MAX_MAX_ENTRIES}, not {0}")]
     BadMaxEntries(u32),
+    #[error("--max-sources must be between 1024 and {MAX_MAX_ENTRIES}, not {0}")]
+    BadMaxSources(u32),
     #[error("{mode} XDP attach to {iface} failed")]
     Attach {
         iface: String,
@@ -83,11 +85,7 @@ pub enum AttachError {
 }
 
 fn list_hint(available: &[String]) -> String {
-    if available.is_empty() {
-        String::new()
-    } else {
-        format!(" (interfaces here: {})", available.join(", "))
-    }
+    if available.is_empty() { String::new() } else { format!(" (interfaces here: {})", available.join(", ")) }
 }
 
 /// What `attach` did.
@@ -127,25 +125,22 @@ pub fn ifindex(iface: &str) -> Result<u32, AttachError> {
     let c = CString::new(iface).expect("checked: no NUL");
     // SAFETY: valid C string.
     match unsafe { libc::if_nametoindex(c.as_ptr()) } {
-        0 => Err(AttachError::UnknownInterface {
-            iface: iface.to_string(),
-            available: interfaces(),
-        }),
+        0 => Err(AttachError::UnknownInterface { iface: iface.to_string(), available: interfaces() }),
         i => Ok(i),
     }
 }
 
 /// Loads the program (list maps sized for `max_entries` per list and family), attaches
 /// it to `iface`, and pins link and maps so it stays attached after this process exits.
-pub fn attach(iface: &str, mode: Mode, max_entries: u32) -> Result<Attached, AttachError> {
-    check_max_entries(max_entries)?;
+pub fn attach(iface: &str, mode: Mode, cap: Capacity) -> Result<Attached, AttachError> {
+    cap.check()?;
     let index = ifindex(iface)?;
     let pins = IfacePins::new(iface)?;
     let mounted_bpffs = pins::ensure_bpffs()?;
     if pins.exists() {
         return Err(AttachError::AlreadyAttached(iface.to_string()));
     }
-    let mut ebpf = load(max_entries)?;
+    let mut ebpf = load(cap)?;
 
     // The pins go in place before packets flow, so a half-done attach is always
     // visible (and removable with `detach`) rather than a program nobody can find.
@@ -160,62 +155,31 @@ pub fn attach(iface: &str, mode: Mode, max_entries: u32) -> Result<Attached, Att
     let result = (|| {
         for (name, map) in ebpf.maps() {
             let path = pins.map(name);
-            map.pin(&path)
-                .map_err(|e| pin_err(&format!("map {name}"), &path.display().to_string(), e))?;
+            map.pin(&path).map_err(|e| pin_err(&format!("map {name}"), &path.display().to_string(), e))?;
         }
         let mut maps = FilterMaps::take(&mut ebpf)?;
         let prog = program(&mut ebpf)?;
         let (link_id, mode, native_error) = match mode {
-            Mode::Native => (
-                attach_mode(prog, index, iface, XdpMode::Driver)?,
-                MODE_NATIVE,
-                None,
-            ),
-            Mode::Skb => (
-                attach_mode(prog, index, iface, XdpMode::Skb)?,
-                MODE_SKB,
-                None,
-            ),
+            Mode::Native => (attach_mode(prog, index, iface, XdpMode::Driver)?, MODE_NATIVE, None),
+            Mode::Skb => (attach_mode(prog, index, iface, XdpMode::Skb)?, MODE_SKB, None),
             Mode::Auto => match attach_mode(prog, index, iface, XdpMode::Driver) {
                 Ok(id) => (id, MODE_NATIVE, None),
                 Err(AttachError::Attach { source, .. }) => {
                     let why = error_chain(&source);
-                    (
-                        attach_mode(prog, index, iface, XdpMode::Skb)?,
-                        MODE_SKB,
-                        Some(why),
-                    )
+                    (attach_mode(prog, index, iface, XdpMode::Skb)?, MODE_SKB, Some(why))
                 }
                 Err(e) => return Err(e),
             },
         };
-        maps.write_meta(&Meta {
-            version: META_VERSION,
-            mode,
-            ifindex: index,
-            max_entries,
-            counts: [[0; 2]; 2],
-            attached_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        })?;
+        init_meta(&mut maps, mode, index, cap)?;
         let link = prog.take_link(link_id).map_err(AttachError::Verify)?;
-        let link: FdLink = link
-            .try_into()
-            .map_err(|_| AttachError::NoLink(iface.to_string()))?;
+        let link: FdLink = link.try_into().map_err(|_| AttachError::NoLink(iface.to_string()))?;
         let path = pins.link();
-        link.pin(&path)
-            .map_err(|e| pin_err("the XDP link", &path.display().to_string(), e))?;
+        link.pin(&path).map_err(|e| pin_err("the XDP link", &path.display().to_string(), e))?;
         Ok((mode, native_error))
     })();
     match result {
-        Ok((mode, native_error)) => Ok(Attached {
-            pins,
-            mode,
-            native_error,
-            mounted_bpffs,
-        }),
+        Ok((mode, native_error)) => Ok(Attached { pins, mode, native_error, mounted_bpffs }),
         Err(e) => {
             // Dropping `ebpf` detaches an unpinned link; the pins are ours to remove.
             let _ = remove_pins(&pins);
@@ -224,26 +188,52 @@ pub fn attach(iface: &str, mode: Mode, max_entries: u32) -> Result<Attached, Att
     }
 }
 
-/// Loads the object with list maps sized for `max_entries` per list and family, and
-/// the program into the kernel (this is where the verifier runs). Nothing is attached.
-pub fn load(max_entries: u32) -> Result<Ebpf, AttachError> {
-    check_max_entries(max_entries)?;
+/// Sizes fixed at attach time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// Entries per list and address family.
+    pub entries: u32,
+    /// Sources the limiter tracks in its LRU map.
+    pub sources: u32,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity { entries: DEFAULT_MAX_ENTRIES, sources: DEFAULT_MAX_SOURCES }
+    }
+}
+
+impl Capacity {
+    pub fn entries(entries: u32) -> Self {
+        Capacity { entries, ..Default::default() }
+    }
+
+    fn check(&self) -> Result<(), AttachError> {
+        if self.entries == 0 || self.entries > MAX_MAX_ENTRIES {
+            return Err(AttachError::BadMaxEntries(self.entries));
+        }
+        if self.sources < 1024 || self.sources > MAX_MAX_ENTRIES {
+            return Err(AttachError::BadMaxSources(self.sources));
+        }
+        Ok(())
+    }
+}
+
+/// Loads the object with its maps sized by `cap`, and the program into the kernel
+/// (this is where the verifier runs). Nothing is attached.
+pub fn load(cap: Capacity) -> Result<Ebpf, AttachError> {
+    cap.check()?;
     raise_memlock();
     let mut loader = EbpfLoader::new();
+    // Room for both generations of a replace.
     for name in map_names::LISTS {
-        loader.map_max_entries(name, max_entries * 2);
+        loader.map_max_entries(name, cap.entries * 2);
     }
+    loader.map_max_entries(map_names::EXPIRY, cap.entries * 2);
+    loader.map_max_entries(map_names::RATE, cap.sources);
     let mut ebpf = loader.load(object::bytes()).map_err(AttachError::Load)?;
     program(&mut ebpf)?.load().map_err(AttachError::Verify)?;
     Ok(ebpf)
-}
-
-fn check_max_entries(n: u32) -> Result<(), AttachError> {
-    if n == 0 || n > MAX_MAX_ENTRIES {
-        Err(AttachError::BadMaxEntries(n))
-    } else {
-        Ok(())
-    }
 }
 
 /// The XDP program of a loaded object.
@@ -255,22 +245,16 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, AttachError> {
 }
 
 /// Writes the bookkeeping of a fresh attach (or test load): empty lists.
-pub fn init_meta(
-    maps: &mut FilterMaps,
-    mode: u32,
-    ifindex: u32,
-    max_entries: u32,
-) -> Result<(), StoreError> {
+pub fn init_meta(maps: &mut FilterMaps, mode: u32, ifindex: u32, cap: Capacity) -> Result<(), StoreError> {
     maps.write_meta(&Meta {
         version: META_VERSION,
         mode,
         ifindex,
-        max_entries,
+        max_entries: cap.entries,
         counts: [[0; 2]; 2],
-        attached_at: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        attached_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        max_sources: cap.sources,
+        _pad: 0,
     })
 }
 
@@ -280,23 +264,12 @@ fn attach_mode(
     iface: &str,
     mode: XdpMode,
 ) -> Result<aya::programs::xdp::XdpLinkId, AttachError> {
-    let name = if mode == XdpMode::Skb {
-        "skb"
-    } else {
-        "native"
-    };
+    let name = if mode == XdpMode::Skb { "skb" } else { "native" };
     prog.attach(index, mode).map_err(|source| {
         if is_busy(&source) {
-            AttachError::Busy {
-                iface: iface.to_string(),
-                source,
-            }
+            AttachError::Busy { iface: iface.to_string(), source }
         } else {
-            AttachError::Attach {
-                iface: iface.to_string(),
-                mode: name,
-                source,
-            }
+            AttachError::Attach { iface: iface.to_string(), mode: name, source }
         }
     })
 }
@@ -318,25 +291,14 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn pin_err(
-    what: &str,
-    path: &str,
-    e: impl std::error::Error + Send + Sync + 'static,
-) -> AttachError {
-    AttachError::Pin {
-        what: what.to_string(),
-        path: path.to_string(),
-        source: Box::new(e),
-    }
+fn pin_err(what: &str, path: &str, e: impl std::error::Error + Send + Sync + 'static) -> AttachError {
+    AttachError::Pin { what: what.to_string(), path: path.to_string(), source: Box::new(e) }
 }
 
 /// Without CAP_SYS_RESOURCE this fails; kernels >= 5.11 charge BPF memory to the
 /// cgroup instead of RLIMIT_MEMLOCK, so the failure does not matter there.
 fn raise_memlock() {
-    let rl = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let rl = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: plain setrlimit with a valid struct.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) };
 }
@@ -346,20 +308,13 @@ pub fn detach(pins: &IfacePins) -> Result<(), AttachError> {
     let _lock = pins.lock()?;
     match PinnedLink::from_pin(pins.link()) {
         // Unpinning drops the last reference to the link: the kernel detaches the program.
-        Ok(link) => drop(link.unpin().map_err(|e| {
-            pin_err(
-                "removing the link pin",
-                &pins.link().display().to_string(),
-                e,
-            )
-        })?),
+        Ok(link) => drop(
+            link.unpin()
+                .map_err(|e| pin_err("removing the link pin", &pins.link().display().to_string(), e))?,
+        ),
         Err(_) if !pins.link().exists() => {}
         Err(e) => {
-            return Err(pin_err(
-                "opening the link pin",
-                &pins.link().display().to_string(),
-                e,
-            ));
+            return Err(pin_err("opening the link pin", &pins.link().display().to_string(), e));
         }
     }
     remove_pins(pins).map_err(|e| pin_err("removing pins", &pins.dir.display().to_string(), e))

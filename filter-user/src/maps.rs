@@ -8,7 +8,11 @@ use aya::{
     Ebpf,
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
 };
-use filter_common::{Counter, HostV4, HostV6, ListKind, ListValue, Meta, NetV4, NetV6, map_names};
+use filter_common::{
+    Counter, EntryKey, HostV4, HostV6, ListKind, ListValue, Meta, NetV4, NetV6,
+    limit::{Ban, LimitConfig, SourceKey, SourceState},
+    map_names,
+};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -43,6 +47,13 @@ pub struct FilterMaps {
     pub meta: Array<MapData, Meta>,
     pub block: ListMaps,
     pub allow: ListMaps,
+    pub expiry: HashMap<MapData, EntryKey, u64>,
+    pub limits: Array<MapData, LimitConfig>,
+    /// FG_RATE is an LRU hash; aya opens it as a HashMap (same syscalls).
+    pub rate: HashMap<MapData, SourceKey, SourceState>,
+    pub heavy: HashMap<MapData, SourceKey, SourceState>,
+    pub bans: HashMap<MapData, SourceKey, Ban>,
+    pub events: PerCpuArray<MapData, u64>,
 }
 
 impl FilterMaps {
@@ -57,21 +68,13 @@ impl FilterMaps {
             let path = dir.join(name);
             MapData::from_pin(&path)
                 .and_then(Map::from_map_data)
-                .map_err(|source| OpenError::Pin {
-                    path: path.display().to_string(),
-                    source,
-                })
+                .map_err(|source| OpenError::Pin { path: path.display().to_string(), source })
         })
     }
 
-    fn open(
-        mut get: impl FnMut(&'static str) -> Result<Map, OpenError>,
-    ) -> Result<Self, OpenError> {
+    fn open(mut get: impl FnMut(&'static str) -> Result<Map, OpenError>) -> Result<Self, OpenError> {
         use map_names::*;
-        fn typed<T: TryFrom<Map, Error = MapError>>(
-            name: &'static str,
-            map: Map,
-        ) -> Result<T, OpenError> {
+        fn typed<T: TryFrom<Map, Error = MapError>>(name: &'static str, map: Map) -> Result<T, OpenError> {
             T::try_from(map).map_err(|source| OpenError::Type { name, source })
         }
         let mut list = |h4, n4, h6, n6| -> Result<ListMaps, OpenError> {
@@ -90,6 +93,12 @@ impl FilterMaps {
             meta: typed(META, get(META)?)?,
             block,
             allow,
+            expiry: typed(EXPIRY, get(EXPIRY)?)?,
+            limits: typed(LIMITS, get(LIMITS)?)?,
+            rate: typed(RATE, get(RATE)?)?,
+            heavy: typed(HEAVY, get(HEAVY)?)?,
+            bans: typed(BANS, get(BANS)?)?,
+            events: typed(EVENTS, get(EVENTS)?)?,
         })
     }
 

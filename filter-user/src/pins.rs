@@ -29,10 +29,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 #[derive(Debug, Error)]
 pub enum PinsError {
     #[error("floodgate is not attached to {iface}{}", attached_hint(.attached))]
-    NotAttached {
-        iface: String,
-        attached: Vec<String>,
-    },
+    NotAttached { iface: String, attached: Vec<String> },
     #[error("floodgate is not attached to any interface (run `floodgate attach -i IFACE` first)")]
     NoneAttached,
     #[error("floodgate is attached to several interfaces ({}): choose one with -i", .0.join(", "))]
@@ -49,11 +46,7 @@ pub enum PinsError {
 }
 
 fn attached_hint(attached: &[String]) -> String {
-    if attached.is_empty() {
-        String::new()
-    } else {
-        format!(" (attached: {})", attached.join(", "))
-    }
+    if attached.is_empty() { String::new() } else { format!(" (attached: {})", attached.join(", ")) }
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PinsError {
@@ -63,9 +56,7 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PinsErro
 
 /// The directory holding all of floodgate's pins.
 pub fn root() -> PathBuf {
-    std::env::var_os(PIN_ROOT_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(BPFFS).join(PIN_SUBDIR))
+    std::env::var_os(PIN_ROOT_ENV).map(PathBuf::from).unwrap_or_else(|| Path::new(BPFFS).join(PIN_SUBDIR))
 }
 
 /// Checks that an interface name is one the kernel could have and safe as a path part.
@@ -74,14 +65,8 @@ pub fn check_iface_name(name: &str) -> Result<(), PinsError> {
         && name.len() < 16
         && name != "."
         && name != ".."
-        && !name
-            .bytes()
-            .any(|b| b == b'/' || b.is_ascii_whitespace() || b == 0);
-    if ok {
-        Ok(())
-    } else {
-        Err(PinsError::BadName(name.to_string()))
-    }
+        && !name.bytes().any(|b| b == b'/' || b.is_ascii_whitespace() || b == 0);
+    if ok { Ok(()) } else { Err(PinsError::BadName(name.to_string())) }
 }
 
 /// Pins of one interface.
@@ -94,10 +79,7 @@ pub struct IfacePins {
 impl IfacePins {
     pub fn new(iface: &str) -> Result<Self, PinsError> {
         check_iface_name(iface)?;
-        Ok(Self {
-            iface: iface.to_string(),
-            dir: root().join(iface),
-        })
+        Ok(Self { iface: iface.to_string(), dir: root().join(iface) })
     }
 
     pub fn link(&self) -> PathBuf {
@@ -160,10 +142,7 @@ pub fn resolve(iface: Option<&str>) -> Result<IfacePins, PinsError> {
             if pins.exists() {
                 Ok(pins)
             } else {
-                Err(PinsError::NotAttached {
-                    iface: name.to_string(),
-                    attached,
-                })
+                Err(PinsError::NotAttached { iface: name.to_string(), attached })
             }
         }
         None => match attached.as_slice() {
@@ -194,19 +173,10 @@ pub fn ensure_bpffs() -> Result<bool, PinsError> {
         fs::create_dir_all(&base).map_err(io_err("creating", &base))?;
         let target = CString::new(base.as_os_str().as_encoded_bytes()).expect("no NUL in path");
         // SAFETY: constant C strings, no data argument.
-        let rc = unsafe {
-            libc::mount(
-                c"bpf".as_ptr(),
-                target.as_ptr(),
-                c"bpf".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
+        let rc =
+            unsafe { libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) };
         if rc != 0 {
-            return Err(io_err("mounting bpffs at", &base)(
-                io::Error::last_os_error(),
-            ));
+            return Err(io_err("mounting bpffs at", &base)(io::Error::last_os_error()));
         }
         mounted = true;
     }

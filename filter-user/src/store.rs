@@ -5,12 +5,15 @@
 //! map, and undoes its own changes if the kernel refuses one midway, so a command
 //! either applies whole or leaves the lists as they were.
 
-use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
 
 use aya::maps::{MapError, lpm_trie::Key};
 use filter_common::{
-    Family, GEN_PREFIX_BITS, HostV4, HostV6, ListKind, ListValue, META_VERSION, Meta, net_v4,
+    EntryKey, Family, GEN_PREFIX_BITS, HostV4, HostV6, ListKind, ListValue, META_VERSION, Meta, net_v4,
     net_v6, split_net_v4, split_net_v6,
 };
 use ipnet::IpNet;
@@ -24,20 +27,10 @@ pub enum StoreError {
         "the {list} is full: it holds {have} {family} entries, its capacity is {capacity} \
          (set by `floodgate attach --max-entries`), and this would add {adding} more; nothing was changed"
     )]
-    Full {
-        list: &'static str,
-        family: &'static str,
-        have: u32,
-        adding: u32,
-        capacity: u32,
-    },
+    Full { list: &'static str, family: &'static str, have: u32, adding: u32, capacity: u32 },
     #[error("{} of the given entries {} not on the {list}: {sample}; nothing was removed",
         .missing, if *.missing == 1 { "is" } else { "are" })]
-    NotPresent {
-        list: &'static str,
-        missing: usize,
-        sample: String,
-    },
+    NotPresent { list: &'static str, missing: usize, sample: String },
     #[error(
         "the pinned maps have layout version {found}, this floodgate expects {expected}: detach and attach again"
     )]
@@ -89,16 +82,69 @@ impl Slot {
         IpNet::new(addr, len).expect("valid prefix length")
     }
 
-    /// The value stored with the entry: its own prefix length. A trie lookup returns
-    /// the value of the longest matching prefix, so comparing it with the length looked
-    /// up tells an exact entry from a covering shorter one.
-    fn value(&self) -> ListValue {
+    fn prefix_len(&self) -> u32 {
         match *self {
             Slot::V4Host(_) => 32,
             Slot::V6Host(_) => 128,
-            Slot::V4Net(l, _) | Slot::V6Net(l, _) => l as ListValue,
+            Slot::V4Net(l, _) | Slot::V6Net(l, _) => l as u32,
         }
     }
+
+    /// The value stored with the entry: its own prefix length (see [`ListValue`]) and
+    /// its expiry.
+    fn value(&self, expires: u64) -> ListValue {
+        ListValue { prefix_len: self.prefix_len(), _pad: 0, expires }
+    }
+
+    fn expiry_key(&self, kind: ListKind) -> EntryKey {
+        let mut addr = [0u8; 16];
+        let family = match *self {
+            Slot::V4Host(a) | Slot::V4Net(_, a) => {
+                addr[..4].copy_from_slice(&a);
+                4
+            }
+            Slot::V6Host(a) | Slot::V6Net(_, a) => {
+                addr = a;
+                6
+            }
+        };
+        EntryKey { list: kind as u32, family, prefix_len: self.prefix_len(), addr }
+    }
+
+    fn from_expiry_key(k: &EntryKey) -> Option<(ListKind, Slot)> {
+        let kind = match k.list {
+            0 => ListKind::Block,
+            1 => ListKind::Allow,
+            _ => return None,
+        };
+        let mut a4 = [0u8; 4];
+        a4.copy_from_slice(&k.addr[..4]);
+        let slot = match (k.family, k.prefix_len) {
+            (4, 32) => Slot::V4Host(a4),
+            (4, l) if l < 32 => Slot::V4Net(l as u8, a4),
+            (6, 128) => Slot::V6Host(k.addr),
+            (6, l) if l < 128 => Slot::V6Net(l as u8, k.addr),
+            _ => return None,
+        };
+        Some((kind, slot))
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, which the data path
+/// compares expiry times with.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A list entry as `list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub net: IpNet,
+    /// Monotonic ns when it stops matching, for entries added with a TTL.
+    pub expires: Option<u64>,
 }
 
 fn family_name(f: Family) -> &'static str {
@@ -112,7 +158,10 @@ fn family_name(f: Family) -> &'static str {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Added {
     pub added: usize,
+    /// Entries already listed (or repeated in the input) and left as they were.
     pub already_present: usize,
+    /// Entries already listed with a TTL whose expiry was changed (or removed).
+    pub updated: usize,
 }
 
 /// Receives `(done, total)` as a long operation advances.
@@ -122,10 +171,7 @@ impl FilterMaps {
     pub fn read_meta(&self) -> Result<Meta, StoreError> {
         let meta = self.meta.get(&0, 0).map_err(StoreError::Meta)?;
         if meta.version != META_VERSION {
-            return Err(StoreError::Version {
-                found: meta.version,
-                expected: META_VERSION,
-            });
+            return Err(StoreError::Version { found: meta.version, expected: META_VERSION });
         }
         Ok(meta)
     }
@@ -139,46 +185,33 @@ impl FilterMaps {
     }
 
     fn map_err(kind: ListKind, op: &'static str) -> impl Fn(MapError) -> StoreError {
-        move |source| StoreError::Map {
-            op,
-            list: kind.name(),
-            source,
-        }
+        move |source| StoreError::Map { op, list: kind.name(), source }
     }
 
-    fn contains(&self, kind: ListKind, g: u32, slot: &Slot) -> Result<bool, StoreError> {
+    /// The exact entry `slot` in generation `g`, if present.
+    fn lookup(&self, kind: ListKind, g: u32, slot: &Slot) -> Result<Option<ListValue>, StoreError> {
         let m = self.list(kind);
         let found = match *slot {
             Slot::V4Host(a) => m.v4_host.get(&HostV4::new(g, a), 0),
             Slot::V6Host(a) => m.v6_host.get(&HostV6::new(g, a), 0),
-            Slot::V4Net(l, a) => m
-                .v4_net
-                .get(&Key::new(GEN_PREFIX_BITS + l as u32, net_v4(g, a)), 0),
-            Slot::V6Net(l, a) => m
-                .v6_net
-                .get(&Key::new(GEN_PREFIX_BITS + l as u32, net_v6(g, a)), 0),
+            Slot::V4Net(l, a) => m.v4_net.get(&Key::new(GEN_PREFIX_BITS + l as u32, net_v4(g, a)), 0),
+            Slot::V6Net(l, a) => m.v6_net.get(&Key::new(GEN_PREFIX_BITS + l as u32, net_v6(g, a)), 0),
         };
         match found {
-            Ok(v) => Ok(v == slot.value()),
-            Err(MapError::KeyNotFound) => Ok(false),
+            Ok(v) if v.prefix_len == slot.prefix_len() => Ok(Some(v)),
+            Ok(_) | Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(Self::map_err(kind, "lookup")(e)),
         }
     }
 
-    fn insert(&mut self, kind: ListKind, g: u32, slot: &Slot) -> Result<(), StoreError> {
-        let v = slot.value();
+    fn insert(&mut self, kind: ListKind, g: u32, slot: &Slot, expires: u64) -> Result<(), StoreError> {
+        let v = slot.value(expires);
         let m = self.list_mut(kind);
         match *slot {
             Slot::V4Host(a) => m.v4_host.insert(&HostV4::new(g, a), &v, 0),
             Slot::V6Host(a) => m.v6_host.insert(&HostV6::new(g, a), &v, 0),
-            Slot::V4Net(l, a) => {
-                m.v4_net
-                    .insert(&Key::new(GEN_PREFIX_BITS + l as u32, net_v4(g, a)), &v, 0)
-            }
-            Slot::V6Net(l, a) => {
-                m.v6_net
-                    .insert(&Key::new(GEN_PREFIX_BITS + l as u32, net_v6(g, a)), &v, 0)
-            }
+            Slot::V4Net(l, a) => m.v4_net.insert(&Key::new(GEN_PREFIX_BITS + l as u32, net_v4(g, a)), &v, 0),
+            Slot::V6Net(l, a) => m.v6_net.insert(&Key::new(GEN_PREFIX_BITS + l as u32, net_v6(g, a)), &v, 0),
         }
         .map_err(Self::map_err(kind, "insert"))
     }
@@ -188,12 +221,8 @@ impl FilterMaps {
         match *slot {
             Slot::V4Host(a) => m.v4_host.remove(&HostV4::new(g, a)),
             Slot::V6Host(a) => m.v6_host.remove(&HostV6::new(g, a)),
-            Slot::V4Net(l, a) => m
-                .v4_net
-                .remove(&Key::new(GEN_PREFIX_BITS + l as u32, net_v4(g, a))),
-            Slot::V6Net(l, a) => m
-                .v6_net
-                .remove(&Key::new(GEN_PREFIX_BITS + l as u32, net_v6(g, a))),
+            Slot::V4Net(l, a) => m.v4_net.remove(&Key::new(GEN_PREFIX_BITS + l as u32, net_v4(g, a))),
+            Slot::V6Net(l, a) => m.v6_net.remove(&Key::new(GEN_PREFIX_BITS + l as u32, net_v6(g, a))),
         }
         .map_err(Self::map_err(kind, "delete"))
     }
@@ -204,13 +233,17 @@ impl FilterMaps {
         kind: ListKind,
         g: u32,
         slots: &[Slot],
+        expires: u64,
         progress: Progress<'_>,
     ) -> Result<(), StoreError> {
         let total = slots.len() as u64;
         for (i, slot) in slots.iter().enumerate() {
-            if let Err(e) = self.insert(kind, g, slot) {
-                for done in &slots[..i] {
+            if let Err(e) =
+                self.insert(kind, g, slot, expires).and_then(|()| self.index_expiry(kind, slot, expires))
+            {
+                for done in &slots[..=i] {
                     let _ = self.delete(kind, g, done);
+                    let _ = self.index_expiry(kind, done, 0);
                 }
                 return Err(e);
             }
@@ -244,34 +277,64 @@ impl FilterMaps {
         Ok(())
     }
 
-    /// Adds entries to the active generation. Entries already present are counted, not
-    /// an error. Capacity is checked before anything is written.
+    /// Records (or, with `expires == 0`, forgets) an entry's expiry in the index the
+    /// sweep walks, so expiring entries are found without scanning whole lists.
+    fn index_expiry(&mut self, kind: ListKind, slot: &Slot, expires: u64) -> Result<(), StoreError> {
+        let key = slot.expiry_key(kind);
+        let r = if expires == 0 {
+            match self.expiry.remove(&key) {
+                Err(MapError::KeyNotFound) => Ok(()),
+                Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+                other => other,
+            }
+        } else {
+            self.expiry.insert(&key, &expires, 0)
+        };
+        r.map_err(Self::map_err(kind, "expiry index"))
+    }
+
+    /// Adds entries to the active generation, permanently or (with `ttl`) until they
+    /// expire. Entries already present permanently stay so; entries present with a TTL
+    /// take the new expiry (none, for a permanent add). Capacity is checked before
+    /// anything is written.
     pub fn add(
         &mut self,
         kind: ListKind,
         nets: &[IpNet],
+        ttl: Option<Duration>,
         progress: Progress<'_>,
     ) -> Result<Added, StoreError> {
         let mut meta = self.read_meta()?;
         let g = self.generation(kind)?;
+        let expires = ttl.map(|t| monotonic_ns() + t.as_nanos() as u64).unwrap_or(0);
         let unique = dedup(nets);
         let mut new = Vec::with_capacity(unique.len());
+        let mut update = Vec::new();
         let mut adding = [0u32; 2];
         for slot in &unique {
-            if !self.contains(kind, g, slot)? {
-                adding[slot.family() as usize] += 1;
-                new.push(*slot);
+            match self.lookup(kind, g, slot)? {
+                None => {
+                    adding[slot.family() as usize] += 1;
+                    new.push(*slot);
+                }
+                Some(v) if v.expires != 0 && v.expires != expires => update.push(*slot),
+                Some(_) => {}
             }
         }
         self.check_capacity(kind, &meta, meta.counts[kind as usize], adding)?;
-        self.insert_all(kind, g, &new, progress)?;
+        self.insert_all(kind, g, &new, expires, progress)?;
+        for slot in &update {
+            self.insert(kind, g, slot, expires)?;
+            self.index_expiry(kind, slot, expires)?;
+        }
         for (count, add) in meta.counts[kind as usize].iter_mut().zip(adding) {
             *count += add;
         }
         self.write_meta(&meta)?;
         Ok(Added {
             added: new.len(),
-            already_present: nets.len() - new.len(),
+            already_present: nets.len() - new.len() - update.len(),
+            updated: update.len(),
         })
     }
 
@@ -283,33 +346,28 @@ impl FilterMaps {
         let unique = dedup(nets);
         let mut missing = Vec::new();
         for slot in &unique {
-            if !self.contains(kind, g, slot)? {
+            if self.lookup(kind, g, slot)?.is_none() {
                 missing.push(slot.net().to_string());
             }
         }
         if !missing.is_empty() {
-            let mut sample = missing
-                .iter()
-                .take(5)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ");
+            let mut sample = missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
             if missing.len() > 5 {
                 sample.push_str(", ...");
             }
-            return Err(StoreError::NotPresent {
-                list: kind.name(),
-                missing: missing.len(),
-                sample,
-            });
+            return Err(StoreError::NotPresent { list: kind.name(), missing: missing.len(), sample });
         }
-        for (i, slot) in unique.iter().enumerate() {
+        let mut removed: Vec<(Slot, ListValue)> = Vec::with_capacity(unique.len());
+        for slot in &unique {
+            let value = self.lookup(kind, g, slot)?.unwrap_or_default();
             if let Err(e) = self.delete(kind, g, slot) {
-                for done in &unique[..i] {
-                    let _ = self.insert(kind, g, done);
+                for (done, v) in &removed {
+                    let _ = self.insert(kind, g, done, v.expires);
                 }
                 return Err(e);
             }
+            removed.push((*slot, value));
+            let _ = self.index_expiry(kind, slot, 0);
             meta.counts[kind as usize][slot.family() as usize] -= 1;
         }
         self.write_meta(&meta)?;
@@ -338,15 +396,19 @@ impl FilterMaps {
             counts[slot.family() as usize] += 1;
         }
         self.check_capacity(kind, &meta, [0, 0], counts)?;
-        self.insert_all(kind, new, &unique, progress)?;
-        self.active
-            .set(kind as u32, &new, 0)
-            .map_err(StoreError::Meta)?;
+        self.insert_all(kind, new, &unique, 0, progress)?;
+        self.active.set(kind as u32, &new, 0).map_err(StoreError::Meta)?;
         meta.counts[kind as usize] = counts;
         self.write_meta(&meta)?;
         // Packets that read the old index just before the flip finish within
         // microseconds; the scan below takes far longer before it deletes anything.
         self.clear_generation(kind, old)?;
+        // The new list is permanent: forget the old list's expiry times.
+        let stale: Vec<EntryKey> =
+            self.expiry.keys().filter_map(Result::ok).filter(|k| k.list == kind as u32).collect();
+        for k in stale {
+            let _ = self.expiry.remove(&k);
+        }
         Ok(unique.len())
     }
 
@@ -392,25 +454,71 @@ impl FilterMaps {
         Ok(())
     }
 
-    /// The active entries of a list, IPv4 before IPv6, each in address order.
-    pub fn entries(&self, kind: ListKind) -> Result<Vec<IpNet>, StoreError> {
+    /// The live entries of a list (expired ones are left out even before the sweep
+    /// deletes them), IPv4 before IPv6, each in address order.
+    pub fn entries(&self, kind: ListKind) -> Result<Vec<Entry>, StoreError> {
         let g = self.generation(kind)?;
-        let mut nets: Vec<IpNet> = self.slots(kind, g)?.iter().map(Slot::net).collect();
-        nets.sort_by(|a, b| match (a, b) {
-            (IpNet::V4(_), IpNet::V6(_)) => std::cmp::Ordering::Less,
-            (IpNet::V6(_), IpNet::V4(_)) => std::cmp::Ordering::Greater,
-            _ => a.cmp(b),
-        });
-        Ok(nets)
+        let now = monotonic_ns();
+        let mut out = Vec::new();
+        for slot in self.slots(kind, g)? {
+            let expires = if self.expiry.get(&slot.expiry_key(kind), 0).is_ok() {
+                self.lookup(kind, g, &slot)?.map(|v| v.expires).unwrap_or(0)
+            } else {
+                0
+            };
+            if expires != 0 && expires <= now {
+                continue;
+            }
+            out.push(Entry { net: slot.net(), expires: (expires != 0).then_some(expires) });
+        }
+        out.sort_by(|a, b| net_order(&a.net, &b.net));
+        Ok(out)
+    }
+
+    /// Deletes list entries whose TTL has passed, and expired auto-bans. Returns how
+    /// many were removed. Cheap when nothing expires: it walks only the expiry index
+    /// and the ban map, never whole lists.
+    pub fn sweep(&mut self) -> Result<usize, StoreError> {
+        let now = monotonic_ns();
+        let mut meta = self.read_meta()?;
+        let due: Vec<(EntryKey, u64)> =
+            self.expiry.iter().filter_map(Result::ok).filter(|(_, exp)| *exp <= now).collect();
+        let mut removed = 0;
+        for (key, exp) in due {
+            let _ = self.expiry.remove(&key);
+            let Some((kind, slot)) = Slot::from_expiry_key(&key) else { continue };
+            let g = self.generation(kind)?;
+            // Only if the entry still carries that expiry (not re-added since).
+            if self.lookup(kind, g, &slot)?.is_some_and(|v| v.expires == exp) {
+                self.delete(kind, g, &slot)?;
+                meta.counts[kind as usize][slot.family() as usize] -= 1;
+                removed += 1;
+            }
+        }
+        self.write_meta(&meta)?;
+        let bans: Vec<_> =
+            self.bans.iter().filter_map(Result::ok).filter(|(_, b)| b.expires <= now).collect();
+        for (key, _) in bans {
+            if self.bans.remove(&key).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// IPv4 before IPv6, then by address and length.
+pub fn net_order(a: &IpNet, b: &IpNet) -> std::cmp::Ordering {
+    match (a, b) {
+        (IpNet::V4(_), IpNet::V6(_)) => std::cmp::Ordering::Less,
+        (IpNet::V6(_), IpNet::V4(_)) => std::cmp::Ordering::Greater,
+        _ => a.cmp(b),
     }
 }
 
 fn dedup(nets: &[IpNet]) -> Vec<Slot> {
     let mut seen = HashSet::with_capacity(nets.len());
-    nets.iter()
-        .map(Slot::of)
-        .filter(|s| seen.insert(*s))
-        .collect()
+    nets.iter().map(Slot::of).filter(|s| seen.insert(*s)).collect()
 }
 
 #[cfg(test)]
@@ -419,37 +527,19 @@ mod tests {
 
     #[test]
     fn slots_round_trip_and_split_by_length() {
-        for s in [
-            "192.0.2.1/32",
-            "192.0.2.0/24",
-            "0.0.0.0/0",
-            "2001:db8::1/128",
-            "2001:db8::/32",
-            "::/0",
-        ] {
+        for s in ["192.0.2.1/32", "192.0.2.0/24", "0.0.0.0/0", "2001:db8::1/128", "2001:db8::/32", "::/0"] {
             let n: IpNet = s.parse().unwrap();
             assert_eq!(Slot::of(&n).net(), n);
         }
-        assert!(matches!(
-            Slot::of(&"192.0.2.1/32".parse().unwrap()),
-            Slot::V4Host(_)
-        ));
-        assert!(matches!(
-            Slot::of(&"192.0.2.0/31".parse().unwrap()),
-            Slot::V4Net(31, _)
-        ));
-        assert!(matches!(
-            Slot::of(&"2001:db8::/127".parse().unwrap()),
-            Slot::V6Net(127, _)
-        ));
+        assert!(matches!(Slot::of(&"192.0.2.1/32".parse().unwrap()), Slot::V4Host(_)));
+        assert!(matches!(Slot::of(&"192.0.2.0/31".parse().unwrap()), Slot::V4Net(31, _)));
+        assert!(matches!(Slot::of(&"2001:db8::/127".parse().unwrap()), Slot::V6Net(127, _)));
     }
 
     #[test]
     fn dedup_keeps_first_occurrence_order() {
-        let nets: Vec<IpNet> = ["192.0.2.1/32", "2001:db8::/32", "192.0.2.1/32"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let nets: Vec<IpNet> =
+            ["192.0.2.1/32", "2001:db8::/32", "192.0.2.1/32"].iter().map(|s| s.parse().unwrap()).collect();
         assert_eq!(dedup(&nets).len(), 2);
     }
 }

@@ -15,17 +15,10 @@ pub fn udp_from(src: &str) -> Vec<u8> {
 /// As [`udp_from`], with VLAN tags (outermost first).
 pub fn udp_tagged(src: &str, tpids: &[u16]) -> Vec<u8> {
     let src: IpAddr = src.parse().expect("test address");
-    let dst: IpAddr = if src.is_ipv4() {
-        "198.51.100.1".parse().unwrap()
-    } else {
-        "2001:db8:1::1".parse().unwrap()
-    };
+    let dst: IpAddr =
+        if src.is_ipv4() { "198.51.100.1".parse().unwrap() } else { "2001:db8:1::1".parse().unwrap() };
     let mut spec = FrameSpec::udp(src, dst, 9);
-    spec.vlans = tpids
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (*t, 100 + i as u16))
-        .collect();
+    spec.vlans = tpids.iter().enumerate().map(|(i, t)| (*t, 100 + i as u16)).collect();
     build(&spec)
 }
 
@@ -46,10 +39,8 @@ pub fn ipv4_with_options(src: &str, opt_words: usize) -> Vec<u8> {
     let total = (f.len() - 14) as u16;
     f[16..18].copy_from_slice(&total.to_be_bytes());
     f[24..26].copy_from_slice(&[0, 0]);
-    let c = floodgate::lab::packet::csum_fold(floodgate::lab::packet::csum_add(
-        0,
-        &f[14..14 + ihl as usize * 4],
-    ));
+    let c =
+        floodgate::lab::packet::csum_fold(floodgate::lab::packet::csum_add(0, &f[14..14 + ihl as usize * 4]));
     f[24..26].copy_from_slice(&c.to_be_bytes());
     f
 }

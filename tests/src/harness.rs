@@ -6,7 +6,11 @@ use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
 };
 use filter_common::{Counter, ListKind, Reason};
-use floodgate::{loader, maps::FilterMaps, stats::Totals};
+use floodgate::{
+    loader::{self, Capacity},
+    maps::FilterMaps,
+    stats::Totals,
+};
 use ipnet::IpNet;
 
 pub const XDP_DROP: u32 = 1;
@@ -27,9 +31,10 @@ pub struct Outcome {
 impl Harness {
     /// Loads the object (verifier included) with lists of `max_entries` per family.
     pub fn new(max_entries: u32) -> Self {
-        let mut ebpf = loader::load(max_entries).expect("loading the XDP object (are you root?)");
+        let cap = Capacity::entries(max_entries);
+        let mut ebpf = loader::load(cap).expect("loading the XDP object (are you root?)");
         let mut maps = FilterMaps::take(&mut ebpf).expect("maps");
-        loader::init_meta(&mut maps, 0, 0, max_entries).expect("meta");
+        loader::init_meta(&mut maps, 0, 0, cap).expect("meta");
         Self { ebpf, maps }
     }
 
@@ -40,17 +45,10 @@ impl Harness {
     /// Runs one frame through the program once.
     pub fn run(&mut self, frame: &[u8]) -> Outcome {
         let before = self.maps.totals().expect("counters");
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            repeat: 1,
-            ..Default::default()
-        };
+        let opts = TestRunOptions { data_in: Some(frame), repeat: 1, ..Default::default() };
         let r = self.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
         let after = self.maps.totals().expect("counters");
-        Outcome {
-            action: r.return_value,
-            delta: after.since(&before),
-        }
+        Outcome { action: r.return_value, delta: after.since(&before) }
     }
 
     /// Runs `frame` and asserts the action and that exactly the counter of `reason`
@@ -58,23 +56,15 @@ impl Harness {
     pub fn expect(&mut self, frame: &[u8], reason: Reason, what: &str) {
         let out = self.run(frame);
         let action = if reason.drops() { XDP_DROP } else { XDP_PASS };
-        assert_eq!(
-            out.action,
-            action,
-            "{what}: action (frame of {} bytes)",
-            frame.len()
-        );
+        assert_eq!(out.action, action, "{what}: action (frame of {} bytes)", frame.len());
         let mut want = Totals::default();
-        want.0[reason as usize] = Counter {
-            packets: 1,
-            bytes: frame.len() as u64,
-        };
+        want.0[reason as usize] = Counter { packets: 1, bytes: frame.len() as u64 };
         assert_eq!(out.delta, want, "{what}: counter deltas");
     }
 
     pub fn add(&mut self, kind: ListKind, cidrs: &[&str]) {
         let nets = parse(cidrs);
-        self.maps.add(kind, &nets, &mut |_, _| {}).expect("add");
+        self.maps.add(kind, &nets, None, &mut |_, _| {}).expect("add");
     }
 
     pub fn remove(&mut self, kind: ListKind, cidrs: &[&str]) {
@@ -84,15 +74,10 @@ impl Harness {
 
     pub fn replace(&mut self, kind: ListKind, cidrs: &[&str]) {
         let nets = parse(cidrs);
-        self.maps
-            .replace(kind, &nets, &mut |_, _| {})
-            .expect("replace");
+        self.maps.replace(kind, &nets, &mut |_, _| {}).expect("replace");
     }
 }
 
 fn parse(cidrs: &[&str]) -> Vec<IpNet> {
-    cidrs
-        .iter()
-        .map(|c| filter_common::cidr::parse_cidr(c).expect("test CIDR"))
-        .collect()
+    cidrs.iter().map(|c| filter_common::cidr::parse_cidr(c).expect("test CIDR")).collect()
 }

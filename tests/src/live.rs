@@ -29,11 +29,7 @@ pub fn floodgate_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("floodgate");
+    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("floodgate");
     assert!(
         bin.exists(),
         "{} is missing: run the tests with `cargo xtask integration-test local`",
@@ -92,15 +88,7 @@ impl Lab {
         .expect("veth pair");
         let srv_mac = srv.mac(&srv_if).expect("mac");
         let cli_mac = cli.mac(&cli_if).expect("mac");
-        let lab = Lab {
-            srv,
-            cli,
-            srv_if,
-            cli_if,
-            srv_mac,
-            cli_mac,
-            env: Vec::new(),
-        };
+        let lab = Lab { srv, cli, srv_if, cli_if, srv_mac, cli_mac, env: Vec::new() };
         // Leftovers of a killed earlier run of this test would make attach fail.
         if lab.pins_dir().exists() {
             lab.floodgate(&["detach", "-i", &lab.srv_if.clone()]);
@@ -141,17 +129,8 @@ impl Lab {
     pub fn err(&self, args: &[&str]) -> String {
         let r = self.floodgate(args);
         assert_eq!(r.code, Some(1), "floodgate {args:?} should fail: {r:?}");
-        assert!(
-            r.stderr.starts_with("floodgate: error: "),
-            "error line: {:?}",
-            r.stderr
-        );
-        assert_eq!(
-            r.stderr.trim_end().lines().count(),
-            1,
-            "one line: {:?}",
-            r.stderr
-        );
+        assert!(r.stderr.starts_with("floodgate: error: "), "error line: {:?}", r.stderr);
+        assert_eq!(r.stderr.trim_end().lines().count(), 1, "one line: {:?}", r.stderr);
         r.stderr
     }
 
@@ -160,8 +139,7 @@ impl Lab {
     }
 
     pub fn stats(&self) -> Value {
-        serde_json::from_str(&self.ok(&["stats", "-i", &self.srv_if, "--json"]))
-            .expect("stats JSON")
+        serde_json::from_str(&self.ok(&["stats", "-i", &self.srv_if, "--json"])).expect("stats JSON")
     }
 
     pub fn list(&self, which: &str) -> Vec<String> {
@@ -172,11 +150,7 @@ impl Lab {
     /// A UDP frame from `src` to the server (on its address family) at `port`.
     pub fn frame(&self, src: &str, port: u16) -> Vec<u8> {
         let src: IpAddr = src.parse().expect("address");
-        let dst: IpAddr = if src.is_ipv4() {
-            SRV_V4.parse().unwrap()
-        } else {
-            SRV_V6.parse().unwrap()
-        };
+        let dst: IpAddr = if src.is_ipv4() { SRV_V4.parse().unwrap() } else { SRV_V6.parse().unwrap() };
         let mut spec = FrameSpec::udp(src, dst, port);
         spec.src_mac = self.cli_mac;
         spec.dst_mac = self.srv_mac;
@@ -186,24 +160,15 @@ impl Lab {
     /// A raw sender on the client's end of the veth pair.
     pub fn sender(&self) -> RawSender {
         let iface = self.cli_if.clone();
-        self.cli
-            .enter(move || RawSender::open(&iface))
-            .expect("enter")
-            .expect("raw socket")
+        self.cli.enter(move || RawSender::open(&iface)).expect("enter").expect("raw socket")
     }
 
     /// Sends each frame `count` times, interleaved, at about `pps` frames per second.
     pub fn send(&self, frames: &[Vec<u8>], count: u64, pps: u64) {
         let s = self.sender();
         let n = frames.len() as u64;
-        let sent = s
-            .send_paced(
-                count * n,
-                pps,
-                |i| frames[(i % n) as usize].clone(),
-                || false,
-            )
-            .expect("send");
+        let sent =
+            s.send_paced(count * n, pps, |i| frames[(i % n) as usize].clone(), || false).expect("send");
         assert_eq!(sent, count * n);
     }
 
@@ -225,10 +190,7 @@ impl Lab {
 
     /// Whether the server's interface has an XDP program attached.
     pub fn has_xdp(&self) -> bool {
-        let out = self
-            .srv
-            .ip(&["-d", "link", "show", "dev", &self.srv_if])
-            .expect("ip link");
+        let out = self.srv.ip(&["-d", "link", "show", "dev", &self.srv_if]).expect("ip link");
         out.contains("prog/xdp")
     }
 }
@@ -279,11 +241,7 @@ impl Sink {
                 })
             })
             .collect();
-        Sink {
-            counts,
-            stop,
-            threads,
-        }
+        Sink { counts, stop, threads }
     }
 
     pub fn count(&self, src: &str) -> u64 {
@@ -325,7 +283,5 @@ pub fn packets(stats: &Value, path: &str) -> u64 {
     for part in path.split('.') {
         v = &v[part];
     }
-    v["packets"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no {path}.packets in {stats}"))
+    v["packets"].as_u64().unwrap_or_else(|| panic!("no {path}.packets in {stats}"))
 }

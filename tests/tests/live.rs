@@ -24,47 +24,24 @@ fn native_and_skb_drop_blocklisted_sources_and_pass_the_rest() {
         let out = lab.attach(mode);
         assert!(out.contains(&format!("{mode} mode")), "{out}");
         assert!(lab.has_xdp());
-        lab.ok(&[
-            "blocklist",
-            "add",
-            "-i",
-            &lab.srv_if,
-            "203.0.113.0/24",
-            "2001:db8:bad::/48",
-        ]);
+        lab.ok(&["blocklist", "add", "-i", &lab.srv_if, "203.0.113.0/24", "2001:db8:bad::/48"]);
         let sink = lab.sink(PORT);
         let before = lab.stats();
         assert_eq!(before["mode"], mode);
         assert_eq!(before["interface"], lab.srv_if.as_str());
-        let frames: Vec<Vec<u8>> = [
-            "203.0.113.7",
-            "2001:db8:bad::7",
-            "192.0.2.7",
-            "2001:db8:feed::7",
-        ]
-        .iter()
-        .map(|s| lab.frame(s, PORT))
-        .collect();
+        let frames: Vec<Vec<u8>> = ["203.0.113.7", "2001:db8:bad::7", "192.0.2.7", "2001:db8:feed::7"]
+            .iter()
+            .map(|s| lab.frame(s, PORT))
+            .collect();
         lab.send(&frames, 500, 20_000);
         sink.settle();
         let after = lab.stats();
-        assert_eq!(
-            sink.count("203.0.113.7"),
-            0,
-            "{mode}: blocked v4 reached the server"
-        );
-        assert_eq!(
-            sink.count("2001:db8:bad::7"),
-            0,
-            "{mode}: blocked v6 reached the server"
-        );
+        assert_eq!(sink.count("203.0.113.7"), 0, "{mode}: blocked v4 reached the server");
+        assert_eq!(sink.count("2001:db8:bad::7"), 0, "{mode}: blocked v6 reached the server");
         assert_eq!(sink.count("192.0.2.7"), 500, "{mode}: clean v4 lost");
         assert_eq!(sink.count("2001:db8:feed::7"), 500, "{mode}: clean v6 lost");
         let dropped = packets(&after, "dropped.blocklist") - packets(&before, "dropped.blocklist");
-        assert_eq!(
-            dropped, 1000,
-            "{mode}: exactly the blocked frames were counted as dropped"
-        );
+        assert_eq!(dropped, 1000, "{mode}: exactly the blocked frames were counted as dropped");
         let passed = packets(&after, "passed") - packets(&before, "passed");
         assert!(passed >= 1000, "{mode}: passed counter {passed}");
         assert_eq!(packets(&after, "dropped.rate_limit"), 0);
@@ -86,9 +63,7 @@ fn add_and_remove_from_other_processes_while_traffic_flows() {
         s.spawn(|| {
             let tx = lab.sender();
             // Bounded: at most 60 s at 2,000 frames/s, usually stopped much earlier.
-            let n = tx
-                .send_paced(120_000, 2_000, |_| frame.clone(), || stop.load(Relaxed))
-                .unwrap();
+            let n = tx.send_paced(120_000, 2_000, |_| frame.clone(), || stop.load(Relaxed)).unwrap();
             sent.store(n, Relaxed);
         });
         let wait_for = |cond: &dyn Fn() -> bool, what: &str| {
@@ -106,21 +81,11 @@ fn add_and_remove_from_other_processes_while_traffic_flows() {
         thread::sleep(Duration::from_millis(200));
         let at_block = sink.count("192.0.2.44");
         thread::sleep(Duration::from_millis(800));
-        assert_eq!(
-            sink.count("192.0.2.44"),
-            at_block,
-            "frames passed after the block"
-        );
+        assert_eq!(sink.count("192.0.2.44"), at_block, "frames passed after the block");
         let dropped = packets(&lab.stats(), "dropped.blocklist");
-        assert!(
-            dropped >= 1000,
-            "about 2,000/s should be dropped, saw {dropped}"
-        );
+        assert!(dropped >= 1000, "about 2,000/s should be dropped, saw {dropped}");
         lab.ok(&["blocklist", "remove", "192.0.2.44"]);
-        wait_for(
-            &|| sink.count("192.0.2.44") > at_block + 200,
-            "traffic to resume after remove",
-        );
+        wait_for(&|| sink.count("192.0.2.44") > at_block + 200, "traffic to resume after remove");
         stop.store(true, Relaxed);
     });
     sink.settle();
@@ -138,33 +103,17 @@ fn replace_while_traffic_flows_never_passes_a_listed_source_or_drops_a_clean_one
     lab.attach("native");
     // Bulk entries make each replace take a while, so traffic overlaps the switch.
     let bulk = |third: u8| -> String {
-        (0..20_000u32)
-            .map(|i| format!("10.{third}.{}.{}\n", i / 256, i % 256))
-            .collect()
+        (0..20_000u32).map(|i| format!("10.{third}.{}.{}\n", i / 256, i % 256)).collect()
     };
     let dir = tempdir("repl");
     let list_a = dir.join("a.txt");
     let list_b = dir.join("b.txt");
-    std::fs::write(
-        &list_a,
-        format!("203.0.113.1\n203.0.113.2\n2001:db8:bad::1\n{}", bulk(1)),
-    )
-    .unwrap();
-    std::fs::write(
-        &list_b,
-        format!("203.0.113.1\n203.0.113.3\n2001:db8:bad::1\n{}", bulk(2)),
-    )
-    .unwrap();
+    std::fs::write(&list_a, format!("203.0.113.1\n203.0.113.2\n2001:db8:bad::1\n{}", bulk(1))).unwrap();
+    std::fs::write(&list_b, format!("203.0.113.1\n203.0.113.3\n2001:db8:bad::1\n{}", bulk(2))).unwrap();
     lab.ok(&["blocklist", "load", list_a.to_str().unwrap()]);
     let sink = lab.sink(PORT);
-    let both = [
-        lab.frame("203.0.113.1", PORT),
-        lab.frame("2001:db8:bad::1", PORT),
-    ];
-    let clean = [
-        lab.frame("192.0.2.50", PORT),
-        lab.frame("2001:db8:feed::50", PORT),
-    ];
+    let both = [lab.frame("203.0.113.1", PORT), lab.frame("2001:db8:bad::1", PORT)];
+    let clean = [lab.frame("192.0.2.50", PORT), lab.frame("2001:db8:feed::50", PORT)];
     let stop = AtomicBool::new(false);
     let rounds = AtomicU64::new(0);
     thread::scope(|s| {
@@ -174,9 +123,7 @@ fn replace_while_traffic_flows_never_passes_a_listed_source_or_drops_a_clean_one
             let mut n = 0u64;
             // Bounded: stops after the replaces or after 400,000 frames.
             while !stop.load(Relaxed) && n < 400_000 {
-                n += tx
-                    .send_paced(400, 8_000, |i| all[(i % 4) as usize].clone(), || false)
-                    .unwrap();
+                n += tx.send_paced(400, 8_000, |i| all[(i % 4) as usize].clone(), || false).unwrap();
             }
             n
         });
@@ -190,25 +137,10 @@ fn replace_while_traffic_flows_never_passes_a_listed_source_or_drops_a_clean_one
         sink.settle();
         assert_eq!(n % 4, 0);
         let per_source = n / 4;
-        assert!(
-            per_source >= 1000,
-            "traffic should overlap the replaces ({per_source} per source)"
-        );
-        assert_eq!(
-            sink.count("203.0.113.1"),
-            0,
-            "an address on both lists passed during a replace"
-        );
-        assert_eq!(
-            sink.count("2001:db8:bad::1"),
-            0,
-            "an address on both lists passed during a replace"
-        );
-        assert_eq!(
-            sink.count("192.0.2.50"),
-            per_source,
-            "a clean v4 source lost packets during a replace"
-        );
+        assert!(per_source >= 1000, "traffic should overlap the replaces ({per_source} per source)");
+        assert_eq!(sink.count("203.0.113.1"), 0, "an address on both lists passed during a replace");
+        assert_eq!(sink.count("2001:db8:bad::1"), 0, "an address on both lists passed during a replace");
+        assert_eq!(sink.count("192.0.2.50"), per_source, "a clean v4 source lost packets during a replace");
         assert_eq!(
             sink.count("2001:db8:feed::50"),
             per_source,
@@ -221,25 +153,16 @@ fn replace_while_traffic_flows_never_passes_a_listed_source_or_drops_a_clean_one
     assert_eq!(entries.len(), 20_003);
     assert!(entries.contains(&"203.0.113.2/32".to_string()));
     assert!(!entries.contains(&"203.0.113.3/32".to_string()));
-    assert!(
-        !entries.iter().any(|e| e.starts_with("10.2.")),
-        "entries of list B left behind"
-    );
+    assert!(!entries.iter().any(|e| e.starts_with("10.2.")), "entries of list B left behind");
 }
 
 #[test]
 fn detach_leaves_nothing_behind() {
     let lab = Lab::new("det");
-    let before = lab
-        .srv
-        .ip(&["-d", "link", "show", "dev", &lab.srv_if])
-        .unwrap();
+    let before = lab.srv.ip(&["-d", "link", "show", "dev", &lab.srv_if]).unwrap();
     lab.attach("native");
     lab.ok(&["blocklist", "add", "203.0.113.0/24"]);
-    let link = lab
-        .srv
-        .ip(&["-d", "link", "show", "dev", &lab.srv_if])
-        .unwrap();
+    let link = lab.srv.ip(&["-d", "link", "show", "dev", &lab.srv_if]).unwrap();
     let prog_id = link
         .split("prog/xdp id ")
         .nth(1)
@@ -251,24 +174,10 @@ fn detach_leaves_nothing_behind() {
     let out = lab.ok(&["detach", "-i", &lab.srv_if]);
     assert!(out.contains("detached"));
     assert!(!lab.has_xdp(), "XDP program still attached");
-    assert!(
-        !lab.pins_dir().exists(),
-        "pins left in {}",
-        lab.pins_dir().display()
-    );
-    let after = lab
-        .srv
-        .ip(&["-d", "link", "show", "dev", &lab.srv_if])
-        .unwrap();
-    assert_eq!(
-        strip_counters(&before),
-        strip_counters(&after),
-        "interface not as it was"
-    );
-    let prog = std::process::Command::new("bpftool")
-        .args(["prog", "show", "id", &prog_id])
-        .output()
-        .unwrap();
+    assert!(!lab.pins_dir().exists(), "pins left in {}", lab.pins_dir().display());
+    let after = lab.srv.ip(&["-d", "link", "show", "dev", &lab.srv_if]).unwrap();
+    assert_eq!(strip_counters(&before), strip_counters(&after), "interface not as it was");
+    let prog = std::process::Command::new("bpftool").args(["prog", "show", "id", &prog_id]).output().unwrap();
     assert!(!prog.status.success(), "program {prog_id} still loaded");
     let err = lab.err(&["detach", "-i", &lab.srv_if]);
     assert!(err.contains("not attached"), "{err}");
@@ -276,20 +185,14 @@ fn detach_leaves_nothing_behind() {
 
 /// `ip -d link` output without the parts that change on their own.
 fn strip_counters(s: &str) -> String {
-    s.lines()
-        .filter(|l| !l.contains("prog/xdp"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    s.lines().filter(|l| !l.contains("prog/xdp")).collect::<Vec<_>>().join("\n")
 }
 
 #[test]
 fn bad_inputs_give_their_error_and_change_nothing() {
     let lab = Lab::new("bad");
     let err = lab.err(&["attach", "-i", "nosuch0"]);
-    assert!(
-        err.contains("unknown interface 'nosuch0'") && err.contains(&lab.srv_if),
-        "{err}"
-    );
+    assert!(err.contains("unknown interface 'nosuch0'") && err.contains(&lab.srv_if), "{err}");
     lab.ok(&["attach", "-i", &lab.srv_if, "--max-entries", "100"]);
     let err = lab.err(&["attach", "-i", &lab.srv_if]);
     assert!(err.contains("already attached"), "{err}");
@@ -297,17 +200,11 @@ fn bad_inputs_give_their_error_and_change_nothing() {
     let snapshot = lab.list("blocklist");
 
     let err = lab.err(&["blocklist", "add", "192.0.2.9", "192.0.2.300"]);
-    assert!(
-        err.contains("'192.0.2.300' is not an IPv4 or IPv6 address"),
-        "{err}"
-    );
+    assert!(err.contains("'192.0.2.300' is not an IPv4 or IPv6 address"), "{err}");
     let err = lab.err(&["blocklist", "add", "203.0.113.7/24"]);
     assert!(err.contains("did you mean 203.0.113.0/24"), "{err}");
     let err = lab.err(&["blocklist", "remove", "192.0.2.1", "192.0.2.2"]);
-    assert!(
-        err.contains("192.0.2.2/32") && err.contains("nothing was removed"),
-        "{err}"
-    );
+    assert!(err.contains("192.0.2.2/32") && err.contains("nothing was removed"), "{err}");
     assert_eq!(lab.list("blocklist"), snapshot);
 
     // A bad line deep in a large file: reported with its line, nothing loaded.
@@ -315,11 +212,7 @@ fn bad_inputs_give_their_error_and_change_nothing() {
     let file = dir.join("big.txt");
     let mut text = String::new();
     for i in 0..50_000u32 {
-        text.push_str(&format!(
-            "10.{}.{}.0/24 ; entry {i}\n",
-            i / 256 % 256,
-            i % 256
-        ));
+        text.push_str(&format!("10.{}.{}.0/24 ; entry {i}\n", i / 256 % 256, i % 256));
     }
     text.push_str("10.250.0.0/33\n");
     std::fs::write(&file, &text).unwrap();
@@ -330,17 +223,10 @@ fn bad_inputs_give_their_error_and_change_nothing() {
         }
         let err = lab.err(&args);
         assert!(
-            err.contains(&format!(
-                "{}:50001: '10.250.0.0/33' has prefix length 33",
-                file.display()
-            )),
+            err.contains(&format!("{}:50001: '10.250.0.0/33' has prefix length 33", file.display())),
             "{err}"
         );
-        assert_eq!(
-            lab.list("blocklist"),
-            snapshot,
-            "a bad file changed the list"
-        );
+        assert_eq!(lab.list("blocklist"), snapshot, "a bad file changed the list");
     }
 
     // Full list: capacity 100 per family, 2 IPv4 entries used.
@@ -350,18 +236,11 @@ fn bad_inputs_give_their_error_and_change_nothing() {
     lab.ok(&args);
     let full = lab.list("blocklist");
     let err = lab.err(&["blocklist", "add", "198.18.1.1", "198.18.1.2"]);
-    assert!(
-        err.contains("full") && err.contains("capacity is 100"),
-        "{err}"
-    );
+    assert!(err.contains("full") && err.contains("capacity is 100"), "{err}");
     std::fs::write(dir.join("more.txt"), "198.18.2.1\n198.18.2.2\n").unwrap();
     let err = lab.err(&["blocklist", "load", dir.join("more.txt").to_str().unwrap()]);
     assert!(err.contains("full"), "{err}");
-    assert_eq!(
-        lab.list("blocklist"),
-        full,
-        "a refused add changed the list"
-    );
+    assert_eq!(lab.list("blocklist"), full, "a refused add changed the list");
     // IPv6 has its own capacity.
     lab.ok(&["blocklist", "add", "2001:db8::1"]);
 
@@ -378,27 +257,15 @@ fn auto_mode_falls_back_to_skb_with_a_warning() {
     let run = |args: &[&str]| -> integration_tests::live::Run {
         let mut c = ns.command(integration_tests::live::floodgate_bin().to_str().unwrap());
         c.args(args);
-        c.env(
-            floodgate::pins::PIN_ROOT_ENV,
-            "/sys/fs/bpf/floodgate-test-lo",
-        );
+        c.env(floodgate::pins::PIN_ROOT_ENV, "/sys/fs/bpf/floodgate-test-lo");
         c.output().unwrap().into()
     };
     let r = run(&["attach", "-i", "lo", "--mode", "native"]);
     assert_eq!(r.code, Some(1), "{r:?}");
-    assert!(
-        r.stderr.contains("native XDP attach to lo failed"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("native XDP attach to lo failed"), "{}", r.stderr);
     let r = run(&["attach", "-i", "lo"]);
     assert_eq!(r.code, Some(0), "{r:?}");
-    assert!(
-        r.stderr
-            .contains("warning: native XDP is not available on lo"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("warning: native XDP is not available on lo"), "{}", r.stderr);
     assert!(r.stdout.contains("skb mode"), "{}", r.stdout);
     let stats: serde_json::Value = serde_json::from_str(&run(&["stats", "--json"]).stdout).unwrap();
     assert_eq!(stats["mode"], "skb");
@@ -411,8 +278,7 @@ fn auto_mode_falls_back_to_skb_with_a_warning() {
 fn interface_may_be_omitted_only_when_one_is_attached() {
     let mut lab = Lab::new("omit");
     let root = "/sys/fs/bpf/floodgate-test-omit";
-    lab.env
-        .push((floodgate::pins::PIN_ROOT_ENV.into(), root.into()));
+    lab.env.push((floodgate::pins::PIN_ROOT_ENV.into(), root.into()));
     let err = lab.err(&["stats"]);
     assert!(err.contains("not attached to any interface"), "{err}");
     lab.attach("skb");
@@ -471,22 +337,11 @@ fn a_million_entries_load_and_replace() {
     // 800,000 IPv4 hosts and 200,000 IPv4 /24 prefixes.
     for i in 0..800_000u32 {
         let a = 0x0b00_0000 + i;
-        text.push_str(&format!(
-            "{}.{}.{}.{}\n",
-            a >> 24,
-            (a >> 16) & 255,
-            (a >> 8) & 255,
-            a & 255
-        ));
+        text.push_str(&format!("{}.{}.{}.{}\n", a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255));
     }
     for i in 0..200_000u32 {
         let a = 0x2000_0000 + (i << 8);
-        text.push_str(&format!(
-            "{}.{}.{}.0/24\n",
-            a >> 24,
-            (a >> 16) & 255,
-            (a >> 8) & 255
-        ));
+        text.push_str(&format!("{}.{}.{}.0/24\n", a >> 24, (a >> 16) & 255, (a >> 8) & 255));
     }
     std::fs::write(&file, text).unwrap();
     let out = lab.ok(&["blocklist", "load", file.to_str().unwrap()]);
@@ -494,23 +349,14 @@ fn a_million_entries_load_and_replace() {
     let out = lab.ok(&["blocklist", "load", "--replace", file.to_str().unwrap()]);
     assert!(out.contains("replaced with 1000000"), "{out}");
     let status: serde_json::Value = serde_json::from_str(&lab.ok(&["status", "--json"])).unwrap();
-    let row = status
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["interface"] == lab.srv_if.as_str())
-        .unwrap();
+    let row = status.as_array().unwrap().iter().find(|r| r["interface"] == lab.srv_if.as_str()).unwrap();
     assert_eq!(row["lists"]["blocklist"]["ipv4"], 1_000_000);
     // One more does not fit.
     let err = lab.err(&["blocklist", "add", "192.0.2.1"]);
     assert!(err.contains("full"), "{err}");
     let sink = lab.sink(PORT);
     lab.send(
-        &[
-            lab.frame("11.0.0.5", PORT),
-            lab.frame("32.0.1.9", PORT),
-            lab.frame("192.0.2.1", PORT),
-        ],
+        &[lab.frame("11.0.0.5", PORT), lab.frame("32.0.1.9", PORT), lab.frame("192.0.2.1", PORT)],
         100,
         10_000,
     );

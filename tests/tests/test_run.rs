@@ -4,9 +4,7 @@
 use filter_common::{ListKind, Reason, map_names};
 use floodgate::{loader, object};
 use integration_tests::{
-    frames::{
-        ETH_P_8021AD, ETH_P_8021Q, ipv4_with_options, l3_offset, non_ip, udp_from, udp_tagged,
-    },
+    frames::{ETH_P_8021AD, ETH_P_8021Q, ipv4_with_options, l3_offset, non_ip, udp_from, udp_tagged},
     harness::Harness,
 };
 
@@ -21,22 +19,15 @@ fn harness() -> Harness {
 fn every_map_name_resolves_in_the_object() {
     let ebpf = aya::Ebpf::load(object::bytes()).expect("object loads");
     for name in map_names::ALL {
-        assert!(
-            ebpf.map(name).is_some(),
-            "map {name} missing from the object"
-        );
+        assert!(ebpf.map(name).is_some(), "map {name} missing from the object");
     }
-    assert_eq!(
-        ebpf.maps().count(),
-        map_names::ALL.len(),
-        "the object has maps not named in filter-common"
-    );
+    assert_eq!(ebpf.maps().count(), map_names::ALL.len(), "the object has maps not named in filter-common");
     assert!(ebpf.program(filter_common::PROGRAM_NAME).is_some());
 }
 
 #[test]
 fn list_maps_get_the_requested_capacity() {
-    let ebpf = loader::load(3000).expect("load");
+    let ebpf = loader::load(loader::Capacity::entries(3000)).expect("load");
     for name in map_names::LISTS {
         let data = match ebpf.map(name).expect(name) {
             aya::maps::Map::HashMap(d) | aya::maps::Map::LpmTrie(d) => d,
@@ -59,27 +50,10 @@ fn clean_ipv4_and_ipv6_pass() {
 fn blocklisted_sources_drop_with_and_without_vlan_tags() {
     let mut h = harness();
     h.add(ListKind::Block, &["203.0.113.0/24", "2001:db8:bad::/48"]);
-    for tags in [
-        &[][..],
-        &[ETH_P_8021Q],
-        &[ETH_P_8021AD],
-        &[ETH_P_8021AD, ETH_P_8021Q],
-    ] {
-        h.expect(
-            &udp_tagged(BLOCKED_V4, tags),
-            Reason::Blocklist,
-            &format!("v4 tags {tags:x?}"),
-        );
-        h.expect(
-            &udp_tagged(BLOCKED_V6, tags),
-            Reason::Blocklist,
-            &format!("v6 tags {tags:x?}"),
-        );
-        h.expect(
-            &udp_tagged("192.0.2.1", tags),
-            Reason::Passed,
-            &format!("clean v4 tags {tags:x?}"),
-        );
+    for tags in [&[][..], &[ETH_P_8021Q], &[ETH_P_8021AD], &[ETH_P_8021AD, ETH_P_8021Q]] {
+        h.expect(&udp_tagged(BLOCKED_V4, tags), Reason::Blocklist, &format!("v4 tags {tags:x?}"));
+        h.expect(&udp_tagged(BLOCKED_V6, tags), Reason::Blocklist, &format!("v6 tags {tags:x?}"));
+        h.expect(&udp_tagged("192.0.2.1", tags), Reason::Passed, &format!("clean v4 tags {tags:x?}"));
     }
 }
 
@@ -96,11 +70,7 @@ fn ipv4_options_are_skipped_by_ihl() {
     let mut h = harness();
     h.add(ListKind::Block, &["203.0.113.9"]);
     for words in [1, 3, 10] {
-        h.expect(
-            &ipv4_with_options(BLOCKED_V4, words),
-            Reason::Blocklist,
-            &format!("{words} option words"),
-        );
+        h.expect(&ipv4_with_options(BLOCKED_V4, words), Reason::Blocklist, &format!("{words} option words"));
         h.expect(
             &ipv4_with_options("192.0.2.1", words),
             Reason::Passed,
@@ -122,21 +92,9 @@ fn host_entries_match_exactly() {
 #[test]
 fn prefix_edges() {
     let cases: &[(&str, &[&str], &[&str])] = &[
-        (
-            "0.0.0.0/0",
-            &["0.0.0.0", "255.255.255.255", "192.0.2.1"],
-            &["2001:db8::1"],
-        ),
-        (
-            "128.0.0.0/1",
-            &["128.0.0.0", "255.255.255.255"],
-            &["127.255.255.255", "0.0.0.1"],
-        ),
-        (
-            "192.0.2.0/31",
-            &["192.0.2.0", "192.0.2.1"],
-            &["192.0.2.2", "192.0.1.255"],
-        ),
+        ("0.0.0.0/0", &["0.0.0.0", "255.255.255.255", "192.0.2.1"], &["2001:db8::1"]),
+        ("128.0.0.0/1", &["128.0.0.0", "255.255.255.255"], &["127.255.255.255", "0.0.0.1"]),
+        ("192.0.2.0/31", &["192.0.2.0", "192.0.2.1"], &["192.0.2.2", "192.0.1.255"]),
         ("192.0.2.7/32", &["192.0.2.7"], &["192.0.2.6", "192.0.2.8"]),
         ("::/0", &["::1", "2001:db8::1", "ffff::1"], &["192.0.2.1"]),
         (
@@ -144,28 +102,16 @@ fn prefix_edges() {
             &["2001:db8::", "2001:db8::1"],
             &["2001:db8::2", "2001:db7:ffff:ffff:ffff:ffff:ffff:ffff"],
         ),
-        (
-            "2001:db8::7/128",
-            &["2001:db8::7"],
-            &["2001:db8::6", "2001:db8::8"],
-        ),
+        ("2001:db8::7/128", &["2001:db8::7"], &["2001:db8::6", "2001:db8::8"]),
     ];
     for (prefix, inside, outside) in cases {
         let mut h = harness();
         h.add(ListKind::Block, &[prefix]);
         for a in *inside {
-            h.expect(
-                &udp_from(a),
-                Reason::Blocklist,
-                &format!("{a} inside {prefix}"),
-            );
+            h.expect(&udp_from(a), Reason::Blocklist, &format!("{a} inside {prefix}"));
         }
         for a in *outside {
-            h.expect(
-                &udp_from(a),
-                Reason::Passed,
-                &format!("{a} outside {prefix}"),
-            );
+            h.expect(&udp_from(a), Reason::Passed, &format!("{a} outside {prefix}"));
         }
     }
 }
@@ -176,17 +122,9 @@ fn allow_wins_over_block() {
     h.add(ListKind::Block, &["203.0.113.0/24", "2001:db8:bad::/48"]);
     h.add(ListKind::Allow, &["203.0.113.9", "2001:db8:bad::/64"]);
     h.expect(&udp_from(BLOCKED_V4), Reason::Allowed, "v4 on both");
-    h.expect(
-        &udp_from("203.0.113.10"),
-        Reason::Blocklist,
-        "v4 only blocked",
-    );
+    h.expect(&udp_from("203.0.113.10"), Reason::Blocklist, "v4 only blocked");
     h.expect(&udp_from(BLOCKED_V6), Reason::Allowed, "v6 on both");
-    h.expect(
-        &udp_from("2001:db8:bad:1::9"),
-        Reason::Blocklist,
-        "v6 only blocked",
-    );
+    h.expect(&udp_from("2001:db8:bad:1::9"), Reason::Blocklist, "v6 only blocked");
     h.expect(&udp_from("192.0.2.1"), Reason::Passed, "neither");
     // Allowlisted without being blocked counts as allowed too.
     h.add(ListKind::Allow, &["192.0.2.1"]);
@@ -198,11 +136,7 @@ fn removal_takes_effect() {
     let mut h = harness();
     h.add(ListKind::Block, &["203.0.113.0/24", "203.0.113.9"]);
     h.remove(ListKind::Block, &["203.0.113.9"]);
-    h.expect(
-        &udp_from(BLOCKED_V4),
-        Reason::Blocklist,
-        "still inside the /24",
-    );
+    h.expect(&udp_from(BLOCKED_V4), Reason::Blocklist, "still inside the /24");
     h.remove(ListKind::Block, &["203.0.113.0/24"]);
     h.expect(&udp_from(BLOCKED_V4), Reason::Passed, "both removed");
 }
@@ -212,32 +146,16 @@ fn replace_switches_generations() {
     let mut h = harness();
     h.add(ListKind::Block, &["203.0.113.0/24", "192.0.2.5"]);
     h.replace(ListKind::Block, &["192.0.2.5", "2001:db8:bad::/48"]);
-    h.expect(
-        &udp_from("203.0.113.1"),
-        Reason::Passed,
-        "dropped from the list",
-    );
+    h.expect(&udp_from("203.0.113.1"), Reason::Passed, "dropped from the list");
     h.expect(&udp_from("192.0.2.5"), Reason::Blocklist, "in both lists");
     h.expect(&udp_from(BLOCKED_V6), Reason::Blocklist, "new entry");
     assert_eq!(h.maps.entries(ListKind::Block).unwrap().len(), 2);
     // Replacing again flips back to generation 0, which must have been emptied.
     h.replace(ListKind::Block, &["198.51.100.0/24"]);
-    h.expect(
-        &udp_from("192.0.2.5"),
-        Reason::Passed,
-        "old generation cleared",
-    );
-    h.expect(
-        &udp_from("198.51.100.3"),
-        Reason::Blocklist,
-        "second replace",
-    );
+    h.expect(&udp_from("192.0.2.5"), Reason::Passed, "old generation cleared");
+    h.expect(&udp_from("198.51.100.3"), Reason::Blocklist, "second replace");
     h.replace(ListKind::Block, &[]);
-    h.expect(
-        &udp_from("198.51.100.3"),
-        Reason::Passed,
-        "replaced with nothing",
-    );
+    h.expect(&udp_from("198.51.100.3"), Reason::Passed, "replaced with nothing");
     assert!(h.maps.entries(ListKind::Block).unwrap().is_empty());
 }
 
@@ -246,11 +164,7 @@ fn non_ip_frames_pass_untouched() {
     let mut h = harness();
     h.add(ListKind::Block, &["0.0.0.0/0", "::/0"]);
     for ethertype in [0x0806u16, 0x88cc, 0x8847, 0x0842] {
-        h.expect(
-            &non_ip(ethertype),
-            Reason::NonIp,
-            &format!("ethertype {ethertype:#06x}"),
-        );
+        h.expect(&non_ip(ethertype), Reason::NonIp, &format!("ethertype {ethertype:#06x}"));
     }
 }
 
@@ -263,11 +177,7 @@ fn truncation_at_every_length_is_malformed() {
         ("v4", udp_from(BLOCKED_V4), 0),
         ("v6", udp_from(BLOCKED_V6), 0),
         ("v4 one tag", udp_tagged(BLOCKED_V4, &[ETH_P_8021Q]), 1),
-        (
-            "v6 two tags",
-            udp_tagged(BLOCKED_V6, &[ETH_P_8021AD, ETH_P_8021Q]),
-            2,
-        ),
+        ("v6 two tags", udp_tagged(BLOCKED_V6, &[ETH_P_8021AD, ETH_P_8021Q]), 2),
         ("v4 options", ipv4_with_options(BLOCKED_V4, 4), 0),
     ];
     for (name, full, tags) in frames {
@@ -283,11 +193,7 @@ fn truncation_at_every_length_is_malformed() {
             l3 + 40 + u16::from_be_bytes([full[l3 + 4], full[l3 + 5]]) as usize
         };
         for cut in 14..needed {
-            h.expect(
-                &full[..cut],
-                Reason::Malformed,
-                &format!("{name} cut to {cut}"),
-            );
+            h.expect(&full[..cut], Reason::Malformed, &format!("{name} cut to {cut}"));
         }
     }
 }
@@ -330,11 +236,7 @@ fn counters_add_up_over_many_frames() {
     let mut h = harness();
     h.add(ListKind::Block, &["203.0.113.0/24"]);
     let frame = udp_from(BLOCKED_V4);
-    let opts = aya::programs::TestRunOptions {
-        data_in: Some(&frame),
-        repeat: 10_000,
-        ..Default::default()
-    };
+    let opts = aya::programs::TestRunOptions { data_in: Some(&frame), repeat: 10_000, ..Default::default() };
     let before = h.maps.totals().unwrap();
     use aya::programs::TestRun as _;
     h.program().test_run(opts).unwrap();
@@ -347,43 +249,18 @@ fn counters_add_up_over_many_frames() {
 #[test]
 fn full_list_is_an_error_and_changes_nothing() {
     let mut h = Harness::new(4);
-    h.add(
-        ListKind::Block,
-        &["192.0.2.1", "192.0.2.2", "198.51.100.0/24", "2001:db8::/32"],
-    );
-    let nets: Vec<ipnet::IpNet> = ["192.0.2.3/32", "192.0.2.4/32", "192.0.2.5/32"]
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect();
-    let err = h
-        .maps
-        .add(ListKind::Block, &nets, &mut |_, _| {})
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("full") && err.contains("capacity is 4"),
-        "{err}"
-    );
+    h.add(ListKind::Block, &["192.0.2.1", "192.0.2.2", "198.51.100.0/24", "2001:db8::/32"]);
+    let nets: Vec<ipnet::IpNet> =
+        ["192.0.2.3/32", "192.0.2.4/32", "192.0.2.5/32"].iter().map(|s| s.parse().unwrap()).collect();
+    let err = h.maps.add(ListKind::Block, &nets, None, &mut |_, _| {}).unwrap_err().to_string();
+    assert!(err.contains("full") && err.contains("capacity is 4"), "{err}");
     assert_eq!(h.maps.entries(ListKind::Block).unwrap().len(), 4);
     h.expect(&udp_from("192.0.2.3"), Reason::Passed, "not half-added");
     // Re-adding present entries needs no room.
     h.add(ListKind::Block, &["192.0.2.1"]);
-    let five: Vec<ipnet::IpNet> = (1..=5)
-        .map(|i| format!("192.0.2.{i}/32").parse().unwrap())
-        .collect();
-    let err = h
-        .maps
-        .replace(ListKind::Block, &five, &mut |_, _| {})
-        .unwrap_err();
+    let five: Vec<ipnet::IpNet> = (1..=5).map(|i| format!("192.0.2.{i}/32").parse().unwrap()).collect();
+    let err = h.maps.replace(ListKind::Block, &five, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("full"), "{err}");
-    h.expect(
-        &udp_from("192.0.2.1"),
-        Reason::Blocklist,
-        "old list intact after refused replace",
-    );
-    h.expect(
-        &udp_from("192.0.2.5"),
-        Reason::Passed,
-        "new list not applied",
-    );
+    h.expect(&udp_from("192.0.2.1"), Reason::Blocklist, "old list intact after refused replace");
+    h.expect(&udp_from("192.0.2.5"), Reason::Passed, "new list not applied");
 }

@@ -23,30 +23,15 @@ pub fn run(target: Target, tally: &mut Tally) -> anyhow::Result<()> {
 fn local(filter: &[String], tally: &mut Tally) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc_geteuid() } != 0 {
-        bail!(
-            "the integration tests load XDP programs and create network namespaces: run them as root"
-        );
+        bail!("the integration tests load XDP programs and create network namespaces: run them as root");
     }
     cargo(&["build", "--package", "filter-user", "--bin", "floodgate"])?;
     let bin = workspace_root().join("target/debug/floodgate");
     // One test at a time: the tests share the kernel's bpffs and XDP hooks.
-    let mut args = vec![
-        "test",
-        "--package",
-        "integration-tests",
-        "--",
-        "--test-threads=1",
-    ];
+    let mut args = vec!["test", "--package", "integration-tests", "--", "--test-threads=1"];
     args.extend(filter.iter().map(String::as_str));
-    cargo_test(
-        &args,
-        &[
-            ("FLOODGATE_BIN", bin.as_os_str()),
-            ("RUST_BACKTRACE", "1".as_ref()),
-        ],
-        tally,
-    )
-    .context("integration tests failed")
+    cargo_test(&args, &[("FLOODGATE_BIN", bin.as_os_str()), ("RUST_BACKTRACE", "1".as_ref())], tally)
+        .context("integration tests failed")
 }
 
 unsafe extern "C" {

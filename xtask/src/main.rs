@@ -37,31 +37,14 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Test => {
             cargo(&["fmt", "--all", "--check"]).context("cargo fmt --check: run `cargo fmt`")?;
-            cargo(&[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--all-features",
-                "--",
-                "-D",
-                "warnings",
-            ])?;
+            cargo(&["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])?;
             let mut tally = Tally::default();
             cargo_test(
-                &[
-                    "test",
-                    "--workspace",
-                    "--exclude",
-                    "integration-tests",
-                    "--all-features",
-                ],
+                &["test", "--workspace", "--exclude", "integration-tests", "--all-features"],
                 &[],
                 &mut tally,
             )?;
-            integration::run(
-                integration::Target::Local { filter: Vec::new() },
-                &mut tally,
-            )?;
+            integration::run(integration::Target::Local { filter: Vec::new() }, &mut tally)?;
             tally.print();
             Ok(())
         }
@@ -88,10 +71,7 @@ pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
 }
 
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// Test counts summed over every `cargo test` run of this invocation.
@@ -127,11 +107,7 @@ impl Tally {
 }
 
 /// Runs `cargo ARGS` (a `cargo test`), echoing its output and counting its results.
-pub fn cargo_test(
-    args: &[&str],
-    env: &[(&str, &std::ffi::OsStr)],
-    tally: &mut Tally,
-) -> anyhow::Result<()> {
+pub fn cargo_test(args: &[&str], env: &[(&str, &std::ffi::OsStr)], tally: &mut Tally) -> anyhow::Result<()> {
     let mut child = Command::new(env!("CARGO"))
         .args(args)
         .envs(env.iter().copied())

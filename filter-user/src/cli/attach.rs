@@ -1,7 +1,7 @@
 use anyhow::Context as _;
 use clap::ValueEnum;
-use filter_common::DEFAULT_MAX_ENTRIES;
-use floodgate::loader::{self, Mode};
+use filter_common::{DEFAULT_MAX_ENTRIES, DEFAULT_MAX_SOURCES};
+use floodgate::loader::{self, Capacity, Mode};
 
 /// Load the filter and attach it to an interface. It stays attached after floodgate
 /// exits (link and maps are pinned under /sys/fs/bpf/floodgate/IFACE/).
@@ -18,6 +18,16 @@ pub struct Args {
     /// cost memory only once stored; adding beyond this is refused, never dropped.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ENTRIES)]
     pub max_entries: u32,
+    /// Sources the rate limiter tracks at once (least recently seen ones make room for
+    /// new ones; sources over their limit are kept apart and never pushed out).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOURCES)]
+    pub max_sources: u32,
+}
+
+impl Args {
+    pub fn capacity(&self) -> Capacity {
+        Capacity { entries: self.max_entries, sources: self.max_sources }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -38,7 +48,7 @@ impl From<ModeArg> for Mode {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let done = loader::attach(&args.interface, args.mode.into(), args.max_entries)
+    let done = loader::attach(&args.interface, args.mode.into(), args.capacity())
         .with_context(|| format!("attaching to {}", args.interface))?;
     if done.mounted_bpffs {
         eprintln!("floodgate: mounted a bpffs at {}", floodgate::pins::BPFFS);

@@ -26,7 +26,7 @@ use anyhow::{Context as _, bail};
 use filter_common::{ListKind, Reason};
 use floodgate::{
     lab::{FrameSpec, Netns, RawSender, build, veth_pair},
-    loader::{self, Mode},
+    loader::{self, Capacity, Mode},
     maps::FilterMaps,
     pins::IfacePins,
 };
@@ -93,20 +93,13 @@ fn build_scene() -> anyhow::Result<Scene> {
     net.ip(&["link", "set", "br0", "up"])?;
     let v4 = |host: u8| format!("198.51.100.{host}/24");
     let v6 = |host: u8| format!("2001:db8:1::{host}/64");
-    for (ns, dev, peer, host) in [
-        (&srv, SRV_IF, "br-srv", 1u8),
-        (&cli, "fgd-cli", "br-cli", 2),
-        (&atk, "fgd-atk", "br-atk", 3),
-    ] {
+    for (ns, dev, peer, host) in
+        [(&srv, SRV_IF, "br-srv", 1u8), (&cli, "fgd-cli", "br-cli", 2), (&atk, "fgd-atk", "br-atk", 3)]
+    {
         veth_pair(ns, dev, &[&v4(host), &v6(host)], &net, peer, &[])?;
         net.ip(&["link", "set", peer, "master", "br0"])?;
     }
-    Ok(Scene {
-        srv,
-        cli,
-        atk,
-        _net: net,
-    })
+    Ok(Scene { srv, cli, atk, _net: net })
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -135,9 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn play(scene: &Scene, args: &Args) -> anyhow::Result<()> {
-    let attached = scene
-        .srv
-        .enter(|| loader::attach(SRV_IF, Mode::Auto, 1_000_000))??;
+    let attached = scene.srv.enter(|| loader::attach(SRV_IF, Mode::Auto, Capacity::default()))??;
     println!(
         "$ nsenter --net=/run/netns/fgdemo-srv floodgate attach -i {SRV_IF}    # {} mode",
         super::output::mode_name(attached.mode)
@@ -173,9 +164,7 @@ fn play(scene: &Scene, args: &Args) -> anyhow::Result<()> {
 
         let result = display(&maps, &tally, total, block_at, &finished);
         done.store(true, Relaxed);
-        flood
-            .join()
-            .map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+        flood.join().map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
         result
     })
 }
@@ -187,9 +176,7 @@ fn display(
     block_at: u64,
     finished: &dyn Fn() -> bool,
 ) -> anyhow::Result<()> {
-    println!(
-        "the attacker floods UDP from {FLOOD_V4} and {FLOOD_V6}; the client sends 50 echo requests/s\n"
-    );
+    println!("the attacker floods UDP from {FLOOD_V4} and {FLOOD_V6}; the client sends 50 echo requests/s\n");
     println!(
         "{:>4}  {:>12} {:>10} {:>9}   {:>12} {:>16} {:>16}",
         "t", "legit sent", "answered", "max rtt", "flood sent", "flood reached", "dropped in XDP"
@@ -237,7 +224,7 @@ fn display(
             let pins = IfacePins::new(SRV_IF)?;
             let _lock = pins.lock()?;
             let mut writable = FilterMaps::from_pins(&pins.dir)?;
-            writable.add(ListKind::Block, &nets, &mut |_, _| {})?;
+            writable.add(ListKind::Block, &nets, None, &mut |_, _| {})?;
             blocked = true;
         }
     }
@@ -252,9 +239,7 @@ fn display(
         // flight at that moment may still arrive, so only a steady stream is an error.
         let after = total.as_secs() - block_at;
         if flood_reached_after > after * 10 {
-            bail!(
-                "the flood kept reaching the server after the block ({flood_reached_after} packets)"
-            );
+            bail!("the flood kept reaching the server after the block ({flood_reached_after} packets)");
         }
     }
     Ok(())
@@ -295,9 +280,7 @@ fn legit_client(sock: UdpSocket, tally: &Tally, finished: &dyn Fn() -> bool) {
             while let Ok((n, _)) = sock.recv_from(&mut buf) {
                 if n == 8 && buf[..8] == seq.to_be_bytes() {
                     tally.legit_answered.fetch_add(1, Relaxed);
-                    tally
-                        .legit_rtt_us_max
-                        .fetch_max(sent_at.elapsed().as_micros() as u64, Relaxed);
+                    tally.legit_rtt_us_max.fetch_max(sent_at.elapsed().as_micros() as u64, Relaxed);
                     break;
                 }
             }
@@ -320,10 +303,8 @@ fn flood(
     // 254 IPv4 and 254 IPv6 spoofed sources, built once and cycled.
     let mut frames = Vec::with_capacity(508);
     for host in 1..=254u8 {
-        for (src, dst) in [
-            (format!("203.0.113.{host}"), SRV_V4),
-            (format!("2001:db8:bad::{host:x}"), SRV_V6),
-        ] {
+        for (src, dst) in [(format!("203.0.113.{host}"), SRV_V4), (format!("2001:db8:bad::{host:x}"), SRV_V6)]
+        {
             let mut spec = FrameSpec::udp(src.parse()?, dst.parse()?, SINK_PORT);
             spec.src_mac = atk_mac;
             spec.dst_mac = srv_mac;

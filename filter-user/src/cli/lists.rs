@@ -2,14 +2,23 @@
 
 use std::{fs, io::Read as _};
 
+use std::time::Duration;
+
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use filter_common::{ListKind, Meta, cidr};
-use floodgate::{maps::FilterMaps, pins};
+use floodgate::{
+    duration::{format_duration, parse_duration},
+    limits::key_cidr,
+    store::{Added, monotonic_ns},
+};
 use ipnet::IpNet;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::output::{grouped, print_json, progress_bar};
+use super::{
+    output::{grouped, print_json, progress_bar},
+    session::Session,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum ListCommand {
@@ -23,6 +32,10 @@ pub enum ListCommand {
         interface: Option<String>,
         #[arg(value_name = "ADDR_OR_CIDR", required = true)]
         entries: Vec<String>,
+        /// Remove the entries after this long (90s, 10m, 1h, 2d). The data path stops
+        /// matching them at that moment even if no floodgate process runs.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        ttl: Option<Duration>,
     },
     /// Remove exact entries. Removing 203.0.113.7 does not punch a hole in a listed
     /// 203.0.113.0/24. If any given entry is not on the list, nothing is removed.
@@ -44,14 +57,20 @@ pub enum ListCommand {
         file: String,
         /// Make the file the whole list, atomically: packets see the old list until
         /// the new one is complete, never an empty or partial one.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "ttl")]
         replace: bool,
+        /// Added entries expire after this long (not with --replace).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        ttl: Option<Duration>,
     },
-    /// Print the entries, IPv4 then IPv6.
+    /// Print the entries, IPv4 then IPv6, with the remaining time of expiring ones
+    /// (and, on the blocklist, the limiter's auto-bans).
     List {
         #[arg(short, long, value_name = "IFACE")]
         interface: Option<String>,
-        /// A JSON array of CIDR strings.
+        /// A JSON array: a CIDR string per permanent entry; an object
+        /// {"cidr", "expires_in", "reason"} (seconds; reason "ttl" or "auto-ban") per
+        /// expiring one.
         #[arg(long)]
         json: bool,
     },
@@ -76,81 +95,88 @@ fn summary(kind: ListKind, meta: &Meta) -> String {
     )
 }
 
+fn added_line(name: &str, from: &str, r: &Added, meta: &Meta, kind: ListKind) -> String {
+    let updated = if r.updated > 0 { format!(", {} expiry updated", r.updated) } else { String::new() };
+    format!(
+        "{name}: added {}{from}, {} already listed or repeated{updated}; {}",
+        r.added,
+        r.already_present,
+        summary(kind, meta)
+    )
+}
+
 pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     let name = kind.name();
     match cmd {
-        ListCommand::Add { interface, entries } => {
+        ListCommand::Add { interface, entries, ttl } => {
             // Everything is parsed before the maps are touched.
             let nets = parse_all(&entries)?;
-            let p = pins::resolve(interface.as_deref())?;
-            let _lock = p.lock()?;
-            let mut maps = FilterMaps::from_pins(&p.dir)?;
-            let r = maps
-                .add(kind, &nets, &mut progress_bar("adding"))
-                .with_context(|| format!("adding to the {name} of {}", p.iface))?;
-            let meta = maps.read_meta()?;
-            println!(
-                "{name}: added {}, {} already listed or repeated; {}",
-                r.added,
-                r.already_present,
-                summary(kind, &meta)
-            );
+            let mut s = Session::locked(interface.as_deref())?;
+            let r = s
+                .maps
+                .add(kind, &nets, ttl, &mut progress_bar("adding"))
+                .with_context(|| format!("adding to the {name} of {}", s.pins.iface))?;
+            println!("{}", added_line(name, "", &r, &s.maps.read_meta()?, kind));
         }
         ListCommand::Remove { interface, entries } => {
             let nets = parse_all(&entries)?;
-            let p = pins::resolve(interface.as_deref())?;
-            let _lock = p.lock()?;
-            let mut maps = FilterMaps::from_pins(&p.dir)?;
-            let n = maps
+            let mut s = Session::locked(interface.as_deref())?;
+            let n = s
+                .maps
                 .remove(kind, &nets)
-                .with_context(|| format!("removing from the {name} of {}", p.iface))?;
-            let meta = maps.read_meta()?;
-            println!("{name}: removed {n}; {}", summary(kind, &meta));
+                .with_context(|| format!("removing from the {name} of {}", s.pins.iface))?;
+            println!("{name}: removed {n}; {}", summary(kind, &s.maps.read_meta()?));
         }
-        ListCommand::Load {
-            interface,
-            file,
-            replace,
-        } => {
+        ListCommand::Load { interface, file, replace, ttl } => {
             let text = read_input(&file)?;
             let nets = cidr::parse_list(&file, &text)?;
-            let p = pins::resolve(interface.as_deref())?;
-            let _lock = p.lock()?;
-            let mut maps = FilterMaps::from_pins(&p.dir)?;
-            let ctx = || format!("loading {file} into the {name} of {}", p.iface);
+            let mut s = Session::locked(interface.as_deref())?;
+            let ctx = || format!("loading {file} into the {name} of {}", s.pins.iface);
             let mut bar = progress_bar("loading");
             if replace {
-                let n = maps.replace(kind, &nets, &mut bar).with_context(ctx)?;
-                let meta = maps.read_meta()?;
+                let n = s.maps.replace(kind, &nets, &mut bar).with_context(ctx)?;
                 println!(
                     "{name}: replaced with {n} entries from {file}; {}",
-                    summary(kind, &meta)
+                    summary(kind, &s.maps.read_meta()?)
                 );
             } else {
-                let r = maps.add(kind, &nets, &mut bar).with_context(ctx)?;
-                let meta = maps.read_meta()?;
-                println!(
-                    "{name}: added {} from {file}, {} already listed or repeated; {}",
-                    r.added,
-                    r.already_present,
-                    summary(kind, &meta)
-                );
+                let r = s.maps.add(kind, &nets, ttl, &mut bar).with_context(ctx)?;
+                println!("{}", added_line(name, &format!(" from {file}"), &r, &s.maps.read_meta()?, kind));
             }
         }
         ListCommand::List { interface, json } => {
-            let p = pins::resolve(interface.as_deref())?;
-            let maps = FilterMaps::from_pins(&p.dir)?;
-            let nets = maps
-                .entries(kind)
-                .with_context(|| format!("reading the {name} of {}", p.iface))?;
+            let s = Session::read(interface.as_deref())?;
+            let entries =
+                s.maps.entries(kind).with_context(|| format!("reading the {name} of {}", s.pins.iface))?;
+            let now = monotonic_ns();
+            let left = |expires: u64| Duration::from_nanos(expires.saturating_sub(now));
+            // (CIDR, remaining, reason) per entry; auto-bans only exist on the blocklist.
+            let mut rows: Vec<(String, Option<Duration>, &str)> =
+                entries.iter().map(|e| (e.net.to_string(), e.expires.map(left), "ttl")).collect();
+            if kind == ListKind::Block {
+                for (key, ban) in s.maps.bans.iter().filter_map(Result::ok) {
+                    if ban.expires > now {
+                        rows.push((key_cidr(&key), Some(left(ban.expires)), "auto-ban"));
+                    }
+                }
+            }
             if json {
-                print_json(&json!(
-                    nets.iter().map(|n| n.to_string()).collect::<Vec<_>>()
-                ))?;
+                let items: Vec<Value> = rows
+                    .iter()
+                    .map(|(cidr, rest, reason)| match rest {
+                        None => json!(cidr),
+                        Some(d) => json!({ "cidr": cidr, "expires_in": d.as_secs_f64().ceil() as u64, "reason": reason }),
+                    })
+                    .collect();
+                print_json(&Value::Array(items))?;
             } else {
-                let mut out = String::with_capacity(nets.len() * 20);
-                for n in &nets {
-                    out.push_str(&n.to_string());
+                let mut out = String::with_capacity(rows.len() * 20);
+                for (cidr, rest, reason) in &rows {
+                    out.push_str(cidr);
+                    if let Some(d) = rest {
+                        let what = if *reason == "auto-ban" { "auto-ban, " } else { "" };
+                        out.push_str(&format!("  ({what}expires in {})", format_duration(*d)));
+                    }
                     out.push('\n');
                 }
                 print!("{out}");
@@ -163,21 +189,28 @@ pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
 fn read_input(file: &str) -> anyhow::Result<String> {
     if file == "-" {
         let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading standard input")?;
+        std::io::stdin().read_to_string(&mut s).context("reading standard input")?;
         return Ok(s);
     }
     let bytes = fs::read(file).with_context(|| format!("reading {file}"))?;
     match String::from_utf8(bytes) {
         Ok(s) => Ok(s),
         Err(e) => {
-            let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
-                .iter()
-                .filter(|&&b| b == b'\n')
-                .count()
-                + 1;
+            let line =
+                e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
             bail!("{file}:{line}: not valid UTF-8 text")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_all_parsed_before_anything_is_applied() {
+        let err = parse_all(&["192.0.2.1".into(), "bad".into()]).unwrap_err();
+        assert!(err.to_string().contains("'bad'"), "{err}");
+        assert_eq!(parse_all(&["192.0.2.1".into()]).unwrap().len(), 1);
     }
 }

@@ -3,10 +3,14 @@
 mod attach;
 mod demo;
 mod detach;
+mod limit;
 mod lists;
 mod output;
+mod run;
+mod session;
 mod stats;
 mod status;
+mod top;
 
 use clap::{Parser, Subcommand};
 
@@ -19,7 +23,9 @@ Typical use:
   floodgate blocklist add 203.0.113.0/24      # drop a source range, effective at once
   floodgate blocklist load drop.txt --replace # swap in a whole list atomically
   floodgate allowlist add 198.51.100.53       # never drop your own resolvers or monitors
+  floodgate limit set --pps 2000 --syn-pps 50 # per-source limits, effective at once
   floodgate stats --watch 1                   # live counters: what was passed and dropped
+  floodgate top                               # the heaviest sources right now
   floodgate detach -i eth0                    # remove everything floodgate put in place
 
 Pins live under /sys/fs/bpf/floodgate/IFACE/. Any command can run from another
@@ -43,7 +49,12 @@ pub enum Command {
     /// Sources that are always passed, even when also on the blocklist.
     #[command(subcommand)]
     Allowlist(lists::ListCommand),
+    /// Per-source rate limits, SYN limits and auto-bans.
+    #[command(subcommand)]
+    Limit(limit::LimitCommand),
     Stats(stats::Args),
+    Top(top::Args),
+    Run(run::Args),
     Demo(demo::Args),
 }
 
@@ -56,7 +67,10 @@ impl Command {
             Command::Status(a) => status::run(a),
             Command::Blocklist(c) => lists::run(ListKind::Block, c),
             Command::Allowlist(c) => lists::run(ListKind::Allow, c),
+            Command::Limit(c) => limit::run(c),
             Command::Stats(a) => stats::run(a),
+            Command::Top(a) => top::run(a),
+            Command::Run(a) => run::run(a),
             Command::Demo(a) => demo::run(a),
         }
     }

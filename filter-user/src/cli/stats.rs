@@ -4,11 +4,14 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use filter_common::Reason;
-use floodgate::{maps::FilterMaps, pins, stats::Totals};
+use filter_common::{Reason, limit::Event};
+use floodgate::{maps::FilterMaps, stats::Totals};
 use serde_json::{Value, json};
 
-use super::output::{counter_json, grouped, mode_name, print_json};
+use super::{
+    output::{counter_json, grouped, mode_name, print_json},
+    session::Session,
+};
 
 /// Show what the filter passed and dropped: packets and bytes per reason since attach.
 #[derive(clap::Args, Debug)]
@@ -23,9 +26,30 @@ pub struct Args {
     pub watch: Option<f64>,
 }
 
+/// Limiter events since attach.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Events {
+    pub auto_bans: u64,
+    pub ban_map_full: u64,
+    pub heavy_map_full: u64,
+}
+
+fn events(maps: &FilterMaps) -> anyhow::Result<Events> {
+    Ok(Events {
+        auto_bans: maps.event(Event::AutoBan)?,
+        ban_map_full: maps.event(Event::BanMapFull)?,
+        heavy_map_full: maps.event(Event::HeavyMapFull)?,
+    })
+}
+
 /// `stats --json`: totals since attach; `dropped` groups the reasons that drop.
-pub fn stats_json(iface: &str, mode: u32, t: &Totals) -> Value {
-    let mut v = json!({ "interface": iface, "mode": mode_name(mode) });
+pub fn stats_json(iface: &str, mode: u32, t: &Totals, e: &Events) -> Value {
+    let mut v = json!({
+        "interface": iface,
+        "mode": mode_name(mode),
+        "auto_bans": e.auto_bans,
+        "limiter": { "ban_map_full": e.ban_map_full, "heavy_map_full": e.heavy_map_full },
+    });
     let mut dropped = serde_json::Map::new();
     for r in Reason::ALL {
         if r.drops() {
@@ -39,40 +63,25 @@ pub fn stats_json(iface: &str, mode: u32, t: &Totals) -> Value {
 }
 
 fn label(r: Reason) -> String {
-    if r.drops() {
-        format!("dropped:{}", r.key())
-    } else {
-        r.key().to_string()
-    }
+    if r.drops() { format!("dropped:{}", r.key()) } else { r.key().to_string() }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let p = pins::resolve(args.interface.as_deref())?;
-    let maps = FilterMaps::from_pins(&p.dir)?;
+    let s = Session::read(args.interface.as_deref())?;
+    let (p, maps) = (&s.pins, &s.maps);
     let meta = maps.read_meta()?;
-    let read = || {
-        maps.totals()
-            .with_context(|| format!("reading the counters of {}", p.iface))
-    };
+    let read = || maps.totals().with_context(|| format!("reading the counters of {}", p.iface));
     let Some(every) = args.watch else {
         let t = read()?;
+        let e = events(maps)?;
         if args.json {
-            return print_json(&stats_json(&p.iface, meta.mode, &t));
+            return print_json(&stats_json(&p.iface, meta.mode, &t, &e));
         }
-        println!(
-            "floodgate on {} ({} mode), totals since attach",
-            p.iface,
-            mode_name(meta.mode)
-        );
+        println!("floodgate on {} ({} mode), totals since attach", p.iface, mode_name(meta.mode));
         println!("{:<20} {:>16} {:>18}", "reason", "packets", "bytes");
         for r in Reason::ALL {
             let c = t.get(r);
-            println!(
-                "{:<20} {:>16} {:>18}",
-                label(r),
-                grouped(c.packets),
-                grouped(c.bytes)
-            );
+            println!("{:<20} {:>16} {:>18}", label(r), grouped(c.packets), grouped(c.bytes));
         }
         return Ok(());
     };
@@ -91,7 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         prev = now;
         let mut out = std::io::stdout().lock();
         if args.json {
-            let mut v = stats_json(&p.iface, meta.mode, &now);
+            let mut v = stats_json(&p.iface, meta.mode, &now, &events(maps)?);
             let rates: serde_json::Map<String, Value> = Reason::ALL
                 .iter()
                 .map(|r| (r.key().to_string(), json!({ "pps": d.get(*r).packets as f64 / secs, "bps": d.get(*r).bytes as f64 * 8.0 / secs })))

@@ -16,11 +16,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for iface in pins::attached()? {
         let p = pins::IfacePins::new(&iface)?;
-        let maps = FilterMaps::from_pins(&p.dir)
-            .with_context(|| format!("opening the maps of {iface}"))?;
-        let meta = maps
-            .read_meta()
-            .with_context(|| format!("reading the state of {iface}"))?;
+        let maps = FilterMaps::from_pins(&p.dir).with_context(|| format!("opening the maps of {iface}"))?;
+        let meta = maps.read_meta().with_context(|| format!("reading the state of {iface}"))?;
         let lists: serde_json::Map<String, Value> = ListKind::ALL
             .iter()
             .map(|k| {

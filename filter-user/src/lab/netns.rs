@@ -16,15 +16,12 @@ pub fn ip(args: &[&str]) -> anyhow::Result<String> {
 }
 
 fn run(prog: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out: Output = Command::new(prog).args(args).output().with_context(|| {
-        format!("running {prog} (is iproute2 installed? scripts/setup.sh installs it)")
-    })?;
+    let out: Output = Command::new(prog)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {prog} (is iproute2 installed? scripts/setup.sh installs it)"))?;
     if !out.status.success() {
-        bail!(
-            "{prog} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{prog} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -43,9 +40,7 @@ impl Netns {
             let _ = ip(&["netns", "del", name]);
         }
         ip(&["netns", "add", name])?;
-        let ns = Self {
-            name: name.to_string(),
-        };
+        let ns = Self { name: name.to_string() };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -64,9 +59,7 @@ impl Netns {
     /// Runs a program inside the namespace (network only, as `nsenter --net` does).
     pub fn command(&self, prog: &str) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.path().display()))
-            .arg("--")
-            .arg(prog);
+        c.arg(format!("--net={}", self.path().display())).arg("--").arg(prog);
         c
     }
 
@@ -83,8 +76,7 @@ impl Netns {
         let path = self.path();
         std::thread::scope(|s| {
             s.spawn(|| -> anyhow::Result<T> {
-                let fd =
-                    File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                let fd = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
                 // SAFETY: setns on a namespace fd we hold; it only affects this thread.
                 if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                     return Err(io::Error::last_os_error()).context("setns");
@@ -129,10 +121,7 @@ pub fn veth_pair(
     b: &str,
     b_addrs: &[&str],
 ) -> anyhow::Result<()> {
-    ip(&[
-        "link", "add", a, "netns", &a_ns.name, "type", "veth", "peer", "name", b, "netns",
-        &b_ns.name,
-    ])?;
+    ip(&["link", "add", a, "netns", &a_ns.name, "type", "veth", "peer", "name", b, "netns", &b_ns.name])?;
     for (ns, dev, addrs) in [(a_ns, a, a_addrs), (b_ns, b, b_addrs)] {
         for addr in addrs {
             // nodad: IPv6 addresses are usable at once, not after duplicate detection.

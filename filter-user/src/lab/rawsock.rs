@@ -56,14 +56,7 @@ impl RawSender {
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
         loop {
             // SAFETY: sending from a valid buffer on our socket.
-            let n = unsafe {
-                libc::send(
-                    self.fd.as_raw_fd(),
-                    frame.as_ptr() as *const _,
-                    frame.len(),
-                    0,
-                )
-            };
+            let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr() as *const _, frame.len(), 0) };
             if n >= 0 {
                 return Ok(());
             }

@@ -1,0 +1,239 @@
+//! The rate limiter's maps and its side of filter_common::limit.
+//!
+//! State layout (see filter_common::limit for the arithmetic and its error bound):
+//! one [`SourceState`] per source key, shared by all CPUs, updated with atomic adds.
+//! New sources live in an LRU map, so a flood of random sources costs a bounded table
+//! and a bounded amount of work per packet. A source that goes over its limit is copied
+//! into FG_HEAVY, an ordinary hash that newcomers cannot evict, and is looked up there
+//! first from then on: a known over-rate source cannot shed its debt by being pushed
+//! out of the LRU. FG_HEAVY entries are dropped by the data path once their source has
+//! been quiet for [`HEAVY_IDLE_NS`].
+
+use core::ptr::addr_of_mut;
+
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use filter_common::{
+    ACTIVE_LIMITS, BAN_ENTRIES, DEFAULT_MAX_SOURCES, HEAVY_ENTRIES, Limiter, Packet, Reason, Source,
+    limit::{
+        Ban, Cell64, Event, LimitConfig, LimitVerdict, SourceCells, SourceKey, SourceState, ban_due, police,
+    },
+};
+
+use crate::{clock::Clock, lists::ACTIVE};
+
+/// An over-limit source leaves FG_HEAVY this long after its last drop.
+const HEAVY_IDLE_NS: u64 = 60_000_000_000;
+
+#[map(name = "FG_LIMITS")]
+static LIMITS: Array<LimitConfig> = Array::with_max_entries(2, 0);
+#[map(name = "FG_RATE")]
+static RATE: LruHashMap<SourceKey, SourceState> = LruHashMap::with_max_entries(DEFAULT_MAX_SOURCES, 0);
+// No prealloc: entries are freed after an RCU grace period, so deleting one while
+// another CPU still updates it is safe.
+#[map(name = "FG_HEAVY")]
+static HEAVY: HashMap<SourceKey, SourceState> = HashMap::with_max_entries(HEAVY_ENTRIES, BPF_F_NO_PREALLOC);
+#[map(name = "FG_BANS")]
+static BANS: HashMap<SourceKey, Ban> = HashMap::with_max_entries(BAN_ENTRIES, BPF_F_NO_PREALLOC);
+#[map(name = "FG_GLOBAL")]
+static GLOBAL: Array<u64> = Array::with_max_entries(1, 0);
+#[map(name = "FG_EVENTS")]
+static EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Event::COUNT, 0);
+
+/// A u64 in map memory shared by all CPUs.
+struct Shared(*mut u64);
+
+impl Cell64 for Shared {
+    #[inline(always)]
+    fn get(&self) -> u64 {
+        // SAFETY: points into a live map value; aligned u64 loads do not tear.
+        unsafe { core::ptr::read_volatile(self.0) }
+    }
+    #[inline(always)]
+    fn set(&self, v: u64) {
+        // SAFETY: as above, for stores.
+        unsafe { core::ptr::write_volatile(self.0, v) }
+    }
+    #[inline(always)]
+    fn add(&self, v: u64) {
+        atomic_add(self.0, v);
+    }
+}
+
+/// An atomic add whose result is unused: BPF's `lock *(u64 *)(rX) += rY`, which every
+/// kernel with XDP supports. The bpf target has no compare-and-swap, so core's
+/// AtomicU64 offers no fetch_add there; the intrinsic lowers to the same instruction.
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+fn atomic_add(p: *mut u64, v: u64) {
+    use core::intrinsics::{AtomicOrdering, atomic_xadd};
+    // SAFETY: `p` points into a live map value, aligned to 8.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
+}
+
+/// Host build (clippy): same semantics through core's atomics.
+#[cfg(not(target_arch = "bpf"))]
+#[inline(always)]
+fn atomic_add(p: *mut u64, v: u64) {
+    // SAFETY: as above.
+    unsafe {
+        (*(p as *const core::sync::atomic::AtomicU64)).fetch_add(v, core::sync::atomic::Ordering::Relaxed)
+    };
+}
+
+struct StateCells {
+    packets: Shared,
+    bytes: Shared,
+    syn: Shared,
+}
+
+impl SourceCells for StateCells {
+    type C = Shared;
+    fn tat_packets(&self) -> &Shared {
+        &self.packets
+    }
+    fn tat_bytes(&self) -> &Shared {
+        &self.bytes
+    }
+    fn tat_syn(&self) -> &Shared {
+        &self.syn
+    }
+}
+
+#[inline(always)]
+fn event(e: Event) {
+    if let Some(c) = EVENTS.get_ptr_mut(e as u32) {
+        // SAFETY: this CPU's slot.
+        unsafe { *c += 1 };
+    }
+}
+
+pub struct MapLimiter<'a> {
+    cfg: Option<&'a LimitConfig>,
+    clock: &'a Clock,
+}
+
+impl<'a> MapLimiter<'a> {
+    #[inline(always)]
+    pub fn new(clock: &'a Clock) -> Self {
+        let slot = ACTIVE.get(ACTIVE_LIMITS).copied().unwrap_or(0);
+        Self { cfg: LIMITS.get(slot & 1), clock }
+    }
+
+    #[inline(always)]
+    fn key(cfg: &LimitConfig, src: &Source) -> SourceKey {
+        match src {
+            Source::V4(a) => SourceKey::v4(*a, cfg.v4_prefix),
+            Source::V6(a) => SourceKey::v6(*a, cfg.v6_prefix),
+        }
+    }
+
+    /// The state of `key`: FG_HEAVY first, then the LRU, creating it there if new.
+    /// Returns the state and whether it is in FG_HEAVY.
+    #[inline(always)]
+    fn state(&self, key: &SourceKey) -> Option<(*mut SourceState, bool)> {
+        if let Some(p) = HEAVY.get_ptr_mut(key) {
+            // SAFETY: live map value.
+            let last = unsafe { (*p).last_drop };
+            if self.clock.now().wrapping_sub(last) < HEAVY_IDLE_NS {
+                return Some((p, true));
+            }
+            let _ = HEAVY.remove(key);
+        }
+        if let Some(p) = RATE.get_ptr_mut(key) {
+            return Some((p, false));
+        }
+        // A zeroed state is a full bucket: debt() pulls a lagging TAT up to now.
+        let _ = RATE.insert(key, &SourceState::default(), BPF_NOEXIST as u64);
+        RATE.get_ptr_mut(key).map(|p| (p, false))
+    }
+}
+
+impl Limiter for MapLimiter<'_> {
+    #[inline(always)]
+    fn banned(&self, src: &Source) -> bool {
+        let Some(cfg) = self.cfg else { return false };
+        // Bans exist only while auto-ban is configured (`limit set/clear` remove them).
+        if cfg.ban_after_ns == 0 {
+            return false;
+        }
+        match BANS.get_ptr(&Self::key(cfg, src)) {
+            // SAFETY: live map value.
+            Some(b) => self.clock.now() < unsafe { (*b).expires },
+            None => false,
+        }
+    }
+
+    #[inline(always)]
+    fn police(&self, pkt: &Packet, len: u64) -> Reason {
+        let Some(cfg) = self.cfg else { return Reason::Passed };
+        if cfg.enabled == 0 {
+            return Reason::Passed;
+        }
+        let key = Self::key(cfg, &pkt.src);
+        let Some((state, heavy)) = self.state(&key) else { return Reason::Passed };
+        let Some(global) = GLOBAL.get_ptr_mut(0) else { return Reason::Passed };
+        let now = self.clock.now();
+        // SAFETY: field pointers into a live map value.
+        let cells = unsafe {
+            StateCells {
+                packets: Shared(addr_of_mut!((*state).tat_packets)),
+                bytes: Shared(addr_of_mut!((*state).tat_bytes)),
+                syn: Shared(addr_of_mut!((*state).tat_syn)),
+            }
+        };
+        let verdict = police(cfg, &cells, &Shared(global), now, len, pkt.is_syn());
+        // SAFETY: as above.
+        let (passed, dropped) =
+            unsafe { (Shared(addr_of_mut!((*state).passed)), Shared(addr_of_mut!((*state).dropped))) };
+        match verdict {
+            LimitVerdict::Pass => {
+                passed.add(1);
+                Reason::Passed
+            }
+            LimitVerdict::GlobalSynLimit => {
+                dropped.add(1);
+                Reason::SynLimit
+            }
+            LimitVerdict::RateLimit | LimitVerdict::SynLimit => {
+                dropped.add(1);
+                // SAFETY: as above.
+                let due = unsafe {
+                    ban_due(
+                        cfg,
+                        &Shared(addr_of_mut!((*state).over_since)),
+                        &Shared(addr_of_mut!((*state).last_drop)),
+                        now,
+                    )
+                };
+                if !heavy {
+                    // SAFETY: copy of a live map value.
+                    let copy = unsafe { *state };
+                    if HEAVY.insert(&key, &copy, BPF_NOEXIST as u64).is_err() && HEAVY.get_ptr(&key).is_none()
+                    {
+                        event(Event::HeavyMapFull);
+                    }
+                }
+                if due {
+                    let ban = Ban { expires: now + cfg.ban_for_ns, banned_at: now };
+                    match BANS.insert(&key, &ban, BPF_NOEXIST as u64) {
+                        Ok(()) => event(Event::AutoBan),
+                        Err(_) => {
+                            // Present already (expired, or raced by another CPU) or full.
+                            if BANS.get_ptr(&key).is_some() {
+                                let _ = BANS.insert(&key, &ban, BPF_ANY as u64);
+                                event(Event::AutoBan);
+                            } else {
+                                event(Event::BanMapFull);
+                            }
+                        }
+                    }
+                }
+                if verdict == LimitVerdict::SynLimit { Reason::SynLimit } else { Reason::RateLimit }
+            }
+        }
+    }
+}
