@@ -106,7 +106,7 @@ pub const DEFAULT_MAX_ENTRIES: u32 = 1_000_000;
 
 /// Why a packet got its verdict. The discriminant indexes the counters map.
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
     /// No list matched: handed to the stack.
     Passed = 0,
@@ -239,8 +239,8 @@ mod pod {
     const _: () = assert!(core::mem::size_of::<super::HostV6>() == 20);
     const _: () = assert!(core::mem::size_of::<super::ListValue>() == 16);
     const _: () = assert!(core::mem::size_of::<super::EntryKey>() == 28);
-    const _: () = assert!(core::mem::size_of::<super::limit::LimitConfig>() == 128);
-    const _: () = assert!(core::mem::size_of::<super::limit::SourceState>() == 56);
+    const _: () = assert!(core::mem::size_of::<super::limit::LimitConfig>() == 136);
+    const _: () = assert!(core::mem::size_of::<super::limit::SourceState>() == 64);
     const _: () = assert!(core::mem::size_of::<super::limit::SourceKey>() == 24);
     const _: () = assert!(core::mem::size_of::<super::limit::Ban>() == 16);
 }

@@ -96,6 +96,9 @@ pub struct LimitConfig {
     /// The rates as the operator gave them (packets/s, bits/s, SYNs/s, global SYNs/s;
     /// 0 = unset), for display: the buckets hold them rounded to whole ns.
     pub given: [u64; 4],
+    /// Bumped by every `limit set`: a source state from an older epoch starts with
+    /// full buckets, so debt run up under old limits does not outlive them.
+    pub epoch: u64,
 }
 
 /// Per-source state in the limiter's maps. Every field is updated atomically or with
@@ -111,6 +114,8 @@ pub struct SourceState {
     /// Start of the current over-limit episode (0: not over its limit).
     pub over_since: u64,
     pub last_drop: u64,
+    /// The [`LimitConfig::epoch`] this state was last charged under.
+    pub epoch: u64,
 }
 
 /// Key of a source (after aggregation) in the limiter and ban maps.

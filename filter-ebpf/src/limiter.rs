@@ -175,6 +175,21 @@ impl Limiter for MapLimiter<'_> {
         }
         let key = Self::key(cfg, &pkt.src);
         let Some((state, heavy)) = self.state(&key) else { return Reason::Passed };
+        // SAFETY: field pointers into a live map value.
+        unsafe {
+            if (*state).epoch != cfg.epoch {
+                // Limits changed since this source was last seen: start it afresh.
+                for tat in [
+                    addr_of_mut!((*state).tat_packets),
+                    addr_of_mut!((*state).tat_bytes),
+                    addr_of_mut!((*state).tat_syn),
+                ] {
+                    Shared(tat).set(0);
+                }
+                Shared(addr_of_mut!((*state).over_since)).set(0);
+                Shared(addr_of_mut!((*state).epoch)).set(cfg.epoch);
+            }
+        }
         let Some(global) = GLOBAL.get_ptr_mut(0) else { return Reason::Passed };
         let now = self.clock.now();
         // SAFETY: field pointers into a live map value.
@@ -219,6 +234,9 @@ impl Limiter for MapLimiter<'_> {
                 }
                 if due {
                     let ban = Ban { expires: now + cfg.ban_for_ns, banned_at: now };
+                    // The next episode must last ban_after again before another ban.
+                    // SAFETY: field pointer into a live map value.
+                    unsafe { Shared(addr_of_mut!((*state).over_since)).set(0) };
                     match BANS.insert(&key, &ban, BPF_NOEXIST as u64) {
                         Ok(()) => event(Event::AutoBan),
                         Err(_) => {

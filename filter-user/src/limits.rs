@@ -31,8 +31,11 @@ impl FilterMaps {
     pub fn set_limits(&mut self, cfg: &LimitConfig) -> Result<(), StoreError> {
         let slot = self.active.get(&ACTIVE_LIMITS, 0).map_err(StoreError::Meta)?;
         let next = (slot & 1) ^ 1;
-        self.limits.set(next, cfg, 0).map_err(StoreError::Meta)?;
+        let epoch = self.limits()?.epoch.wrapping_add(1);
+        self.limits.set(next, &LimitConfig { epoch, ..*cfg }, 0).map_err(StoreError::Meta)?;
         self.active.set(ACTIVE_LIMITS, &next, 0).map_err(StoreError::Meta)?;
+        // Like the per-source buckets (see `epoch`), the global SYN bucket starts full.
+        self.global.set(0, &0, 0).map_err(StoreError::Meta)?;
         if cfg.ban_after_ns == 0 {
             self.clear_bans()?;
         }

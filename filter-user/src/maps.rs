@@ -53,6 +53,7 @@ pub struct FilterMaps {
     pub rate: HashMap<MapData, SourceKey, SourceState>,
     pub heavy: HashMap<MapData, SourceKey, SourceState>,
     pub bans: HashMap<MapData, SourceKey, Ban>,
+    pub global: Array<MapData, u64>,
     pub events: PerCpuArray<MapData, u64>,
 }
 
@@ -98,6 +99,7 @@ impl FilterMaps {
             rate: typed(RATE, get(RATE)?)?,
             heavy: typed(HEAVY, get(HEAVY)?)?,
             bans: typed(BANS, get(BANS)?)?,
+            global: typed(GLOBAL, get(GLOBAL)?)?,
             events: typed(EVENTS, get(EVENTS)?)?,
         })
     }

@@ -30,6 +30,20 @@ impl Totals {
 }
 
 impl FilterMaps {
+    /// Counters of each CPU separately, in CPU order.
+    pub fn totals_per_cpu(&self) -> Result<Vec<Totals>, MapError> {
+        let mut out: Vec<Totals> = Vec::new();
+        for r in Reason::ALL {
+            for (cpu, c) in self.counters.get(&(r as u32), 0)?.iter().enumerate() {
+                if out.len() <= cpu {
+                    out.resize(cpu + 1, Totals::default());
+                }
+                out[cpu].0[r as usize] = *c;
+            }
+        }
+        Ok(out)
+    }
+
     pub fn totals(&self) -> Result<Totals, MapError> {
         let mut t = Totals::default();
         for r in Reason::ALL {

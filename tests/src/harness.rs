@@ -81,3 +81,39 @@ impl Harness {
 fn parse(cidrs: &[&str]) -> Vec<IpNet> {
     cidrs.iter().map(|c| filter_common::cidr::parse_cidr(c).expect("test CIDR")).collect()
 }
+
+/// A limiter configuration for tests: `pps`/`burst` per source, /32 and /64 grouping.
+pub fn limits(pps: u64, burst: u64) -> filter_common::limit::LimitConfig {
+    use filter_common::limit::{Bucket, LimitConfig};
+    LimitConfig {
+        enabled: 1,
+        v4_prefix: 32,
+        v6_prefix: 64,
+        packets: Bucket::per_second(pps, burst),
+        given: [pps, 0, 0, 0],
+        ..Default::default()
+    }
+}
+
+impl Harness {
+    pub fn set_limits(&mut self, cfg: &filter_common::limit::LimitConfig) {
+        self.maps.set_limits(cfg).expect("set limits");
+    }
+
+    pub fn add_ttl(&mut self, kind: ListKind, cidrs: &[&str], ttl: std::time::Duration) {
+        let nets = parse(cidrs);
+        self.maps.add(kind, &nets, Some(ttl), &mut |_, _| {}).expect("add with ttl");
+    }
+
+    /// Runs `frame` `n` times (one test run each) and counts each reason.
+    pub fn tally(&mut self, frame: &[u8], n: usize) -> std::collections::HashMap<Reason, usize> {
+        let mut out = std::collections::HashMap::new();
+        for _ in 0..n {
+            let o = self.run(frame);
+            let r =
+                Reason::ALL.into_iter().find(|r| o.delta.get(*r).packets == 1).expect("one counter moved");
+            *out.entry(r).or_insert(0) += 1;
+        }
+        out
+    }
+}

@@ -16,7 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use floodgate::lab::{FrameSpec, Netns, RawSender, build, veth_pair};
+use floodgate::{
+    lab::{FrameSpec, Netns, RawSender, build, veth_pair_queues},
+    maps::FilterMaps,
+};
 use serde_json::Value;
 
 pub const SRV_V4: &str = "198.51.100.1";
@@ -73,17 +76,24 @@ pub struct Lab {
 impl Lab {
     /// `tag`: a few characters unique to the test, so tests never share names.
     pub fn new(tag: &str) -> Self {
+        Self::with_queues(tag, 1)
+    }
+
+    /// As [`Lab::new`] with `queues` queues per veth end (traffic sent from several
+    /// CPUs is then filtered on several CPUs).
+    pub fn with_queues(tag: &str, queues: u32) -> Self {
         assert!(tag.len() <= 8, "tag too long for interface names");
         let srv = Netns::create(&format!("fgt-{tag}-s")).expect("server namespace");
         let cli = Netns::create(&format!("fgt-{tag}-c")).expect("client namespace");
         let (srv_if, cli_if) = (format!("{tag}s"), format!("{tag}c"));
-        veth_pair(
+        veth_pair_queues(
             &srv,
             &srv_if,
             &[&format!("{SRV_V4}/24"), &format!("{SRV_V6}/64")],
             &cli,
             &cli_if,
             &["198.51.100.2/24", "2001:db8:1::2/64"],
+            queues,
         )
         .expect("veth pair");
         let srv_mac = srv.mac(&srv_if).expect("mac");
@@ -188,6 +198,11 @@ impl Lab {
         Sink::start(vec![s4, s6])
     }
 
+    /// The attached interface's maps, opened from its pins.
+    pub fn maps(&self) -> FilterMaps {
+        FilterMaps::from_pins(&self.pins_dir()).expect("pinned maps")
+    }
+
     /// Whether the server's interface has an XDP program attached.
     pub fn has_xdp(&self) -> bool {
         let out = self.srv.ip(&["-d", "link", "show", "dev", &self.srv_if]).expect("ip link");
@@ -284,4 +299,14 @@ pub fn packets(stats: &Value, path: &str) -> u64 {
         v = &v[part];
     }
     v["packets"].as_u64().unwrap_or_else(|| panic!("no {path}.packets in {stats}"))
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
 }

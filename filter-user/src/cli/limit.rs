@@ -103,6 +103,7 @@ pub fn config(a: &SetArgs) -> anyhow::Result<LimitConfig> {
             a.syn_pps.unwrap_or(0),
             a.global_syn_pps.unwrap_or(0),
         ],
+        epoch: 0, // set_limits assigns the next epoch
     })
 }
 

@@ -6,6 +6,6 @@ pub mod netns;
 pub mod packet;
 pub mod rawsock;
 
-pub use netns::{Netns, ip, veth_pair};
+pub use netns::{Netns, ip, veth_pair, veth_pair_queues};
 pub use packet::{FrameSpec, build};
 pub use rawsock::RawSender;

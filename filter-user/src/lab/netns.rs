@@ -121,7 +121,26 @@ pub fn veth_pair(
     b: &str,
     b_addrs: &[&str],
 ) -> anyhow::Result<()> {
-    ip(&["link", "add", a, "netns", &a_ns.name, "type", "veth", "peer", "name", b, "netns", &b_ns.name])?;
+    veth_pair_queues(a_ns, a, a_addrs, b_ns, b, b_addrs, 1)
+}
+
+/// As [`veth_pair`], with `queues` RX/TX queues per end: frames sent from different
+/// CPUs then reach the peer's XDP program on different CPUs.
+pub fn veth_pair_queues(
+    a_ns: &Netns,
+    a: &str,
+    a_addrs: &[&str],
+    b_ns: &Netns,
+    b: &str,
+    b_addrs: &[&str],
+    queues: u32,
+) -> anyhow::Result<()> {
+    let q = queues.to_string();
+    #[rustfmt::skip]
+    ip(&[
+        "link", "add", a, "netns", &a_ns.name, "numtxqueues", &q, "numrxqueues", &q, "type", "veth",
+        "peer", "name", b, "netns", &b_ns.name, "numtxqueues", &q, "numrxqueues", &q,
+    ])?;
     for (ns, dev, addrs) in [(a_ns, a, a_addrs), (b_ns, b, b_addrs)] {
         for addr in addrs {
             // nodad: IPv6 addresses are usable at once, not after duplicate detection.
