@@ -9,7 +9,9 @@ TOOLCHAIN=1.98.0
 BPF_LINKER_VERSION=0.13.0
 # Kept outside the repository so every clone shares one bpf-linker build.
 TOOLS=${FLOODGATE_TOOLS:-$HOME/.cache/floodgate-tools}
-APT_PACKAGES=(iproute2 ethtool bpftool nftables procps)
+# util-linux: nsenter; kmod: depmod/modprobe on the extracted kernels; xz/zstd: their
+# compressed images and modules.
+APT_PACKAGES=(iproute2 ethtool bpftool nftables procps busybox-static util-linux kmod xz-utils zstd)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -26,6 +28,11 @@ for c in rust-src clippy rustfmt; do
         rustup component add "$c" --toolchain "$TOOLCHAIN"
     fi
 done
+# Static test binaries for the VM's initramfs.
+if ! rustup target list --installed --toolchain "$TOOLCHAIN" | grep -qx x86_64-unknown-linux-musl; then
+    log "adding target x86_64-unknown-linux-musl to $TOOLCHAIN"
+    rustup target add x86_64-unknown-linux-musl --toolchain "$TOOLCHAIN"
+fi
 
 # 2. bpf-linker. A plain `cargo install` finds Debian's older llvm-config; link it
 #    against the toolchain's own libLLVM instead, through a prefix of symlinks.
@@ -53,6 +60,34 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# 4. QEMU from bookworm-backports (10.x): bookworm's 7.2 removes the preinstalled
+#    backports qemu-utils and crashed the 6.12 kernel under TCG. When the host has no
+#    backports source, a private apt configuration (its own source list and package
+#    lists under $TOOLS/apt) adds one; /etc/apt stays untouched.
+qemu_version=$(dpkg-query -W -f='${Status} ${Version}' qemu-system-x86 2>/dev/null || true)
+if ! grep -q 'ok installed .*bpo' <<<"$qemu_version"; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt_opts=()
+    if ! apt-cache policy qemu-system-x86 | grep -q bookworm-backports; then
+        # Same mirror as the host's bookworm source.
+        mirror=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' | awk '$2 == "bookworm" { print $1; exit }')
+        [ -n "$mirror" ] || { log "no bookworm apt source to derive bookworm-backports from"; exit 1; }
+        apt_dir="$TOOLS/apt"
+        mkdir -p "$apt_dir/lists/partial"
+        {
+            [ -f /etc/apt/sources.list ] && cat /etc/apt/sources.list
+            echo "deb $mirror bookworm-backports main"
+        } >"$apt_dir/sources.list"
+        # Sandbox user root: the private lists sit under root's home, which _apt cannot reach.
+        apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::State::Lists=$apt_dir/lists"
+            -o APT::Sandbox::User=root)
+        apt-get "${apt_opts[@]}" update -qq
+    fi
+    log "installing qemu-system-x86 from bookworm-backports"
+    apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends -t bookworm-backports \
+        qemu-system-x86 >/dev/null
 fi
 
 log "ok (bpf-linker in $TOOLS/bin)"
