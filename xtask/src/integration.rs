@@ -1,4 +1,4 @@
-//! Running the integration-test crate on the host kernel.
+//! Running the integration-test crate on the host kernel or in QEMU ([`crate::vm`]).
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
@@ -12,11 +12,20 @@ pub enum Target {
         /// Only tests whose name contains one of these.
         filter: Vec<String>,
     },
+    /// Inside QEMU, booting Debian's kernels (see xtask/src/vm.rs for the list).
+    Vm {
+        /// Which kernel: 6.1, 6.12 or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// Only tests whose name contains one of these.
+        filter: Vec<String>,
+    },
 }
 
 pub fn run(target: Target, tally: &mut Tally) -> anyhow::Result<()> {
     match target {
         Target::Local { filter } => local(&filter, tally),
+        Target::Vm { kernel, filter } => crate::vm::run(&kernel, &filter, tally),
     }
 }
 

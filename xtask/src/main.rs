@@ -1,11 +1,15 @@
 //! `cargo xtask`: build helpers and test drivers for floodgate.
 //!
 //! - `cargo xtask test`: everything CI runs: format and lint checks, host unit and
-//!   property tests, then the integration tests on this kernel.
+//!   property tests, then the integration tests on this kernel and in QEMU.
 //! - `cargo xtask integration-test local`: the integration tests (real XDP object,
 //!   real kernel, network namespaces) on this kernel, one test at a time, as root.
+//! - `cargo xtask integration-test vm [--kernel 6.1|6.12|all]`: the same tests inside
+//!   QEMU booting Debian's kernels.
 
+mod cpio;
 mod integration;
+mod vm;
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -24,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Every check and test: fmt, clippy, host tests, integration tests on this kernel.
+    /// Every check and test: fmt, clippy, host tests, integration tests on this kernel
+    /// and in QEMU on every kernel of xtask/src/vm.rs.
     Test,
     /// The integration tests (need root: CAP_BPF, CAP_NET_ADMIN).
     IntegrationTest {
@@ -45,6 +50,8 @@ fn main() -> anyhow::Result<()> {
                 &mut tally,
             )?;
             integration::run(integration::Target::Local { filter: Vec::new() }, &mut tally)?;
+            let vm = integration::Target::Vm { kernel: "all".into(), filter: Vec::new() };
+            integration::run(vm, &mut tally)?;
             tally.print();
             Ok(())
         }
