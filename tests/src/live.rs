@@ -96,6 +96,18 @@ impl Lab {
             queues,
         )
         .expect("veth pair");
+        if queues > 1 {
+            // XPS: frames sent from CPU n leave by queue n, so the server's XDP program
+            // runs on the sender's CPU (veth schedules the peer queue's NAPI there).
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            for q in 0..queues as usize {
+                let mask = 1u64 << (q % cpus);
+                let path = format!("/sys/class/net/{cli_if}/queues/tx-{q}/xps_cpus");
+                // `ip netns exec` mounts the namespace's own /sys for the command.
+                let cmd = format!("echo {mask:x} > {path}");
+                floodgate::lab::ip(&["netns", "exec", &cli.name, "sh", "-c", &cmd]).expect("xps");
+            }
+        }
         let srv_mac = srv.mac(&srv_if).expect("mac");
         let cli_mac = cli.mac(&cli_if).expect("mac");
         let lab = Lab { srv, cli, srv_if, cli_if, srv_mac, cli_mac, env: Vec::new() };
@@ -159,12 +171,17 @@ impl Lab {
 
     /// A UDP frame from `src` to the server (on its address family) at `port`.
     pub fn frame(&self, src: &str, port: u16) -> Vec<u8> {
-        let src: IpAddr = src.parse().expect("address");
+        build(&self.spec(src.parse().expect("address"), port))
+    }
+
+    /// A UDP frame description from `src` to the server at `port`, with the lab's MACs,
+    /// to adjust (source port, TCP flags) before `build`.
+    pub fn spec(&self, src: IpAddr, port: u16) -> FrameSpec {
         let dst: IpAddr = if src.is_ipv4() { SRV_V4.parse().unwrap() } else { SRV_V6.parse().unwrap() };
         let mut spec = FrameSpec::udp(src, dst, port);
         spec.src_mac = self.cli_mac;
         spec.dst_mac = self.srv_mac;
-        build(&spec)
+        spec
     }
 
     /// A raw sender on the client's end of the veth pair.

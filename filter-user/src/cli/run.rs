@@ -13,6 +13,7 @@ use super::{attach, output::mode_name, session::Session};
 /// Attach, then stay in the foreground removing expired entries and bans every
 /// second, and detach when stopped (Ctrl-C, SIGTERM: e.g. from systemd).
 #[derive(clap::Args, Debug)]
+#[group(id = "run")]
 pub struct Args {
     #[command(flatten)]
     pub attach: attach::Args,

@@ -79,16 +79,16 @@ impl RawSender {
     ) -> io::Result<u64> {
         let start = Instant::now();
         for i in 0..count {
-            if i % 64 == 0 {
-                if stop() {
-                    return Ok(i);
-                }
-                if pps > 0 {
-                    let due = start + Duration::from_secs_f64(i as f64 / pps as f64);
-                    let now = Instant::now();
-                    if due > now {
-                        std::thread::sleep(due - now);
-                    }
+            if i % 64 == 0 && stop() {
+                return Ok(i);
+            }
+            // Paced frame by frame, not in batches: a rate limiter must see a steady
+            // source as steady. A late frame goes at once, so the average holds.
+            if pps > 0 {
+                let due = start + Duration::from_secs_f64(i as f64 / pps as f64);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
                 }
             }
             self.send(&frame(i))?;
