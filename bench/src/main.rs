@@ -1,0 +1,77 @@
+//! `cargo xtask bench [--quick]`: floodgate measured side by side with the kernel's own
+//! filters (nftables, iptables with ipset) and no filter, in one run on one machine.
+//! Run as root; `cargo xtask bench` builds and starts this binary.
+//!
+//! 1. cost per packet with BPF_PROG_TEST_RUN (testrun.rs)
+//! 2. live drop rate on a veth pair flooded by an XDP_TX generator (live.rs)
+//! 3. loading a million prefixes: floodgate, ipset, nft (lists.rs)
+//! 4. HTTP to nginx while floods run (legit.rs)
+
+mod legit;
+mod lists;
+mod live;
+mod obj;
+mod report;
+mod sys;
+mod testrun;
+
+use std::{path::PathBuf, time::Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "floodgate-bench")]
+struct Args {
+    /// Fewer and shorter runs (under two minutes); lists stop at 1M entries.
+    #[arg(long)]
+    quick: bool,
+    /// Where report.md and report.json go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// The floodgate binary (part 3 times its CLI).
+    #[arg(long, default_value = "target/release/floodgate")]
+    floodgate: PathBuf,
+    /// Only these parts (1-4), e.g. `--parts 1,2`.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4])]
+    parts: Vec<u8>,
+    /// Also write part 1's limiter figures here as soon as they are known.
+    #[arg(long)]
+    limiter_out: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the bench loads XDP programs and creates network namespaces: run it as root");
+    }
+    sys::cleanup_leftovers();
+    let t0 = Instant::now();
+    let machine = report::machine();
+    let mut sections = Vec::new();
+    if args.parts.contains(&1) {
+        let limiter_out = args.limiter_out.clone();
+        let p1 = testrun::run(args.quick, |text| {
+            println!("{text}");
+            if let Some(p) = &limiter_out {
+                let _ = std::fs::write(p, text);
+            }
+        })
+        .context("part 1 (test_run costs)")?;
+        sections.extend(p1.sections);
+    }
+    if args.parts.contains(&2) {
+        sections.extend(live::run(args.quick).context("part 2 (live drop rate)")?);
+    }
+    if args.parts.contains(&3) {
+        sections.extend(lists::run(args.quick, &args.floodgate).context("part 3 (list loading)")?);
+    }
+    if args.parts.contains(&4) {
+        sections.extend(legit::run(args.quick).context("part 4 (legitimate traffic under flood)")?);
+    }
+    let md = report::write(&args.out, args.quick, &machine, &sections, t0.elapsed().as_secs_f64())?;
+    println!("{md}");
+    println!("bench: wrote {}/report.md and report.json", args.out.display());
+    Ok(())
+}

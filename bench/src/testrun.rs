@@ -1,0 +1,204 @@
+//! Part 1: cost per packet with BPF_PROG_TEST_RUN (64-byte frames, the kernel's own
+//! timing over `repeat` runs), each case as ns and as a ratio to an empty XDP_PASS
+//! program measured in the same rounds. Cases are interleaved round by round and
+//! reported as medians, so drift on the host affects every case alike.
+
+use std::{collections::BTreeMap, time::Instant};
+
+use anyhow::Context as _;
+use filter_common::ListKind;
+use serde_json::{Value, json};
+
+use crate::{
+    obj::{FLOODGATE, FLOOR, Obj, WRAP, limits, mixed, net, udp64},
+    report::{Section, median, ns, ratio},
+};
+
+const REPEAT: u32 = 1_000_000;
+
+/// What a case needs set before it runs.
+#[derive(Clone)]
+struct Case {
+    name: String,
+    prog: &'static str,
+    frame: Vec<u8>,
+    /// fgb_wrap's tail-call target and source mask.
+    jump: Option<(&'static str, u32)>,
+    /// Limiter on at this many packets/s per source.
+    limit: Option<u64>,
+}
+
+fn case(name: &str, prog: &'static str, src: &str) -> Case {
+    Case { name: name.into(), prog, frame: udp64(src), jump: None, limit: None }
+}
+
+/// Runs every case `runs` times, interleaved; returns the samples per case.
+fn measure(obj: &mut Obj, cases: &[Case], runs: usize) -> anyhow::Result<Vec<Vec<f64>>> {
+    let mut out = vec![Vec::new(); cases.len()];
+    for _ in 0..runs {
+        for (i, c) in cases.iter().enumerate() {
+            if let Some((target, mask)) = c.jump {
+                obj.jump_to(target)?;
+                obj.set_mask(mask)?;
+            }
+            // A fresh limiter epoch per run: every run starts from the same state.
+            obj.set_limits(c.limit.map(limits).as_ref())?;
+            out[i].push(obj.time(c.prog, &c.frame, REPEAT).with_context(|| c.name.clone())?);
+        }
+    }
+    obj.set_limits(None)?;
+    Ok(out)
+}
+
+pub struct Part1 {
+    pub sections: Vec<Section>,
+    /// The limiter comparison, for /tmp/limiter_cost.txt.
+    pub limiter_text: String,
+}
+
+pub fn run(quick: bool, on_limiter: impl FnOnce(&str)) -> anyhow::Result<Part1> {
+    let runs = if quick { 5 } else { 7 };
+    let t0 = Instant::now();
+
+    // Paths and the limiter on one object with a 1K mixed blocklist.
+    let mut obj = Obj::load(16_384)?;
+    let mut list = mixed(1000, 1);
+    list.extend(["192.0.2.7/32", "203.0.113.0/24", "2001:db8:bad:1::7/128", "2001:db8:bad::/48"].map(net));
+    obj.add(ListKind::Block, &list)?;
+    obj.add(ListKind::Allow, &[net("198.51.100.53/32")])?;
+    let limited = Case {
+        limit: Some(1000),
+        ..case("rate-limited (one source over 1000 pps)", FLOODGATE, "198.18.0.1")
+    };
+    let paths = vec![
+        case("empty XDP_PASS program (floor)", FLOOR, "198.18.0.1"),
+        case("pass path, IPv4 (no list matches)", FLOODGATE, "198.18.0.1"),
+        case("pass path, IPv6", FLOODGATE, "2001:db8:ffff::1"),
+        case("allowlist hit", FLOODGATE, "198.51.100.53"),
+        case("blocklist hit, IPv4 host", FLOODGATE, "192.0.2.7"),
+        case("blocklist hit, IPv4 prefix /24", FLOODGATE, "203.0.113.9"),
+        case("blocklist hit, IPv6 host", FLOODGATE, "2001:db8:bad:1::7"),
+        case("blocklist hit, IPv6 prefix /48", FLOODGATE, "2001:db8:bad::9"),
+        limited,
+    ];
+    let paths_s = measure(&mut obj, &paths, runs)?;
+
+    // Random against repeated sources, through fgb_wrap (same rewrite work for both).
+    let wrap = |name: &str, target: &'static str, src: &str, random: bool, limit: Option<u64>| Case {
+        jump: Some((target, if random { u32::MAX } else { 0 })),
+        limit,
+        ..case(name, WRAP, src)
+    };
+    let lim = Some(1000);
+    let limiter = vec![
+        case("empty XDP_PASS program (floor)", FLOOR, "198.18.0.1"),
+        wrap("rewrite + XDP_PASS (wrapper floor), repeat source", FLOOR, "2001:db8::1", false, None),
+        wrap("rewrite + XDP_PASS (wrapper floor), random source", FLOOR, "2001:db8::1", true, None),
+        wrap("limiter off, IPv6 random source", FLOODGATE, "2001:db8::1", true, None),
+        wrap("limiter 1000 pps, IPv6 repeat source", FLOODGATE, "2001:db8::1", false, lim),
+        wrap("limiter 1000 pps, IPv6 random source (2001:db8::/32)", FLOODGATE, "2001:db8::1", true, lim),
+        wrap("limiter 1000 pps, IPv4 repeat source", FLOODGATE, "198.18.0.1", false, lim),
+        wrap("limiter 1000 pps, IPv4 random source (198.18.0.0/15)", FLOODGATE, "198.18.0.1", true, lim),
+    ];
+    // --quick keeps the IPv6 pair the limiter is usually judged by.
+    let limiter: Vec<Case> =
+        limiter.into_iter().filter(|c| !quick || !(c.name.contains("IPv4") || c.name.contains("off"))).collect();
+    let limiter_s = measure(&mut obj, &limiter, runs)?;
+    drop(obj);
+
+    let table = |title: &str, cases: &[Case], samples: &[Vec<f64>], extra: Option<usize>| {
+        let mut s = Section::new(title, &["case", "ns/packet (median)", "vs floor", "min..max ns"]);
+        let floor = median(&samples[0]);
+        let extra_floor = extra.map(|i| median(&samples[i]));
+        if extra_floor.is_some() {
+            s.columns.push("minus wrapper");
+        }
+        let mut j = Vec::new();
+        for (c, v) in cases.iter().zip(samples) {
+            let m = median(v);
+            let (lo, hi) =
+                (v.iter().copied().fold(f64::MAX, f64::min), v.iter().copied().fold(0.0, f64::max));
+            let mut row = vec![c.name.clone(), ns(m), ratio(m / floor), format!("{}..{}", ns(lo), ns(hi))];
+            if let Some(w) = extra_floor {
+                row.push(if c.prog == WRAP { ns(m - w) } else { "-".into() });
+            }
+            s.rows.push(row);
+            j.push(json!({"case": c.name, "median_ns": m, "ratio_to_floor": m / floor, "samples_ns": v}));
+        }
+        s.json = json!({"repeat": REPEAT, "runs": runs, "cases": j});
+        s
+    };
+    let mut s1 = table("1a. Cost per packet, BPF_PROG_TEST_RUN (1K-entry blocklist)", &paths, &paths_s, None);
+    s1.notes.push(format!(
+        "64-byte frames, repeat {REPEAT}, median of {runs} interleaved runs; the kernel's own per-run time."
+    ));
+    let mut s2 = table("1b. Rate limiter: random against repeated sources", &limiter, &limiter_s, Some(1));
+    s2.notes.push(
+        "fgb_wrap rewrites the source (random, or the same every frame: identical work) and tail-calls \
+         floodgate; \"minus wrapper\" subtracts the wrapper floor (rewrite + tail call into XDP_PASS)."
+            .into(),
+    );
+    let limiter_text = format!(
+        "{}\n{}\n",
+        s2.markdown(),
+        format_args!("(part 1 of cargo xtask bench, {:.0} s in)", t0.elapsed().as_secs_f64())
+    );
+    on_limiter(&limiter_text);
+
+    let s3 = sizes(quick, runs)?;
+    Ok(Part1 { sections: vec![s1, s2, s3], limiter_text })
+}
+
+/// Blocklists of growing size: lookups that miss and hit.
+fn sizes(quick: bool, runs: usize) -> anyhow::Result<Section> {
+    let sizes: &[usize] =
+        if quick { &[1_000, 100_000, 1_000_000] } else { &[1_000, 100_000, 1_000_000, 10_000_000] };
+    let mut s = Section::new(
+        "1c. Blocklist size (mixed prefix lengths, 3/4 IPv4, 1/4 IPv6): ns/packet (vs floor)",
+        &["entries", "fill s", "miss v4", "miss v6", "hit v4 host", "hit v4 /24", "hit v6 /48"],
+    );
+    let cases = vec![
+        case("floor", FLOOR, "198.18.0.1"),
+        case("miss v4", FLOODGATE, "198.18.0.1"),
+        case("miss v6", FLOODGATE, "2001:db8:ffff::1"),
+        case("hit v4 host", FLOODGATE, "192.0.2.7"),
+        case("hit v4 /24", FLOODGATE, "203.0.113.9"),
+        case("hit v6 /48", FLOODGATE, "2001:db8:bad::9"),
+    ];
+    let mut j = BTreeMap::new();
+    for &n in sizes {
+        let t = Instant::now();
+        let mut list = mixed(n, 7);
+        list.extend(["192.0.2.7/32", "203.0.113.0/24", "2001:db8:bad::/48"].map(net));
+        // Capacity per family: the v4 share with room to spare.
+        let mut obj = Obj::load((n as u32).max(16_384))?;
+        for chunk in list.chunks(1 << 20) {
+            obj.add(ListKind::Block, chunk)?;
+        }
+        let fill = t.elapsed().as_secs_f64();
+        eprintln!("bench: {n} entries loaded in {fill:.1} s");
+        let samples = measure(&mut obj, &cases, runs)?;
+        drop(obj);
+        let floor = median(&samples[0]);
+        let mut row = vec![crate::report::count(n as f64), format!("{fill:.1}")];
+        let mut cj = serde_json::Map::new();
+        for (c, v) in cases.iter().zip(&samples).skip(1) {
+            let m = median(v);
+            row.push(format!("{} ({})", ns(m), ratio(m / floor)));
+            cj.insert(c.name.clone(), json!({"median_ns": m, "ratio_to_floor": m / floor, "samples_ns": v}));
+        }
+        cj.insert("floor_ns".into(), json!(floor));
+        cj.insert("fill_seconds".into(), json!(fill));
+        s.rows.push(row);
+        j.insert(n.to_string(), Value::Object(cj));
+    }
+    if quick {
+        s.notes.push("--quick stops at 1,000,000 entries; the full run adds 10,000,000.".into());
+    }
+    s.notes.push(
+        "One hot entry per hit case: with a flood from many sources the tries' and hash maps' cache misses add to these."
+            .into(),
+    );
+    s.json = json!(j);
+    Ok(s)
+}

@@ -1,0 +1,118 @@
+//! Programs for `cargo xtask bench` only; floodgate's loader never loads or attaches
+//! them (it loads the program named `floodgate`).
+//!
+//! - `fgb_pass`: an empty XDP_PASS, the floor of BPF_PROG_TEST_RUN costs, and the
+//!   program on the receiving veth when measuring nftables, iptables or no filter.
+//! - `fgb_gen`: the live-frames generator: rewrites the source, returns XDP_TX.
+//! - `fgb_wrap`: the same rewrite, then a tail call into slot 0 of `FGB_JUMP`
+//!   (floodgate or `fgb_pass`), so test_run with a large repeat sees a new source per
+//!   frame.
+//!
+//! The rewrite draws the source from `bpf_get_prandom_u32() & FGB_CFG[0]`, so a mask
+//! of 0 repeats one source at exactly the same cost: random and repeated sources are
+//! compared on equal work. Sources: 198.18.0.0/15 for IPv4, 2001:db8::/32 for IPv6.
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::bpf_get_prandom_u32,
+    macros::{map, xdp},
+    maps::{Array, ProgramArray},
+    programs::XdpContext,
+};
+
+#[map(name = "FGB_CFG")]
+static CFG: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map(name = "FGB_JUMP")]
+static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+#[xdp]
+pub fn fgb_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[xdp]
+pub fn fgb_gen(ctx: XdpContext) -> u32 {
+    rewrite(&ctx);
+    xdp_action::XDP_TX
+}
+
+#[xdp]
+pub fn fgb_wrap(ctx: XdpContext) -> u32 {
+    rewrite(&ctx);
+    // SAFETY: the context is the one this program was called with.
+    unsafe { JUMP.tail_call(&ctx, 0) };
+    xdp_action::XDP_ABORTED
+}
+
+/// Ones' complement sum, folded to 16 bits.
+#[inline(always)]
+fn fold(mut s: u32) -> u32 {
+    s = (s & 0xffff) + (s >> 16);
+    (s & 0xffff) + (s >> 16)
+}
+
+#[inline(always)]
+unsafe fn get16(p: *const u8, off: usize) -> u32 {
+    unsafe { u32::from(u16::from_be_bytes([*p.add(off), *p.add(off + 1)])) }
+}
+
+#[inline(always)]
+unsafe fn put16(p: *mut u8, off: usize, v: u32) {
+    let b = (v as u16).to_be_bytes();
+    unsafe {
+        *p.add(off) = b[0];
+        *p.add(off + 1) = b[1];
+    }
+}
+
+/// Subtracts `d` (ones' complement) from the 16-bit field at `off`.
+#[inline(always)]
+unsafe fn compensate(p: *mut u8, off: usize, d: u32) {
+    unsafe { put16(p, off, fold(get16(p, off) + (!d & 0xffff))) }
+}
+
+/// Rewrites two 16-bit source words at `a` and `b` and compensates in the fields at
+/// `c1` and `c2`, so every checksum over the frame stays valid without recomputing
+/// it. Relative to what the frame holds now: live-frames mode recycles pages without
+/// restoring their contents.
+#[inline(always)]
+unsafe fn swap_words(p: *mut u8, words: [(usize, u32); 2], comp: [usize; 2]) {
+    let mut d = 0u32;
+    for (off, new) in words {
+        unsafe {
+            d += (!get16(p, off) & 0xffff) + new;
+            put16(p, off, new);
+        }
+    }
+    let d = fold(d);
+    for off in comp {
+        if off != 0 {
+            unsafe { compensate(p, off, d) };
+        }
+    }
+}
+
+/// Untagged Ethernet, IPv4 without options or IPv6, UDP or TCP (both start with the
+/// source port, which absorbs the change of the L4 checksum's pseudo-header).
+#[inline(always)]
+fn rewrite(ctx: &XdpContext) {
+    let mask = CFG.get(0).copied().unwrap_or(0);
+    let (data, end) = (ctx.data(), ctx.data_end());
+    let p = data as *mut u8;
+    if data + 14 > end {
+        return;
+    }
+    // SAFETY: every access below lies within a length just checked against data_end.
+    unsafe {
+        let ethertype = get16(p, 12);
+        let r = bpf_get_prandom_u32() & mask;
+        if ethertype == 0x0800 && data + 36 <= end {
+            // Source 26..30, IP id 18 (IP header checksum), source port 34 (L4).
+            swap_words(p, [(26, 0xc612 | ((r >> 16) & 1)), (28, r & 0xffff)], [18, 34]);
+        } else if ethertype == 0x86dd && data + 56 <= end {
+            // Source 22..38: bytes 4..8 of it (the /64 varies); source port 54.
+            swap_words(p, [(26, r >> 16), (28, r & 0xffff)], [54, 0]);
+        }
+    }
+}
