@@ -4,6 +4,7 @@
 use crate::{
     Reason,
     parse::{Frame, Packet, PacketView, Source, parse},
+    rules::{self, Rules},
 };
 
 /// Membership tests the decision needs. Implementations answer for the active
@@ -23,10 +24,16 @@ pub trait Limiter {
 }
 
 /// Decides one frame. Order: allowlist hit passes (nothing else is consulted, so a
-/// source on both lists passes); blocklist or auto-ban hit drops; then the rate
-/// limiter; anything left passes.
+/// source on both lists passes); blocklist or auto-ban hit drops; then protocol/port
+/// rules, the served-ports policy and the fragment setting; then the rate limiter;
+/// anything left passes.
 #[inline(always)]
-pub fn classify<V: PacketView + ?Sized, L: Lists, R: Limiter>(frame: &V, lists: &L, limiter: &R) -> Reason {
+pub fn classify<V: PacketView + ?Sized, L: Lists, P: Rules, R: Limiter>(
+    frame: &V,
+    lists: &L,
+    rules: &P,
+    limiter: &R,
+) -> Reason {
     match parse(frame) {
         Frame::NonIp => Reason::NonIp,
         Frame::Malformed => Reason::Malformed,
@@ -35,6 +42,8 @@ pub fn classify<V: PacketView + ?Sized, L: Lists, R: Limiter>(frame: &V, lists: 
                 Reason::Allowed
             } else if lists.blocked(&pkt.src) || limiter.banned(&pkt.src) {
                 Reason::Blocklist
+            } else if let Some(drop) = rules::check(rules, &pkt, frame.len() as u64) {
+                drop
             } else {
                 limiter.police(&pkt, frame.len() as u64)
             }
@@ -75,9 +84,35 @@ mod tests {
     }
     const OFF: DropOne = DropOne(None);
 
+    /// No rules, or (true) a whole-protocol drop rule for every protocol.
+    struct NoRules(bool);
+    impl Rules for NoRules {
+        fn policy(&self) -> crate::rules::PolicyConfig {
+            Default::default()
+        }
+        fn served(&self, _: crate::rules::Proto, _: u16) -> bool {
+            false
+        }
+        fn port_rule(&self, _: u32) -> u32 {
+            0
+        }
+        fn proto_rule(&self, _: crate::rules::Proto) -> u32 {
+            if self.0 { crate::rules::rule_value(1, true) } else { 0 }
+        }
+        fn hit(&self, _: u32, _: u64) {}
+    }
+
+    fn udp_frame(src: [u8; 4]) -> Vec<u8> {
+        let mut f = v4_frame(src);
+        f[14 + 3] = 28;
+        f[14 + 9] = 17;
+        f.extend_from_slice(&[0x9c, 0x40, 0, 53, 0, 8, 0, 0]);
+        f
+    }
+
     fn v4_frame(src: [u8; 4]) -> Vec<u8> {
         let mut f = vec![0u8; 12];
-        f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0]);
+        f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 20, 0, 0, 0, 0, 64, 253, 0, 0]);
         f.extend_from_slice(&src);
         f.extend_from_slice(&[198, 51, 100, 1]);
         f
@@ -87,7 +122,7 @@ mod tests {
     fn allow_wins_and_skips_the_blocklist() {
         let s = Source::V4([192, 0, 2, 1]);
         let lists = Fake { allow: Some(s), block: Some(s), block_lookups: Cell::new(0) };
-        assert_eq!(classify(&v4_frame([192, 0, 2, 1])[..], &lists, &OFF), Reason::Allowed);
+        assert_eq!(classify(&v4_frame([192, 0, 2, 1])[..], &lists, &NoRules(false), &OFF), Reason::Allowed);
         assert_eq!(lists.block_lookups.get(), 0);
     }
 
@@ -95,12 +130,12 @@ mod tests {
     fn block_and_pass() {
         let lists =
             Fake { allow: None, block: Some(Source::V4([192, 0, 2, 1])), block_lookups: Cell::new(0) };
-        assert_eq!(classify(&v4_frame([192, 0, 2, 1])[..], &lists, &OFF), Reason::Blocklist);
-        assert_eq!(classify(&v4_frame([192, 0, 2, 2])[..], &lists, &OFF), Reason::Passed);
-        assert_eq!(classify(&[0u8; 10][..], &lists, &OFF), Reason::Malformed);
+        assert_eq!(classify(&v4_frame([192, 0, 2, 1])[..], &lists, &NoRules(false), &OFF), Reason::Blocklist);
+        assert_eq!(classify(&v4_frame([192, 0, 2, 2])[..], &lists, &NoRules(false), &OFF), Reason::Passed);
+        assert_eq!(classify(&[0u8; 10][..], &lists, &NoRules(false), &OFF), Reason::Malformed);
         let mut arp = [0u8; 60];
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
-        assert_eq!(classify(&arp[..], &lists, &OFF), Reason::NonIp);
+        assert_eq!(classify(&arp[..], &lists, &NoRules(false), &OFF), Reason::NonIp);
     }
 
     #[test]
@@ -108,18 +143,51 @@ mod tests {
         let s = Source::V4([192, 0, 2, 1]);
         let limiter = DropOne(Some(s));
         let none = Fake { allow: None, block: None, block_lookups: Cell::new(0) };
-        assert_eq!(classify(&v4_frame([192, 0, 2, 1])[..], &none, &limiter), Reason::RateLimit);
-        assert_eq!(classify(&v4_frame([192, 0, 2, 2])[..], &none, &limiter), Reason::Passed);
+        assert_eq!(
+            classify(&v4_frame([192, 0, 2, 1])[..], &none, &NoRules(false), &limiter),
+            Reason::RateLimit
+        );
+        assert_eq!(classify(&v4_frame([192, 0, 2, 2])[..], &none, &NoRules(false), &limiter), Reason::Passed);
         let allowed = Fake { allow: Some(s), block: None, block_lookups: Cell::new(0) };
-        assert_eq!(classify(&v4_frame([192, 0, 2, 1])[..], &allowed, &limiter), Reason::Allowed);
+        assert_eq!(
+            classify(&v4_frame([192, 0, 2, 1])[..], &allowed, &NoRules(false), &limiter),
+            Reason::Allowed
+        );
         let blocked = Fake { allow: None, block: Some(s), block_lookups: Cell::new(0) };
-        assert_eq!(classify(&v4_frame([192, 0, 2, 1])[..], &blocked, &limiter), Reason::Blocklist);
+        assert_eq!(
+            classify(&v4_frame([192, 0, 2, 1])[..], &blocked, &NoRules(false), &limiter),
+            Reason::Blocklist
+        );
     }
 
     #[test]
-    fn only_block_and_limits_drop() {
+    fn rules_come_after_the_lists_and_before_the_limiter() {
+        let s = Source::V4([192, 0, 2, 1]);
+        let f = udp_frame([192, 0, 2, 1]);
+        let limiter = DropOne(Some(s));
+        let none = Fake { allow: None, block: None, block_lookups: Cell::new(0) };
+        assert_eq!(classify(&f[..], &none, &NoRules(true), &limiter), Reason::Rule);
+        assert_eq!(classify(&f[..], &none, &NoRules(false), &limiter), Reason::RateLimit);
+        let allowed = Fake { allow: Some(s), block: None, block_lookups: Cell::new(0) };
+        assert_eq!(classify(&f[..], &allowed, &NoRules(true), &limiter), Reason::Allowed);
+        let blocked = Fake { allow: None, block: Some(s), block_lookups: Cell::new(0) };
+        assert_eq!(classify(&f[..], &blocked, &NoRules(true), &limiter), Reason::Blocklist);
+    }
+
+    #[test]
+    fn only_lists_limits_rules_and_policy_drop() {
         let dropping: Vec<_> = Reason::ALL.into_iter().filter(|r| r.drops()).collect();
-        assert_eq!(dropping, [Reason::Blocklist, Reason::RateLimit, Reason::SynLimit]);
+        assert_eq!(
+            dropping,
+            [
+                Reason::Blocklist,
+                Reason::RateLimit,
+                Reason::SynLimit,
+                Reason::Rule,
+                Reason::Policy,
+                Reason::Fragment
+            ]
+        );
         for (i, r) in Reason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "Reason::ALL is in counter-index order");
         }

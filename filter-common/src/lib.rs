@@ -10,6 +10,7 @@ pub mod decide;
 pub mod keys;
 pub mod limit;
 pub mod parse;
+pub mod rules;
 
 #[cfg(feature = "user")]
 pub mod cidr;
@@ -17,6 +18,7 @@ pub mod cidr;
 pub use decide::{Limiter, Lists, classify};
 pub use keys::*;
 pub use parse::{Frame, Packet, PacketView, Source};
+pub use rules::Rules;
 
 /// Names of the maps in the XDP object. The eBPF crate must spell them the same way
 /// (its `#[map(name = ...)]` attributes need literals); an integration test loads the
@@ -42,6 +44,18 @@ pub mod map_names {
     pub const EVENTS: &str = "FG_EVENTS";
     /// Expiry times of list entries added with a TTL (controller only).
     pub const EXPIRY: &str = "FG_EXPIRY";
+    /// Rule per (tcp/udp, source/destination, port) slot ([`crate::rules::port_slot`]).
+    pub const PORT_RULES: &str = "FG_PORT_RULES";
+    /// Whole-protocol rule per [`crate::rules::Proto`].
+    pub const PROTO_RULES: &str = "FG_PROTO_RULES";
+    /// [`crate::rules::RuleInfo`] per rule id (controller only).
+    pub const RULES: &str = "FG_RULES";
+    /// Per-CPU `{packets, bytes}` per rule id.
+    pub const RULE_COUNTERS: &str = "FG_RULE_COUNTERS";
+    /// Two [`crate::rules::PolicyConfig`] slots; `ACTIVE[ACTIVE_POLICY]` picks one.
+    pub const POLICY: &str = "FG_POLICY";
+    /// Served-port bitmaps per policy slot and protocol.
+    pub const SERVED: &str = "FG_SERVED";
     pub const BLOCK_V4_HOST: &str = "FG_BLK_V4_HOST";
     pub const BLOCK_V4_NET: &str = "FG_BLK_V4_NET";
     pub const BLOCK_V6_HOST: &str = "FG_BLK_V6_HOST";
@@ -64,8 +78,14 @@ pub mod map_names {
     ];
 
     /// Every map in the object.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 24] = [
         COUNTERS,
+        PORT_RULES,
+        PROTO_RULES,
+        RULES,
+        RULE_COUNTERS,
+        POLICY,
+        SERVED,
         ACTIVE,
         META,
         LIMITS,
@@ -89,8 +109,10 @@ pub mod map_names {
 /// Index of the limiter's configuration slot in [`map_names::ACTIVE`] (after the
 /// two lists' generations).
 pub const ACTIVE_LIMITS: u32 = 2;
+/// Index of the policy's slot in [`map_names::ACTIVE`].
+pub const ACTIVE_POLICY: u32 = 3;
 /// Entries of [`map_names::ACTIVE`].
-pub const ACTIVE_ENTRIES: u32 = 3;
+pub const ACTIVE_ENTRIES: u32 = 4;
 
 /// Sources tracked by the limiter when `attach` is given no `--max-sources`.
 pub const DEFAULT_MAX_SOURCES: u32 = 131_072;
@@ -122,10 +144,16 @@ pub enum Reason {
     NonIp = 5,
     /// A TCP SYN over its source's SYN rate or the global SYN budget: dropped.
     SynLimit = 6,
+    /// Matched a protocol/port rule with action drop.
+    Rule = 7,
+    /// TCP/UDP to a port the served-ports policy neither serves nor treats as ephemeral.
+    Policy = 8,
+    /// A non-first fragment under `--fragments drop`.
+    Fragment = 9,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 10;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Passed,
         Reason::Allowed,
@@ -134,11 +162,22 @@ impl Reason {
         Reason::Malformed,
         Reason::NonIp,
         Reason::SynLimit,
+        Reason::Rule,
+        Reason::Policy,
+        Reason::Fragment,
     ];
 
     /// Whether packets with this reason are dropped in the driver.
     pub const fn drops(self) -> bool {
-        matches!(self, Reason::Blocklist | Reason::RateLimit | Reason::SynLimit)
+        matches!(
+            self,
+            Reason::Blocklist
+                | Reason::RateLimit
+                | Reason::SynLimit
+                | Reason::Rule
+                | Reason::Policy
+                | Reason::Fragment
+        )
     }
 
     /// The key under which `stats --json` reports this counter.
@@ -151,6 +190,9 @@ impl Reason {
             Reason::Malformed => "malformed",
             Reason::NonIp => "non_ip",
             Reason::SynLimit => "syn_limit",
+            Reason::Rule => "rule",
+            Reason::Policy => "policy",
+            Reason::Fragment => "fragment",
         }
     }
 }
@@ -197,7 +239,7 @@ pub const MODE_SKB: u32 = 2;
 
 /// Bumped when the layout of the pinned maps changes, so a controller never
 /// misreads maps pinned by another version.
-pub const META_VERSION: u32 = 2;
+pub const META_VERSION: u32 = 3;
 
 /// Controller bookkeeping, one entry in [`map_names::META`]. Only controllers
 /// read and write it, under the pin directory's lock.
@@ -232,6 +274,8 @@ mod pod {
     unsafe impl aya::Pod for super::limit::SourceState {}
     unsafe impl aya::Pod for super::limit::SourceKey {}
     unsafe impl aya::Pod for super::limit::Ban {}
+    unsafe impl aya::Pod for super::rules::RuleInfo {}
+    unsafe impl aya::Pod for super::rules::PolicyConfig {}
 
     const _: () = assert!(core::mem::size_of::<super::Counter>() == 16);
     const _: () = assert!(core::mem::size_of::<super::Meta>() == 48);
@@ -243,4 +287,6 @@ mod pod {
     const _: () = assert!(core::mem::size_of::<super::limit::SourceState>() == 64);
     const _: () = assert!(core::mem::size_of::<super::limit::SourceKey>() == 24);
     const _: () = assert!(core::mem::size_of::<super::limit::Ban>() == 16);
+    const _: () = assert!(core::mem::size_of::<super::rules::RuleInfo>() == 40);
+    const _: () = assert!(core::mem::size_of::<super::rules::PolicyConfig>() == 8);
 }

@@ -36,11 +36,42 @@ pub enum Source {
     V6([u8; 16]),
 }
 
+impl Source {
+    #[inline(always)]
+    pub fn is_v6(&self) -> bool {
+        matches!(self, Source::V6(_))
+    }
+}
+
 pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_ACK: u8 = 0x10;
 /// Bytes of a TCP header up to and including its flags.
 const TCP_FLAGS_END: usize = 14;
+const UDP_HLEN: usize = 8;
+const ICMP_MIN: usize = 4;
+
+/// IPv6 extension headers followed before giving up; a longer chain is `Malformed`.
+pub const MAX_EXT_HEADERS: usize = 6;
+const NEXT_HOP_BY_HOP: u8 = 0;
+const NEXT_ROUTING: u8 = 43;
+const NEXT_FRAGMENT: u8 = 44;
+const NEXT_AUTH: u8 = 51;
+const NEXT_DEST_OPTS: u8 = 60;
+
+/// What of the transport header is visible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4 {
+    /// Its first four bytes: ports for TCP and UDP, type and code for ICMP.
+    Head([u8; 4]),
+    /// A fragment after the first: no transport header at all.
+    LaterFragment,
+    /// A protocol floodgate does not look into (or an ESP/no-next-header payload).
+    None,
+}
 
 /// A well-formed IP packet, as far as the filter needs to know it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +79,9 @@ pub struct Packet {
     pub src: Source,
     /// TCP flags when this is TCP with its header visible (not a later fragment), else 0.
     pub tcp_flags: u8,
+    /// The transport protocol (for IPv6: behind any extension headers).
+    pub proto: u8,
+    pub l4: L4,
 }
 
 impl Packet {
@@ -113,6 +147,25 @@ pub fn parse<V: PacketView + ?Sized>(v: &V) -> Frame {
     }
 }
 
+/// The transport header of `proto` at `l4`, with `room` bytes of IP payload left:
+/// its first four bytes and the TCP flags. A TCP, UDP or ICMP header that does not
+/// fit is as malformed as a short IP header.
+#[inline(always)]
+fn transport<V: PacketView + ?Sized>(v: &V, proto: u8, l4: usize, room: usize) -> Option<(L4, u8)> {
+    let need = match proto {
+        IPPROTO_TCP => TCP_FLAGS_END,
+        IPPROTO_UDP => UDP_HLEN,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => ICMP_MIN,
+        _ => return Some((L4::None, 0)),
+    };
+    if room < need {
+        return None;
+    }
+    let head = v.bytes::<4>(l4)?;
+    let flags = if proto == IPPROTO_TCP { v.bytes::<1>(l4 + 13)?[0] } else { 0 };
+    Some((L4::Head(head), flags))
+}
+
 #[inline(always)]
 fn parse_ipv4<V: PacketView + ?Sized>(v: &V, l3: usize) -> Frame {
     let Some(h) = v.bytes::<IPV4_MIN_HLEN>(l3) else {
@@ -128,20 +181,16 @@ fn parse_ipv4<V: PacketView + ?Sized>(v: &V, l3: usize) -> Frame {
         return Frame::Malformed;
     }
     let src = Source::V4([h[12], h[13], h[14], h[15]]);
-    // Only a first fragment (offset 0) carries the transport header.
-    let first = (be16([h[6], h[7]]) & 0x1fff) == 0;
-    let mut tcp_flags = 0;
-    if h[9] == IPPROTO_TCP && first {
-        // A TCP header cut before its flags is as malformed as a short IP header.
-        if total < hlen + TCP_FLAGS_END {
-            return Frame::Malformed;
-        }
-        match v.bytes::<1>(l3 + hlen + 13) {
-            Some(f) => tcp_flags = f[0],
-            None => return Frame::Malformed,
-        }
+    let proto = h[9];
+    // Only a first fragment (offset 0) carries the transport header; options are
+    // skipped by IHL.
+    if (be16([h[6], h[7]]) & 0x1fff) != 0 {
+        return Frame::Ip(Packet { src, tcp_flags: 0, proto, l4: L4::LaterFragment });
     }
-    Frame::Ip(Packet { src, tcp_flags })
+    match transport(v, proto, l3 + hlen, total - hlen) {
+        Some((l4, tcp_flags)) => Frame::Ip(Packet { src, tcp_flags, proto, l4 }),
+        None => Frame::Malformed,
+    }
 }
 
 #[inline(always)]
@@ -168,18 +217,42 @@ fn parse_ipv6<V: PacketView + ?Sized>(v: &V, l3: usize) -> Frame {
     let Some(next) = v.bytes::<1>(l3 + 6) else {
         return Frame::Malformed;
     };
-    let mut tcp_flags = 0;
-    // TCP right behind the fixed header; extension header chains are not followed.
-    if next[0] == IPPROTO_TCP {
-        if payload < TCP_FLAGS_END {
+    let src = Source::V6(src);
+    let (mut proto, mut off) = (next[0], 0usize);
+    // Walk the extension headers (offsets relative to the end of the fixed header).
+    // Constant bound: the loop unrolls and the verifier sees every path.
+    for _ in 0..MAX_EXT_HEADERS {
+        let len = match proto {
+            NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTS | NEXT_AUTH | NEXT_FRAGMENT => {
+                let Some(h) = v.bytes::<4>(l3 + IPV6_HLEN + off) else {
+                    return Frame::Malformed;
+                };
+                if proto == NEXT_FRAGMENT && (be16([h[2], h[3]]) & 0xfff8) != 0 {
+                    return Frame::Ip(Packet { src, tcp_flags: 0, proto: h[0], l4: L4::LaterFragment });
+                }
+                let len = match proto {
+                    NEXT_FRAGMENT => 8,
+                    NEXT_AUTH => (h[1] as usize + 2) * 4,
+                    _ => (h[1] as usize + 1) * 8,
+                };
+                proto = h[0];
+                len
+            }
+            _ => break,
+        };
+        off += len;
+        if off > payload {
             return Frame::Malformed;
         }
-        match v.bytes::<1>(l3 + IPV6_HLEN + 13) {
-            Some(f) => tcp_flags = f[0],
-            None => return Frame::Malformed,
-        }
     }
-    Frame::Ip(Packet { src: Source::V6(src), tcp_flags })
+    if matches!(proto, NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTS | NEXT_AUTH | NEXT_FRAGMENT) {
+        // Longer chain than we follow: let the stack judge it.
+        return Frame::Malformed;
+    }
+    match transport(v, proto, l3 + IPV6_HLEN + off, payload - off) {
+        Some((l4, tcp_flags)) => Frame::Ip(Packet { src, tcp_flags, proto, l4 }),
+        None => Frame::Malformed,
+    }
 }
 
 #[cfg(test)]
@@ -198,7 +271,8 @@ mod tests {
         let total = (hlen.max(20) + payload) as u16;
         let mut h = vec![0x40 | ihl, 0];
         h.extend_from_slice(&total.to_be_bytes());
-        h.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        // Protocol 253 (experimental): no transport header to check.
+        h.extend_from_slice(&[0, 0, 0x40, 0, 64, 253, 0, 0]);
         h.extend_from_slice(&src);
         h.extend_from_slice(&[198, 51, 100, 1]);
         h.resize(hlen.max(20), 1); // options: NOPs
@@ -209,7 +283,7 @@ mod tests {
     fn ipv6(src: [u8; 16], payload: usize) -> Vec<u8> {
         let mut h = vec![0x60, 0, 0, 0];
         h.extend_from_slice(&(payload as u16).to_be_bytes());
-        h.extend_from_slice(&[17, 64]);
+        h.extend_from_slice(&[253, 64]);
         h.extend_from_slice(&src);
         h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
         h.resize(IPV6_HLEN + payload, 0xcd);
@@ -230,10 +304,10 @@ mod tests {
     }
 
     fn ip4(a: [u8; 4]) -> Frame {
-        Frame::Ip(Packet { src: Source::V4(a), tcp_flags: 0 })
+        Frame::Ip(Packet { src: Source::V4(a), tcp_flags: 0, proto: 253, l4: L4::None })
     }
     fn ip6(a: [u8; 16]) -> Frame {
-        Frame::Ip(Packet { src: Source::V6(a), tcp_flags: 0 })
+        Frame::Ip(Packet { src: Source::V6(a), tcp_flags: 0, proto: 253, l4: L4::None })
     }
 
     const SRC4: [u8; 4] = [203, 0, 113, 9];
@@ -346,7 +420,8 @@ mod tests {
     fn later_fragments_have_no_tcp_header() {
         // Offset 185 (x8 bytes): the bytes where flags would be are payload.
         let f = tcp4(TCP_SYN, 185, 20);
-        assert_eq!(parse(&f[..]), ip4(SRC4));
+        let later = Packet { src: Source::V4(SRC4), tcp_flags: 0, proto: IPPROTO_TCP, l4: L4::LaterFragment };
+        assert_eq!(parse(&f[..]), Frame::Ip(later));
         // More-fragments set on the first fragment: its header is there.
         let f = tcp4(TCP_SYN, 0x2000, 20);
         assert!(matches!(parse(&f[..]), Frame::Ip(p) if p.is_syn()));
@@ -380,6 +455,91 @@ mod tests {
             for cut in 0..full.len() {
                 assert_eq!(parse(&full[..cut]), Frame::Malformed, "cut at {cut} of {}", full.len());
             }
+        }
+    }
+
+    /// A UDP datagram behind the extension headers `exts` (each `(type, length in
+    /// bytes)`), from port 53 to 5353.
+    fn udp6_behind(exts: &[(u8, usize)], frag_offset: u16) -> Vec<u8> {
+        let mut payload = Vec::new();
+        let mut types: Vec<u8> = exts.iter().map(|e| e.0).collect();
+        types.push(IPPROTO_UDP);
+        for (i, (ty, len)) in exts.iter().enumerate() {
+            let mut h = vec![0u8; *len];
+            h[0] = types[i + 1];
+            h[1] = match *ty {
+                NEXT_FRAGMENT => 0,
+                NEXT_AUTH => (*len / 4 - 2) as u8,
+                _ => (*len / 8 - 1) as u8,
+            };
+            if *ty == NEXT_FRAGMENT {
+                h[2..4].copy_from_slice(&(frag_offset << 3).to_be_bytes());
+            }
+            payload.extend_from_slice(&h);
+        }
+        payload.extend_from_slice(&[0, 53, 0x14, 0xe9, 0, 8, 0, 0]);
+        let mut l3 = ipv6(SRC6, payload.len());
+        l3[6] = types[0];
+        l3[IPV6_HLEN..].copy_from_slice(&payload);
+        frame(ETH_P_IPV6, &[], &l3)
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_followed() {
+        let udp = L4::Head([0, 53, 0x14, 0xe9]);
+        for exts in [
+            &[][..],
+            &[(NEXT_HOP_BY_HOP, 8)],
+            &[(NEXT_ROUTING, 24)],
+            &[(NEXT_DEST_OPTS, 16)],
+            &[(NEXT_AUTH, 24)],
+            &[(NEXT_FRAGMENT, 8)],
+            &[
+                (NEXT_HOP_BY_HOP, 8),
+                (NEXT_DEST_OPTS, 8),
+                (NEXT_ROUTING, 8),
+                (NEXT_FRAGMENT, 8),
+                (NEXT_AUTH, 12),
+                (NEXT_DEST_OPTS, 8),
+            ],
+        ] {
+            let f = udp6_behind(exts, 0);
+            let want = Packet { src: Source::V6(SRC6), tcp_flags: 0, proto: IPPROTO_UDP, l4: udp };
+            assert_eq!(parse(&f[..]), Frame::Ip(want), "{exts:?}");
+        }
+        // One header more than the limit: left to the stack.
+        let long = [(NEXT_DEST_OPTS, 8); MAX_EXT_HEADERS + 1];
+        assert_eq!(parse(&udp6_behind(&long, 0)[..]), Frame::Malformed);
+        // A later fragment has no ports; its protocol is the fragment header's next.
+        let later = parse(&udp6_behind(&[(NEXT_FRAGMENT, 8)], 100)[..]);
+        let want = Packet { src: Source::V6(SRC6), tcp_flags: 0, proto: IPPROTO_UDP, l4: L4::LaterFragment };
+        assert_eq!(later, Frame::Ip(want));
+        // A header claiming more than the payload holds.
+        let mut f = udp6_behind(&[(NEXT_DEST_OPTS, 8)], 0);
+        f[ETH_HLEN + IPV6_HLEN + 1] = 40;
+        assert_eq!(parse(&f[..]), Frame::Malformed);
+    }
+
+    #[test]
+    fn transport_heads_and_short_transport_headers() {
+        let mut l3 = ipv4(SRC4, 6, 8);
+        l3[9] = IPPROTO_UDP;
+        l3[24..28].copy_from_slice(&[0x2b, 0xcb, 0, 80]);
+        let f = frame(ETH_P_IP, &[], &l3);
+        let want = Packet {
+            src: Source::V4(SRC4),
+            tcp_flags: 0,
+            proto: IPPROTO_UDP,
+            l4: L4::Head([0x2b, 0xcb, 0, 80]),
+        };
+        assert_eq!(parse(&f[..]), Frame::Ip(want), "ports behind IPv4 options");
+        for (proto, min) in [(IPPROTO_UDP, 8), (IPPROTO_ICMP, 4), (IPPROTO_TCP, 14)] {
+            let mut ok = ipv4(SRC4, 5, min);
+            ok[9] = proto;
+            assert!(matches!(parse(&frame(ETH_P_IP, &[], &ok)[..]), Frame::Ip(_)), "{proto}");
+            let mut short = ipv4(SRC4, 5, min - 1);
+            short[9] = proto;
+            assert_eq!(parse(&frame(ETH_P_IP, &[], &short)[..]), Frame::Malformed, "{proto}");
         }
     }
 

@@ -12,12 +12,13 @@ mod bench;
 mod clock;
 mod limiter;
 mod lists;
+mod rules;
 mod view;
 
 use aya_ebpf::{bindings::xdp_action, macros::map, macros::xdp, maps::PerCpuArray, programs::XdpContext};
 use filter_common::{Counter, Reason, classify};
 
-use crate::{clock::Clock, limiter::MapLimiter, lists::MapLists, view::XdpView};
+use crate::{clock::Clock, limiter::MapLimiter, lists::MapLists, rules::MapRules, view::XdpView};
 
 #[map(name = "FG_COUNTERS")]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
@@ -26,7 +27,7 @@ static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::CO
 pub fn floodgate(ctx: XdpContext) -> u32 {
     let view = XdpView::new(&ctx);
     let clock = Clock::new();
-    let reason = classify(&view, &MapLists { clock: &clock }, &MapLimiter::new(&clock));
+    let reason = classify(&view, &MapLists { clock: &clock }, &MapRules::new(), &MapLimiter::new(&clock));
     record(reason, view.frame_len());
     if reason.drops() { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
 }

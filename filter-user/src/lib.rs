@@ -8,5 +8,7 @@ pub mod loader;
 pub mod maps;
 pub mod object;
 pub mod pins;
+pub mod policy;
+pub mod rules;
 pub mod stats;
 pub mod store;

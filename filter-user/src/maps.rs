@@ -12,6 +12,7 @@ use filter_common::{
     Counter, EntryKey, HostV4, HostV6, ListKind, ListValue, Meta, NetV4, NetV6,
     limit::{Ban, LimitConfig, SourceKey, SourceState},
     map_names,
+    rules::{PolicyConfig, RuleInfo},
 };
 use thiserror::Error;
 
@@ -55,6 +56,12 @@ pub struct FilterMaps {
     pub bans: HashMap<MapData, SourceKey, Ban>,
     pub global: Array<MapData, u64>,
     pub events: PerCpuArray<MapData, u64>,
+    pub port_rules: Array<MapData, u32>,
+    pub proto_rules: Array<MapData, u32>,
+    pub rules: Array<MapData, RuleInfo>,
+    pub rule_counters: PerCpuArray<MapData, Counter>,
+    pub policy: Array<MapData, PolicyConfig>,
+    pub served: Array<MapData, u64>,
 }
 
 impl FilterMaps {
@@ -101,6 +108,12 @@ impl FilterMaps {
             bans: typed(BANS, get(BANS)?)?,
             global: typed(GLOBAL, get(GLOBAL)?)?,
             events: typed(EVENTS, get(EVENTS)?)?,
+            port_rules: typed(PORT_RULES, get(PORT_RULES)?)?,
+            proto_rules: typed(PROTO_RULES, get(PROTO_RULES)?)?,
+            rules: typed(RULES, get(RULES)?)?,
+            rule_counters: typed(RULE_COUNTERS, get(RULE_COUNTERS)?)?,
+            policy: typed(POLICY, get(POLICY)?)?,
+            served: typed(SERVED, get(SERVED)?)?,
         })
     }
 

@@ -53,3 +53,98 @@ pub fn non_ip(ethertype: u16) -> Vec<u8> {
     f.resize(60, 0);
     f
 }
+
+/// How an IP packet is fragmented: `offset` in 8-byte units, `more` the MF flag.
+#[derive(Clone, Copy, Debug)]
+pub struct Frag {
+    pub offset: u16,
+    pub more: bool,
+}
+
+/// A frame carrying `l4` (transport header and payload) as protocol `proto` from
+/// `src` to the documentation server address. IPv6 puts `exts` (type, length in
+/// bytes) before it, then a fragment header if `frag` is given; IPv4 uses its own
+/// fragment fields. Checksums are not filled in: XDP does not check them.
+pub fn ip_frame(src: &str, proto: u8, l4: &[u8], exts: &[(u8, usize)], frag: Option<Frag>) -> Vec<u8> {
+    let src: IpAddr = src.parse().expect("test address");
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+    match src {
+        IpAddr::V4(s) => {
+            f.extend_from_slice(&0x0800u16.to_be_bytes());
+            let total = (20 + l4.len()) as u16;
+            let frag_field = frag.map_or(0x4000, |fr| fr.offset | if fr.more { 0x2000 } else { 0 });
+            f.extend_from_slice(&[0x45, 0]);
+            f.extend_from_slice(&total.to_be_bytes());
+            f.extend_from_slice(&[0, 1]);
+            f.extend_from_slice(&frag_field.to_be_bytes());
+            f.extend_from_slice(&[64, proto, 0, 0]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&[198, 51, 100, 1]);
+        }
+        IpAddr::V6(s) => {
+            f.extend_from_slice(&0x86ddu16.to_be_bytes());
+            let mut chain: Vec<(u8, usize)> = exts.to_vec();
+            if frag.is_some() {
+                chain.push((44, 8));
+            }
+            let mut next: Vec<u8> = chain.iter().map(|e| e.0).collect();
+            next.push(proto);
+            let mut payload = Vec::new();
+            for (i, (ty, len)) in chain.iter().enumerate() {
+                let mut h = vec![0u8; *len];
+                h[0] = next[i + 1];
+                match *ty {
+                    44 => {
+                        let fr = frag.expect("fragment");
+                        h[2..4].copy_from_slice(&((fr.offset << 3) | fr.more as u16).to_be_bytes());
+                    }
+                    51 => h[1] = (*len / 4 - 2) as u8,
+                    _ => h[1] = (*len / 8 - 1) as u8,
+                }
+                payload.extend_from_slice(&h);
+            }
+            payload.extend_from_slice(l4);
+            f.extend_from_slice(&[0x60, 0, 0, 0]);
+            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+            f.extend_from_slice(&[next[0], 64]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&"2001:db8:1::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+            f.extend_from_slice(&payload);
+            return f;
+        }
+    }
+    f.extend_from_slice(l4);
+    f
+}
+
+/// A UDP header and 8 bytes of payload.
+pub fn udp_l4(sport: u16, dport: u16) -> Vec<u8> {
+    let mut h = sport.to_be_bytes().to_vec();
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&[0, 16, 0, 0]);
+    h.extend_from_slice(&[0xab; 8]);
+    h
+}
+
+/// A TCP header with `flags`.
+pub fn tcp_l4(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut h = sport.to_be_bytes().to_vec();
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
+    h
+}
+
+/// An ICMP or ICMPv6 header of `ty` (echo: 8 / 128) with 8 bytes of payload.
+pub fn icmp_l4(ty: u8) -> Vec<u8> {
+    let mut h = vec![ty, 0, 0, 0, 0, 1, 0, 1];
+    h.extend_from_slice(&[0xcd; 8]);
+    h
+}
+
+pub fn udp(src: &str, sport: u16, dport: u16) -> Vec<u8> {
+    ip_frame(src, 17, &udp_l4(sport, dport), &[], None)
+}
+
+pub fn tcp(src: &str, sport: u16, dport: u16) -> Vec<u8> {
+    ip_frame(src, 6, &tcp_l4(sport, dport, 0x10), &[], None)
+}

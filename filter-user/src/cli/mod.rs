@@ -6,6 +6,8 @@ mod detach;
 mod limit;
 mod lists;
 mod output;
+mod policy;
+mod rule;
 mod run;
 mod session;
 mod stats;
@@ -26,6 +28,8 @@ Typical use:
   floodgate limit set --pps 2000 --syn-pps 50 # per-source limits, effective at once
   floodgate stats --watch 1                   # live counters: what was passed and dropped
   floodgate top                               # the heaviest sources right now
+  floodgate rule preset reflection            # drop UDP floods from reflection ports
+  floodgate policy set --serve tcp/443,tcp/80 # drop what is aimed at other ports
   floodgate detach -i eth0                    # remove everything floodgate put in place
 
 Pins live under /sys/fs/bpf/floodgate/IFACE/. Any command can run from another
@@ -52,6 +56,12 @@ pub enum Command {
     /// Per-source rate limits, SYN limits and auto-bans.
     #[command(subcommand)]
     Limit(limit::LimitCommand),
+    /// Protocol and port rules: drop reflection floods, open or close ports.
+    #[command(subcommand)]
+    Rule(rule::RuleCommand),
+    /// The served-ports policy: drop traffic to ports this host does not serve.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     Stats(stats::Args),
     Top(top::Args),
     Run(run::Args),
@@ -68,6 +78,8 @@ impl Command {
             Command::Blocklist(c) => lists::run(ListKind::Block, c),
             Command::Allowlist(c) => lists::run(ListKind::Allow, c),
             Command::Limit(c) => limit::run(c),
+            Command::Rule(c) => rule::run(c),
+            Command::Policy(c) => policy::run(c),
             Command::Stats(a) => stats::run(a),
             Command::Top(a) => top::run(a),
             Command::Run(a) => run::run(a),

@@ -154,7 +154,9 @@ mod tests {
             filter_common::parse::parse(&f[..]),
             filter_common::Frame::Ip(filter_common::Packet {
                 src: filter_common::Source::V4([192, 0, 2, 1]),
-                tcp_flags: 0
+                tcp_flags: 0,
+                proto: 17,
+                l4: filter_common::parse::L4::Head([0x9c, 0x40, 0, 9]),
             })
         );
     }

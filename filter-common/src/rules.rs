@@ -1,0 +1,312 @@
+//! Protocol and port rules, the served-ports policy and the fragment setting: the
+//! step between the lists and the rate limiter.
+//!
+//! Cost per packet does not depend on the number of rules: every port of every
+//! (protocol, direction) has a slot in one array ([`port_slot`]) holding the id and
+//! action of the rule covering it, so a packet costs at most three array lookups
+//! (source port, destination port, whole protocol), whatever the rule count.
+
+use crate::{
+    Reason,
+    parse::{L4, Packet},
+};
+
+/// Rules held at once (ids 1..=MAX_RULES; 0 means "no rule").
+pub const MAX_RULES: u32 = 4096;
+
+/// Slots of the port table: tcp/udp x source/destination x 65,536 ports.
+pub const PORT_TABLE_ENTRIES: u32 = 4 << 16;
+
+/// Words of one served-ports bitmap (65,536 bits).
+pub const SERVED_WORDS: u32 = 1024;
+/// Entries of the served map: two policy slots x tcp/udp x one bitmap.
+pub const SERVED_ENTRIES: u32 = 2 * 2 * SERVED_WORDS;
+
+/// Bit of a port-table value that makes the rule drop (clear: pass).
+pub const RULE_DROP: u32 = 1 << 16;
+const RULE_ID_MASK: u32 = 0xffff;
+
+/// The protocols rules match.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp = 0,
+    Udp = 1,
+    Icmp = 2,
+    Icmpv6 = 3,
+}
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+impl Proto {
+    pub const ALL: [Proto; 4] = [Proto::Tcp, Proto::Udp, Proto::Icmp, Proto::Icmpv6];
+
+    /// The rule protocol of an IP protocol number, if rules can match it. ICMP only
+    /// counts on IPv4 and ICMPv6 only on IPv6.
+    #[inline(always)]
+    pub fn of(ip_proto: u8, v6: bool) -> Option<Proto> {
+        match (ip_proto, v6) {
+            (crate::parse::IPPROTO_TCP, _) => Some(Proto::Tcp),
+            (IPPROTO_UDP, _) => Some(Proto::Udp),
+            (IPPROTO_ICMP, false) => Some(Proto::Icmp),
+            (IPPROTO_ICMPV6, true) => Some(Proto::Icmpv6),
+            _ => None,
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Option<Proto> {
+        Self::ALL.get(v as usize).copied()
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Icmp => "icmp",
+            Proto::Icmpv6 => "icmpv6",
+        }
+    }
+
+    /// Whether packets of this protocol carry ports.
+    pub const fn has_ports(self) -> bool {
+        matches!(self, Proto::Tcp | Proto::Udp)
+    }
+}
+
+/// Which port a rule matches.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dir {
+    Src = 0,
+    Dst = 1,
+    /// No port: every packet of the protocol.
+    Any = 2,
+}
+
+/// Index of `port` for `proto` (tcp or udp) and `dir` (Src or Dst) in the port table.
+#[inline(always)]
+pub fn port_slot(proto: Proto, dir: Dir, port: u16) -> u32 {
+    (((proto as u32 & 1) << 1 | (dir as u32 & 1)) << 16) | port as u32
+}
+
+/// A port-table (or whole-protocol) value for rule `id`.
+pub const fn rule_value(id: u32, drop: bool) -> u32 {
+    (id & RULE_ID_MASK) | if drop { RULE_DROP } else { 0 }
+}
+
+/// A rule as stored in the rules map (index = id), for controllers: the data path
+/// reads only the port table and the whole-protocol array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// 0: free slot.
+    pub in_use: u8,
+    pub proto: u8,
+    pub dir: u8,
+    /// 1: drop, 0: pass.
+    pub drop: u8,
+    pub lo: u16,
+    pub hi: u16,
+    /// NUL-padded UTF-8.
+    pub name: [u8; 32],
+}
+
+/// The policy's settings, one of two slots picked by `ACTIVE[ACTIVE_POLICY]` (the
+/// served bitmaps of the same slot are written first, then the slot is flipped).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// 1: drop TCP/UDP to ports neither served nor ephemeral.
+    pub enforce: u8,
+    /// 1: drop non-first fragments.
+    pub drop_fragments: u8,
+    /// 1: an ephemeral range is set.
+    pub ephemeral: u8,
+    pub _pad: u8,
+    pub eph_lo: u16,
+    pub eph_hi: u16,
+}
+
+/// What the rules and policy step needs from its maps.
+pub trait Rules {
+    /// The policy in force (all zero when none is set).
+    fn policy(&self) -> PolicyConfig;
+    /// Whether `port` is served for `proto` (tcp or udp) under the active policy.
+    fn served(&self, proto: Proto, port: u16) -> bool;
+    /// The port-table value at `slot` (0: no rule).
+    fn port_rule(&self, slot: u32) -> u32;
+    /// The whole-protocol rule of `proto` (0: none).
+    fn proto_rule(&self, proto: Proto) -> u32;
+    /// Counts a packet of `len` bytes against rule `id`.
+    fn hit(&self, id: u32, len: u64);
+}
+
+/// ICMPv6 types of neighbour discovery (router/neighbour solicitation and
+/// advertisement, redirect): never dropped by a rule, or IPv6 itself stops working.
+#[inline(always)]
+fn is_nd(proto: Proto, first: [u8; 4]) -> bool {
+    proto == Proto::Icmpv6 && (133..=137).contains(&first[0])
+}
+
+/// Rules, policy and fragments for a packet that passed the lists. `Some(reason)`
+/// drops it; `None` hands it on to the rate limiter.
+#[inline(always)]
+pub fn check<R: Rules>(r: &R, pkt: &Packet, len: u64) -> Option<Reason> {
+    let policy = r.policy();
+    let head = match pkt.l4 {
+        L4::LaterFragment => {
+            // No ports to match: the fragment setting decides alone.
+            return if policy.drop_fragments != 0 { Some(Reason::Fragment) } else { None };
+        }
+        L4::None => return None,
+        L4::Head(h) => h,
+    };
+    let proto = Proto::of(pkt.proto, pkt.src.is_v6())?;
+    let (sport, dport) = (u16::from_be_bytes([head[0], head[1]]), u16::from_be_bytes([head[2], head[3]]));
+    // Rules never overlap within a (protocol, direction): at most a source-port and a
+    // destination-port rule match, or one whole-protocol rule. Drop beats pass.
+    let (mut pass_id, mut drop_id) = (0, 0);
+    let mut consider = |v: u32| {
+        if v & RULE_DROP != 0 {
+            if drop_id == 0 {
+                drop_id = v & RULE_ID_MASK;
+            }
+        } else if v != 0 && pass_id == 0 {
+            pass_id = v & RULE_ID_MASK;
+        }
+    };
+    if proto.has_ports() {
+        consider(r.port_rule(port_slot(proto, Dir::Src, sport)));
+        consider(r.port_rule(port_slot(proto, Dir::Dst, dport)));
+    }
+    consider(r.proto_rule(proto));
+    if drop_id != 0 && !is_nd(proto, head) {
+        r.hit(drop_id, len);
+        return Some(Reason::Rule);
+    }
+    if pass_id != 0 {
+        // A pass rule exempts the packet from the policy (not from the limiter).
+        r.hit(pass_id, len);
+        return None;
+    }
+    if policy.enforce != 0 && proto.has_ports() {
+        let ephemeral = policy.ephemeral != 0 && dport >= policy.eph_lo && dport <= policy.eph_hi;
+        if !ephemeral && !r.served(proto, dport) {
+            return Some(Reason::Policy);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::Source;
+    use std::{cell::RefCell, collections::HashMap};
+
+    #[derive(Default)]
+    struct Tables {
+        policy: PolicyConfig,
+        served: Vec<(Proto, u16)>,
+        ports: HashMap<u32, u32>,
+        protos: HashMap<Proto, u32>,
+        hits: RefCell<Vec<u32>>,
+    }
+
+    impl Rules for Tables {
+        fn policy(&self) -> PolicyConfig {
+            self.policy
+        }
+        fn served(&self, proto: Proto, port: u16) -> bool {
+            self.served.contains(&(proto, port))
+        }
+        fn port_rule(&self, slot: u32) -> u32 {
+            self.ports.get(&slot).copied().unwrap_or(0)
+        }
+        fn proto_rule(&self, proto: Proto) -> u32 {
+            self.protos.get(&proto).copied().unwrap_or(0)
+        }
+        fn hit(&self, id: u32, _: u64) {
+            self.hits.borrow_mut().push(id);
+        }
+    }
+
+    fn udp(sport: u16, dport: u16) -> Packet {
+        let [a, b] = sport.to_be_bytes();
+        let [c, d] = dport.to_be_bytes();
+        Packet {
+            src: Source::V4([192, 0, 2, 1]),
+            tcp_flags: 0,
+            proto: IPPROTO_UDP,
+            l4: L4::Head([a, b, c, d]),
+        }
+    }
+
+    #[test]
+    fn port_slots_are_distinct_per_protocol_and_direction() {
+        let mut seen = std::collections::HashSet::new();
+        for p in [Proto::Tcp, Proto::Udp] {
+            for d in [Dir::Src, Dir::Dst] {
+                for port in [0u16, 1, 65535] {
+                    let s = port_slot(p, d, port);
+                    assert!(s < PORT_TABLE_ENTRIES);
+                    assert!(seen.insert(s));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn drop_beats_pass_and_the_deciding_rule_counts() {
+        let mut t = Tables::default();
+        t.ports.insert(port_slot(Proto::Udp, Dir::Src, 53), rule_value(1, false));
+        t.ports.insert(port_slot(Proto::Udp, Dir::Dst, 9999), rule_value(2, true));
+        assert_eq!(check(&t, &udp(53, 9999), 60), Some(Reason::Rule));
+        assert_eq!(check(&t, &udp(53, 80), 60), None);
+        assert_eq!(check(&t, &udp(54, 9999), 60), Some(Reason::Rule));
+        assert_eq!(*t.hits.borrow(), [2, 1, 2]);
+    }
+
+    #[test]
+    fn policy_drops_unserved_ports_but_not_ephemeral_or_pass_ruled_ones() {
+        let mut t = Tables {
+            policy: PolicyConfig {
+                enforce: 1,
+                ephemeral: 1,
+                eph_lo: 32768,
+                eph_hi: 60999,
+                ..Default::default()
+            },
+            served: vec![(Proto::Udp, 53)],
+            ..Default::default()
+        };
+        assert_eq!(check(&t, &udp(1000, 53), 60), None);
+        assert_eq!(check(&t, &udp(1000, 54), 60), Some(Reason::Policy));
+        assert_eq!(check(&t, &udp(1000, 32768), 60), None);
+        assert_eq!(check(&t, &udp(1000, 60999), 60), None);
+        assert_eq!(check(&t, &udp(1000, 61000), 60), Some(Reason::Policy));
+        assert_eq!(check(&t, &udp(1000, 32767), 60), Some(Reason::Policy));
+        t.ports.insert(port_slot(Proto::Udp, Dir::Src, 123), rule_value(7, false));
+        assert_eq!(check(&t, &udp(123, 54), 60), None, "a pass rule exempts from the policy");
+    }
+
+    #[test]
+    fn fragments_and_neighbour_discovery() {
+        let mut t = Tables::default();
+        let later = Packet { l4: L4::LaterFragment, ..udp(1, 2) };
+        assert_eq!(check(&t, &later, 60), None);
+        t.policy.drop_fragments = 1;
+        assert_eq!(check(&t, &later, 60), Some(Reason::Fragment));
+        t.protos.insert(Proto::Icmpv6, rule_value(3, true));
+        let icmp6 = |ty: u8| Packet {
+            src: Source::V6([0; 16]),
+            tcp_flags: 0,
+            proto: IPPROTO_ICMPV6,
+            l4: L4::Head([ty, 0, 0, 0]),
+        };
+        assert_eq!(check(&t, &icmp6(128), 60), Some(Reason::Rule));
+        assert_eq!(check(&t, &icmp6(135), 60), None, "neighbour solicitation always passes");
+    }
+}

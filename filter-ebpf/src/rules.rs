@@ -1,0 +1,72 @@
+//! The maps behind filter_common::rules: the port table, whole-protocol rules,
+//! per-rule counters, and the served-ports policy (two slots, flipped atomically).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, PerCpuArray},
+};
+use filter_common::{
+    ACTIVE_POLICY, Counter,
+    rules::{MAX_RULES, PORT_TABLE_ENTRIES, PolicyConfig, Proto, Rules, SERVED_ENTRIES, SERVED_WORDS},
+};
+
+use crate::lists::ACTIVE;
+
+#[map(name = "FG_PORT_RULES")]
+static PORT_RULES: Array<u32> = Array::with_max_entries(PORT_TABLE_ENTRIES, 0);
+#[map(name = "FG_PROTO_RULES")]
+static PROTO_RULES: Array<u32> = Array::with_max_entries(4, 0);
+#[map(name = "FG_RULE_COUNTERS")]
+static RULE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_RULES + 1, 0);
+#[map(name = "FG_POLICY")]
+static POLICY: Array<PolicyConfig> = Array::with_max_entries(2, 0);
+#[map(name = "FG_SERVED")]
+static SERVED: Array<u64> = Array::with_max_entries(SERVED_ENTRIES, 0);
+// Written and read by controllers only; declared here so the object carries it.
+#[map(name = "FG_RULES")]
+static RULES: Array<filter_common::rules::RuleInfo> = Array::with_max_entries(MAX_RULES + 1, 0);
+
+pub struct MapRules {
+    slot: u32,
+}
+
+impl MapRules {
+    #[inline(always)]
+    pub fn new() -> Self {
+        Self { slot: ACTIVE.get(ACTIVE_POLICY).copied().unwrap_or(0) & 1 }
+    }
+}
+
+impl Rules for MapRules {
+    #[inline(always)]
+    fn policy(&self) -> PolicyConfig {
+        POLICY.get(self.slot).copied().unwrap_or_default()
+    }
+
+    #[inline(always)]
+    fn served(&self, proto: Proto, port: u16) -> bool {
+        let word = (self.slot * 2 + (proto as u32 & 1)) * SERVED_WORDS + (port as u32 >> 6);
+        SERVED.get(word).is_some_and(|w| w & (1u64 << (port & 63)) != 0)
+    }
+
+    #[inline(always)]
+    fn port_rule(&self, slot: u32) -> u32 {
+        PORT_RULES.get(slot).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn proto_rule(&self, proto: Proto) -> u32 {
+        PROTO_RULES.get(proto as u32).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn hit(&self, id: u32, len: u64) {
+        if let Some(c) = RULE_COUNTERS.get_ptr_mut(id) {
+            // SAFETY: this CPU's slot.
+            unsafe {
+                (*c).packets += 1;
+                (*c).bytes += len;
+            }
+        }
+    }
+}

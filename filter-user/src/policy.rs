@@ -1,0 +1,188 @@
+//! The served-ports policy and the fragment setting, as the controller writes them:
+//! bitmaps and settings go into the unused slot, then one 4-byte write switches.
+
+use filter_common::{
+    ACTIVE_POLICY,
+    rules::{PolicyConfig, Proto, SERVED_WORDS},
+};
+use thiserror::Error;
+
+use crate::{
+    maps::FilterMaps,
+    rules::{RuleError, parse_proto, parse_range},
+};
+
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error("bad served port '{0}': expected PROTO/PORT or PROTO/LO-HI with PROTO tcp or udp, e.g. tcp/443")]
+    Serve(String),
+    #[error("bad ephemeral range '{0}': expected auto, LO-HI or none")]
+    Ephemeral(String),
+    #[error("reading the ephemeral port range from {path}")]
+    LocalRange {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    #[error("writing the policy maps")]
+    Map(#[source] aya::maps::MapError),
+}
+
+/// Where replies to the host's own connections arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ephemeral {
+    /// `net.ipv4.ip_local_port_range` of the current network namespace.
+    Auto,
+    Range(u16, u16),
+    None,
+}
+
+pub const LOCAL_PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+impl Ephemeral {
+    pub fn parse(s: &str) -> Result<Self, PolicyError> {
+        match s {
+            "auto" => Ok(Ephemeral::Auto),
+            "none" => Ok(Ephemeral::None),
+            _ => {
+                let (lo, hi) = parse_range(s).map_err(|_| PolicyError::Ephemeral(s.into()))?;
+                if lo == hi && !s.contains('-') {
+                    return Err(PolicyError::Ephemeral(s.into()));
+                }
+                Ok(Ephemeral::Range(lo, hi))
+            }
+        }
+    }
+
+    /// The range to enforce (reading the sysctl for `Auto`).
+    pub fn resolve(self) -> Result<Option<(u16, u16)>, PolicyError> {
+        match self {
+            Ephemeral::None => Ok(None),
+            Ephemeral::Range(lo, hi) => Ok(Some((lo, hi))),
+            Ephemeral::Auto => {
+                let text = std::fs::read_to_string(LOCAL_PORT_RANGE)
+                    .map_err(|source| PolicyError::LocalRange { path: LOCAL_PORT_RANGE, source })?;
+                let mut it = text.split_whitespace().map(str::parse::<u16>);
+                match (it.next(), it.next()) {
+                    (Some(Ok(lo)), Some(Ok(hi))) if lo <= hi => Ok(Some((lo, hi))),
+                    _ => Err(PolicyError::LocalRange {
+                        path: LOCAL_PORT_RANGE,
+                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, text.trim().to_string()),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// A served port or range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Served {
+    pub proto: Proto,
+    pub lo: u16,
+    pub hi: u16,
+}
+
+/// "tcp/443,tcp/80,udp/53,tcp/8000-8100".
+pub fn parse_serve(list: &str) -> Result<Vec<Served>, PolicyError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let bad = || PolicyError::Serve(item.to_string());
+            let (p, ports) = item.split_once('/').ok_or_else(bad)?;
+            let proto = parse_proto(p).map_err(|_| bad())?;
+            if !proto.has_ports() {
+                return Err(bad());
+            }
+            let (lo, hi) = parse_range(ports).map_err(|_| bad())?;
+            Ok(Served { proto, lo, hi })
+        })
+        .collect()
+}
+
+/// What `policy show` reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyState {
+    pub config: PolicyConfig,
+    pub served: Vec<Served>,
+}
+
+impl FilterMaps {
+    fn policy_slot(&self) -> Result<u32, PolicyError> {
+        Ok(self.active.get(&ACTIVE_POLICY, 0).map_err(PolicyError::Map)? & 1)
+    }
+
+    /// Installs a policy: bitmaps and settings into the unused slot, then the switch.
+    pub fn set_policy(&mut self, config: PolicyConfig, served: &[Served]) -> Result<(), PolicyError> {
+        let next = self.policy_slot()? ^ 1;
+        for (pi, proto) in [Proto::Tcp, Proto::Udp].into_iter().enumerate() {
+            let mut words = vec![0u64; SERVED_WORDS as usize];
+            for s in served.iter().filter(|s| s.proto == proto) {
+                for p in s.lo..=s.hi {
+                    words[p as usize >> 6] |= 1 << (p & 63);
+                }
+            }
+            let base = (next * 2 + pi as u32) * SERVED_WORDS;
+            for (i, w) in words.iter().enumerate() {
+                self.served.set(base + i as u32, w, 0).map_err(PolicyError::Map)?;
+            }
+        }
+        self.policy.set(next, &config, 0).map_err(PolicyError::Map)?;
+        self.active.set(ACTIVE_POLICY, &next, 0).map_err(PolicyError::Map)
+    }
+
+    /// The policy packets see now, with its served ports as ranges.
+    pub fn policy_state(&self) -> Result<PolicyState, PolicyError> {
+        let slot = self.policy_slot()?;
+        let config = self.policy.get(&slot, 0).map_err(PolicyError::Map)?;
+        let mut served = Vec::new();
+        for (pi, proto) in [Proto::Tcp, Proto::Udp].into_iter().enumerate() {
+            let base = (slot * 2 + pi as u32) * SERVED_WORDS;
+            let mut run: Option<(u16, u16)> = None;
+            for i in 0..SERVED_WORDS {
+                let w = self.served.get(&(base + i), 0).map_err(PolicyError::Map)?;
+                for b in 0..64u32 {
+                    let port = (i * 64 + b) as u16;
+                    if w & (1 << b) != 0 {
+                        run = Some(run.map_or((port, port), |(lo, _)| (lo, port)));
+                    } else if let Some((lo, hi)) = run.take() {
+                        served.push(Served { proto, lo, hi });
+                    }
+                }
+            }
+            if let Some((lo, hi)) = run {
+                served.push(Served { proto, lo, hi });
+            }
+        }
+        Ok(PolicyState { config, served })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_lists() {
+        let s = parse_serve("tcp/443, tcp/80,udp/53,tcp/8000-8100").unwrap();
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[3], Served { proto: Proto::Tcp, lo: 8000, hi: 8100 });
+        for bad in ["443", "icmp/1", "tcp/x", "sctp/9", "tcp/9-3"] {
+            assert!(parse_serve(bad).unwrap_err().to_string().contains(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ephemeral_settings() {
+        assert_eq!(Ephemeral::parse("auto").unwrap(), Ephemeral::Auto);
+        assert_eq!(Ephemeral::parse("none").unwrap(), Ephemeral::None);
+        assert_eq!(Ephemeral::parse("32768-60999").unwrap(), Ephemeral::Range(32768, 60999));
+        assert!(Ephemeral::parse("5000").is_err());
+        assert!(Ephemeral::parse("9-3").is_err());
+        let (lo, hi) = Ephemeral::Auto.resolve().unwrap().unwrap();
+        assert!(lo <= hi);
+    }
+}
