@@ -38,8 +38,10 @@ pub mod map_names {
     pub const HEAVY: &str = "FG_HEAVY";
     /// Auto-bans made by the data path.
     pub const BANS: &str = "FG_BANS";
-    /// The global SYN bucket.
+    /// The global SYN bucket and the doorkeeper's seed.
     pub const GLOBAL: &str = "FG_GLOBAL";
+    /// The limiter's doorkeeper: fingerprints of sources seen once.
+    pub const DOOR: &str = "FG_DOOR";
     /// Per-CPU event counters ([`crate::limit::Event`]).
     pub const EVENTS: &str = "FG_EVENTS";
     /// Expiry times of list entries added with a TTL (controller only).
@@ -78,8 +80,9 @@ pub mod map_names {
     ];
 
     /// Every map in the object.
-    pub const ALL: [&str; 24] = [
+    pub const ALL: [&str; 25] = [
         COUNTERS,
+        DOOR,
         PORT_RULES,
         PROTO_RULES,
         RULES,

@@ -137,6 +137,32 @@ pub struct Ban {
     pub banned_at: u64,
 }
 
+/// Slots of the doorkeeper (`FG_DOOR`): a source is tracked from its second packet
+/// on, so a flood of one-packet random sources never churns the limiter's table.
+pub const DOOR_ENTRIES: u32 = 1 << 18;
+/// `FG_GLOBAL` index of the global SYN bucket, and of the doorkeeper's hash seed
+/// (random per attach, so nobody can aim sources at one slot).
+pub const GLOBAL_SYN: u32 = 0;
+pub const GLOBAL_SEED: u32 = 1;
+pub const GLOBAL_ENTRIES: u32 = 2;
+
+/// The doorkeeper hash of a source key: the slot is its low bits, the fingerprint
+/// its high half (never 0, so an empty slot matches nothing).
+#[inline(always)]
+pub fn door_hash(k: &SourceKey, seed: u64) -> (u32, u32) {
+    let a = &k.addr;
+    let w0 = u64::from_le_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+    let w1 = u64::from_le_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
+    let mut h = seed ^ ((k.family as u64) << 32 | k.prefix_len as u64);
+    for w in [w0, w1] {
+        h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 29;
+    }
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 32;
+    ((h as u32) & (DOOR_ENTRIES - 1), ((h >> 32) as u32) | 1)
+}
+
 /// Indexes of the per-CPU event counters in `FG_EVENTS`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -308,6 +334,24 @@ pub fn ban_due(cfg: &LimitConfig, over_since: &impl Cell64, last_drop: &impl Cel
         since
     };
     cfg.ban_after_ns != 0 && now.wrapping_sub(start) >= cfg.ban_after_ns
+}
+
+#[cfg(test)]
+mod door_tests {
+    use super::*;
+
+    #[test]
+    fn door_hash_spreads_neighbouring_sources_and_depends_on_the_seed() {
+        let key = |i: u32| {
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&i.to_be_bytes());
+            SourceKey { family: 4, prefix_len: 32, addr }
+        };
+        let slots: std::collections::HashSet<u32> = (0..10_000).map(|i| door_hash(&key(i), 7).0).collect();
+        assert!(slots.len() > 9_800, "{} distinct slots of 10,000 sources", slots.len());
+        assert!((0..10_000).all(|i| door_hash(&key(i), 7).0 < DOOR_ENTRIES && door_hash(&key(i), 7).1 != 0));
+        assert_ne!(door_hash(&key(1), 7), door_hash(&key(1), 8));
+    }
 }
 
 #[cfg(test)]

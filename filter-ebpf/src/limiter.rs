@@ -8,6 +8,14 @@
 //! first from then on: a known over-rate source cannot shed its debt by being pushed
 //! out of the LRU. FG_HEAVY entries are dropped by the data path once their source has
 //! been quiet for [`HEAVY_IDLE_NS`].
+//!
+//! A source enters the LRU on its second packet only: FG_DOOR, a direct-mapped array
+//! of fingerprints, remembers the first. A random-source flood (one packet per
+//! source) then costs a hash and an array write per packet instead of an LRU insert
+//! and eviction, and cannot push tracked sources out. The first packet is charged
+//! when the source is admitted. Under a flood of R new sources per second a slot
+//! lives about DOOR_ENTRIES / R seconds, so a source slower than R / DOOR_ENTRIES
+//! packets per second may stay untracked (i.e. unlimited) while the flood lasts.
 
 use core::ptr::addr_of_mut;
 
@@ -19,7 +27,8 @@ use aya_ebpf::{
 use filter_common::{
     ACTIVE_LIMITS, BAN_ENTRIES, DEFAULT_MAX_SOURCES, HEAVY_ENTRIES, Limiter, Packet, Reason, Source,
     limit::{
-        Ban, Cell64, Event, LimitConfig, LimitVerdict, SourceCells, SourceKey, SourceState, ban_due, police,
+        Ban, Cell64, DOOR_ENTRIES, Event, GLOBAL_ENTRIES, GLOBAL_SEED, GLOBAL_SYN, LimitConfig, LimitVerdict,
+        SourceCells, SourceKey, SourceState, ban_due, door_hash, police, take,
     },
 };
 
@@ -39,7 +48,11 @@ static HEAVY: HashMap<SourceKey, SourceState> = HashMap::with_max_entries(HEAVY_
 #[map(name = "FG_BANS")]
 static BANS: HashMap<SourceKey, Ban> = HashMap::with_max_entries(BAN_ENTRIES, BPF_F_NO_PREALLOC);
 #[map(name = "FG_GLOBAL")]
-static GLOBAL: Array<u64> = Array::with_max_entries(1, 0);
+static GLOBAL: Array<u64> = Array::with_max_entries(GLOBAL_ENTRIES, 0);
+// Fingerprints of sources seen once; shared by all CPUs (racy writes only cost an
+// extra packet before a source is tracked).
+#[map(name = "FG_DOOR")]
+static DOOR: Array<u32> = Array::with_max_entries(DOOR_ENTRIES, 0);
 #[map(name = "FG_EVENTS")]
 static EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Event::COUNT, 0);
 
@@ -131,10 +144,17 @@ impl<'a> MapLimiter<'a> {
         }
     }
 
-    /// The state of `key`: FG_HEAVY first, then the LRU, creating it there if new.
-    /// Returns the state and whether it is in FG_HEAVY.
+    /// The state of `key`: FG_HEAVY first, then the LRU, creating it there on the
+    /// source's second packet (the doorkeeper remembers the first). Returns the state
+    /// and whether it is in FG_HEAVY; `None` for a source not tracked yet.
     #[inline(always)]
-    fn state(&self, key: &SourceKey) -> Option<(*mut SourceState, bool)> {
+    fn state(
+        &self,
+        cfg: &LimitConfig,
+        key: &SourceKey,
+        pkt: &Packet,
+        len: u64,
+    ) -> Option<(*mut SourceState, bool)> {
         if let Some(p) = HEAVY.get_ptr_mut(key) {
             // SAFETY: live map value.
             let last = unsafe { (*p).last_drop };
@@ -146,8 +166,34 @@ impl<'a> MapLimiter<'a> {
         if let Some(p) = RATE.get_ptr_mut(key) {
             return Some((p, false));
         }
-        // A zeroed state is a full bucket: debt() pulls a lagging TAT up to now.
-        let _ = RATE.insert(key, &SourceState::default(), BPF_NOEXIST as u64);
+        // An LRU insert (with its eviction) costs several times a lookup: a random
+        // source flood, one packet per source, must not pay it for every packet.
+        let seed = GLOBAL.get(GLOBAL_SEED).copied().unwrap_or(0);
+        let (slot, fp) = door_hash(key, seed);
+        let door = DOOR.get_ptr_mut(slot)?;
+        // SAFETY: live map value; a racing write by another CPU is harmless.
+        unsafe {
+            if core::ptr::read_volatile(door) != fp {
+                core::ptr::write_volatile(door, fp);
+                return None;
+            }
+            core::ptr::write_volatile(door, 0);
+        }
+        // Second packet: tracked from now on, with the first packet charged as if it
+        // were this one (late, which is only stricter), so the buckets' bounds hold
+        // from the first packet.
+        let now = self.clock.now();
+        let mut init = SourceState { epoch: cfg.epoch, passed: 1, ..SourceState::default() };
+        if cfg.packets.enabled() {
+            init.tat_packets = now.wrapping_add(cfg.packets.cost);
+        }
+        if cfg.bytes.enabled() {
+            init.tat_bytes = now.wrapping_add(cfg.bytes.byte_cost(len));
+        }
+        if cfg.syn.enabled() && pkt.is_syn() {
+            init.tat_syn = now.wrapping_add(cfg.syn.cost);
+        }
+        let _ = RATE.insert(key, &init, BPF_NOEXIST as u64);
         RATE.get_ptr_mut(key).map(|p| (p, false))
     }
 }
@@ -174,7 +220,17 @@ impl Limiter for MapLimiter<'_> {
             return Reason::Passed;
         }
         let key = Self::key(cfg, &pkt.src);
-        let Some((state, heavy)) = self.state(&key) else { return Reason::Passed };
+        let Some((state, heavy)) = self.state(cfg, &key, pkt, len) else {
+            // Untracked (first packet): only the global SYN budget applies, which is
+            // what stops a SYN flood from random sources.
+            if pkt.is_syn() {
+                let Some(global) = GLOBAL.get_ptr_mut(GLOBAL_SYN) else { return Reason::Passed };
+                if !take(&cfg.global_syn, &Shared(global), self.clock.now(), cfg.global_syn.cost) {
+                    return Reason::SynLimit;
+                }
+            }
+            return Reason::Passed;
+        };
         // SAFETY: field pointers into a live map value.
         unsafe {
             if (*state).epoch != cfg.epoch {
@@ -190,7 +246,7 @@ impl Limiter for MapLimiter<'_> {
                 Shared(addr_of_mut!((*state).epoch)).set(cfg.epoch);
             }
         }
-        let Some(global) = GLOBAL.get_ptr_mut(0) else { return Reason::Passed };
+        let Some(global) = GLOBAL.get_ptr_mut(GLOBAL_SYN) else { return Reason::Passed };
         let now = self.clock.now();
         // SAFETY: field pointers into a live map value.
         let cells = unsafe {

@@ -3,7 +3,7 @@
 use aya::maps::MapError;
 use filter_common::{
     ACTIVE_LIMITS,
-    limit::{Event, LimitConfig, SourceKey, SourceState},
+    limit::{Event, GLOBAL_SYN, LimitConfig, SourceKey, SourceState},
 };
 
 use crate::{maps::FilterMaps, store::StoreError};
@@ -35,7 +35,7 @@ impl FilterMaps {
         self.limits.set(next, &LimitConfig { epoch, ..*cfg }, 0).map_err(StoreError::Meta)?;
         self.active.set(ACTIVE_LIMITS, &next, 0).map_err(StoreError::Meta)?;
         // Like the per-source buckets (see `epoch`), the global SYN bucket starts full.
-        self.global.set(0, &0, 0).map_err(StoreError::Meta)?;
+        self.global.set(GLOBAL_SYN, &0, 0).map_err(StoreError::Meta)?;
         if cfg.ban_after_ns == 0 {
             self.clear_bans()?;
         }

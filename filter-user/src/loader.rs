@@ -246,6 +246,14 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, AttachError> {
 
 /// Writes the bookkeeping of a fresh attach (or test load): empty lists.
 pub fn init_meta(maps: &mut FilterMaps, mode: u32, ifindex: u32, cap: Capacity) -> Result<(), StoreError> {
+    // The limiter's doorkeeper hashes sources with a secret seed, so that nobody can
+    // aim a flood at the slot of a source they want untracked.
+    let mut seed = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut seed);
+    }
+    let seed = u64::from_ne_bytes(seed) ^ std::process::id() as u64;
+    maps.global.set(filter_common::limit::GLOBAL_SEED, &seed, 0).map_err(StoreError::Meta)?;
     maps.write_meta(&Meta {
         version: META_VERSION,
         mode,

@@ -231,3 +231,25 @@ fn re_adding_changes_a_ttl_but_never_shortens_a_permanent_entry() {
     h.expect(&udp_from("192.0.2.2"), Reason::Blocklist, "made permanent by a plain add");
     assert_eq!(h.maps.sweep().unwrap(), 0);
 }
+
+#[test]
+fn one_packet_sources_are_not_tracked_and_cannot_evict_tracked_ones() {
+    // A table of 64 sources; 2,000 random one-packet sources must not touch it.
+    let mut h = Harness::new(64);
+    let mut cfg = limits(1, 3);
+    cfg.v6_prefix = 128;
+    h.set_limits(&cfg);
+    let heavy = udp_from("192.0.2.1");
+    h.expect(&heavy, Reason::Passed, "heavy source, first packet");
+    h.expect(&heavy, Reason::Passed, "heavy source, second packet: now tracked");
+    for i in 0..2_000u32 {
+        let src = format!("2001:db8:77::{:x}:{:x}", i >> 16, i & 0xffff);
+        h.expect(&udp_from(&src), Reason::Passed, "one-packet source");
+    }
+    let tracked = h.maps.tracked();
+    assert_eq!(tracked.len(), 1, "only the repeating source is tracked: {tracked:?}");
+    assert_eq!(tracked[0].state.passed, 2, "its first packet was counted when it was admitted");
+    // Its bucket kept its debt through the flood: one more passes (burst 3), then drops.
+    h.expect(&heavy, Reason::Passed, "third packet, last of the burst");
+    h.expect(&heavy, Reason::RateLimit, "over the limit");
+}
