@@ -150,7 +150,7 @@ fn one(lab: &Lab, cli: &Netns, obj: &mut Obj, f: Filter, secs: f64) -> anyhow::R
                 let end = Instant::now() + Duration::from_secs_f64(secs + 2.0);
                 let mut i = 0u64;
                 while !stop.load(Relaxed) && Instant::now() < end {
-                    let frame = if i % 2 == 0 { &synf } else { &udpf };
+                    let frame = if i.is_multiple_of(2) { &synf } else { &udpf };
                     lab.flood(obj, frame, 300_000)?;
                     sent_frames.fetch_add(300_000, Relaxed);
                     i += 1;

@@ -52,8 +52,6 @@ fn measure(obj: &mut Obj, cases: &[Case], runs: usize) -> anyhow::Result<Vec<Vec
 
 pub struct Part1 {
     pub sections: Vec<Section>,
-    /// The limiter comparison, for /tmp/limiter_cost.txt.
-    pub limiter_text: String,
 }
 
 pub fn run(quick: bool, on_limiter: impl FnOnce(&str)) -> anyhow::Result<Part1> {
@@ -101,8 +99,10 @@ pub fn run(quick: bool, on_limiter: impl FnOnce(&str)) -> anyhow::Result<Part1> 
         wrap("limiter 1000 pps, IPv4 random source (198.18.0.0/15)", FLOODGATE, "198.18.0.1", true, lim),
     ];
     // --quick keeps the IPv6 pair the limiter is usually judged by.
-    let limiter: Vec<Case> =
-        limiter.into_iter().filter(|c| !quick || !(c.name.contains("IPv4") || c.name.contains("off"))).collect();
+    let limiter: Vec<Case> = limiter
+        .into_iter()
+        .filter(|c| !quick || !(c.name.contains("IPv4") || c.name.contains("off")))
+        .collect();
     let limiter_s = measure(&mut obj, &limiter, runs)?;
     drop(obj);
 
@@ -146,7 +146,7 @@ pub fn run(quick: bool, on_limiter: impl FnOnce(&str)) -> anyhow::Result<Part1> 
     on_limiter(&limiter_text);
 
     let s3 = sizes(quick, runs)?;
-    Ok(Part1 { sections: vec![s1, s2, s3], limiter_text })
+    Ok(Part1 { sections: vec![s1, s2, s3] })
 }
 
 /// Blocklists of growing size: lookups that miss and hit.

@@ -6,7 +6,9 @@
 //!   real kernel, network namespaces) on this kernel, one test at a time, as root.
 //! - `cargo xtask integration-test vm [--kernel 6.1|6.12|all]`: the same tests inside
 //!   QEMU booting Debian's kernels.
+//! - `cargo xtask bench [--quick]`: floodgate against the kernel's own filters (bench/).
 
+mod bench;
 mod cpio;
 mod integration;
 mod vm;
@@ -36,6 +38,13 @@ enum Cmd {
         #[command(subcommand)]
         target: integration::Target,
     },
+    /// floodgate against nftables, iptables/ipset and no filter (as root); writes
+    /// target/bench/report.md and report.json.
+    Bench {
+        /// Fewer, shorter runs (under two minutes).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,8 +62,10 @@ fn main() -> anyhow::Result<()> {
             let vm = integration::Target::Vm { kernel: "all".into(), filter: Vec::new() };
             integration::run(vm, &mut tally)?;
             tally.print();
-            Ok(())
+            // Keeps the bench command from rotting; its figures never fail the suite.
+            bench::run(true).context("cargo xtask bench --quick")
         }
+        Cmd::Bench { quick } => bench::run(quick),
         Cmd::IntegrationTest { target } => {
             let mut tally = Tally::default();
             integration::run(target, &mut tally)?;
