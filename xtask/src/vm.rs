@@ -120,6 +120,9 @@ const GUEST_PROFILE: &[&str] = &[
     "profile.guest.debug=0",
     "--config",
     "profile.guest.strip=\"debuginfo\"",
+    // Unoptimized code is many times slower under TCG (a million-entry list load).
+    "--config",
+    "profile.guest.opt-level=2",
 ];
 
 fn build_payload() -> anyhow::Result<Payload> {
@@ -425,7 +428,8 @@ fn write_initramfs(
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s
 export PATH=/usr/local/bin:/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
-export FLOODGATE_BIN=/usr/local/bin/floodgate RUST_BACKTRACE=1
+# FLOODGATE_VM: tests that need the VM's devices fail, not skip, when they are missing.
+export FLOODGATE_BIN=/usr/local/bin/floodgate RUST_BACKTRACE=1 FLOODGATE_VM=1
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
@@ -441,7 +445,8 @@ echo "=== floodgate-vm: start $(uname -r), $(nproc) CPUs"
 status=0
 for t in /tests/*; do
     echo "=== floodgate-vm: binary $(basename $t)"
-    $t --test-threads=1 "$@" || status=1
+    # RUSTC_BOOTSTRAP lets libtest print each test's time (--report-time).
+    RUSTC_BOOTSTRAP=1 $t --test-threads=1 -Z unstable-options --report-time "$@" || status=1
 done
 echo "=== floodgate-vm: kernel warnings"
 dmesg | grep -E -A 20 'WARNING:|BUG:|Oops|Call Trace' | head -60
@@ -582,18 +587,31 @@ impl Drop for Guard {
 
 /// libtest's `test NAME ... ok|FAILED|ignored` lines, keyed `binary::NAME`.
 fn parse_results(lines: &[String]) -> BTreeMap<String, String> {
+    let verdict = |s: &str| {
+        let w = s.split_whitespace().next().unwrap_or("").trim_end_matches(',');
+        ["ok", "FAILED", "ignored"].contains(&w).then(|| w.to_string())
+    };
     let mut binary = String::from("?");
     let mut out = BTreeMap::new();
+    // A kernel message can land between "test NAME ... " and its verdict, which then
+    // starts a later line.
+    let mut pending: Option<String> = None;
     for l in lines {
         if let Some(b) = l.strip_prefix("=== floodgate-vm: binary ") {
             binary = b.trim().to_string();
-            continue;
-        }
-        let Some(rest) = l.strip_prefix("test ") else { continue };
-        let Some((name, result)) = rest.split_once(" ... ") else { continue };
-        let result = result.split_whitespace().next().unwrap_or("").trim_end_matches(',');
-        if ["ok", "FAILED", "ignored"].contains(&result) {
-            out.insert(format!("{binary}::{name}"), result.to_string());
+            pending = None;
+        } else if let Some((name, result)) = l.strip_prefix("test ").and_then(|r| r.split_once(" ... ")) {
+            let key = format!("{binary}::{name}");
+            match verdict(result) {
+                Some(v) => {
+                    out.insert(key, v);
+                }
+                None => pending = Some(key),
+            }
+        } else if let Some(v) = verdict(l) {
+            if let Some(key) = pending.take() {
+                out.insert(key, v);
+            }
         }
     }
     out
