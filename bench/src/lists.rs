@@ -105,7 +105,8 @@ fn write_list(path: &Path, list: &[IpNet]) -> anyhow::Result<()> {
 }
 
 fn nft_set_script(list: &[IpNet]) -> String {
-    let mut s = String::from("table inet fgbl {\n  set block { type ipv4_addr; flags interval; elements = { ");
+    let mut s =
+        String::from("table inet fgbl {\n  set block { type ipv4_addr; flags interval; elements = { ");
     for (i, p) in list.iter().enumerate() {
         if i > 0 {
             s.push_str(", ");
@@ -184,7 +185,7 @@ pub fn run(quick: bool, bin: &Path) -> anyhow::Result<Vec<Section>> {
         j.push(json!({"tool": name, "seconds": t, "kernel_bytes": mem}));
     }
     sec.notes.push(format!(
-        "Disjoint random prefixes (/16 to /32, half of them /32), {} per list; --replace loads a different list of \
+        "Disjoint random prefixes (/20 to /32, half of them /32), {} per list; --replace loads a different list of \
          the same size. Times are wall time of the command. floodgate's memory is its maps' after the load (for \
          --replace: after the old generation is deleted); ipset's hash is not charged to a memory cgroup, so its \
          own \"Size in memory\" is shown too.",
