@@ -6,16 +6,9 @@ use anyhow::{Context as _, bail};
 use crate::{cargo, workspace_root};
 
 pub fn run(quick: bool) -> anyhow::Result<()> {
-    cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "filter-user",
-        "--bin",
-        "floodgate",
-        "--package",
-        "floodgate-bench",
-    ])?;
+    // Two builds: `--bin floodgate` would also filter floodgate-bench's binaries.
+    cargo(&["build", "--release", "--package", "filter-user", "--bin", "floodgate"])?;
+    cargo(&["build", "--release", "--package", "floodgate-bench"])?;
     let root = workspace_root();
     let release = root.join("target/release");
     let mut cmd = std::process::Command::new(release.join("floodgate-bench"));
