@@ -39,11 +39,14 @@ pub const KERNELS: &[Kernel] = &[
 ];
 
 /// Kernel modules the tests need (with their dependencies); ones built in are skipped.
-const MODULES: &[&str] = &["veth", "virtio_net", "virtio_pci"];
+/// nf_tables, nft_ct and nft_synproxy: `floodgate synproxy` completes handshakes with
+/// an nftables `synproxy` rule.
+const MODULES: &[&str] = &["veth", "virtio_net", "virtio_pci", "nf_tables", "nft_ct", "nft_synproxy"];
 
-/// Host programs the tests and the lab helpers run (`Command::new`), copied with the
-/// shared libraries `ldd` lists.
-const HOST_TOOLS: &[&str] = &["ip", "nsenter", "bpftool"];
+/// Host programs the tests and the lab helpers run (`Command::new`, `Netns::command`),
+/// copied with the shared libraries `ldd` lists. A test calling a new program must
+/// add it here.
+const HOST_TOOLS: &[&str] = &["ip", "nsenter", "bpftool", "dnsmasq", "dig", "nft"];
 
 /// MAC addresses of the guest's two virtio-net NICs; tests/tests/nic.rs finds its
 /// NICs by these, so it never touches any other interface.
@@ -62,6 +65,8 @@ struct KernelRun {
     results: BTreeMap<String, String>,
     boot: Option<Duration>,
     total: Duration,
+    /// The console, for the tally of libtest summaries.
+    lines: Vec<String>,
 }
 
 pub fn run(kernel: &str, filter: &[String], tally: &mut Tally) -> anyhow::Result<()> {
@@ -83,14 +88,37 @@ pub fn run(kernel: &str, filter: &[String], tally: &mut Tally) -> anyhow::Result
     let payload = build_payload()?;
     println!("xtask vm: built the musl test binaries in {:.0?}", started.elapsed());
 
-    let mut runs = Vec::new();
+    let mut guests = Vec::new();
     for k in kernels {
         let tree = fetch_kernel(k, &dir)?;
         let initrd = dir.join(format!("initramfs-{}.cpio", k.name));
         write_initramfs(&tree, &payload, filter, &initrd)?;
-        let r = boot(k, &tree, &initrd, tally);
-        let _ = fs::remove_file(&initrd);
-        runs.push(r?);
+        guests.push((k, tree, initrd));
+    }
+    // The guests mostly wait (paced traffic, settling sinks), so running them side by
+    // side nearly halves the wall time; FLOODGATE_VM_JOBS=1 runs one after the other.
+    let jobs: usize =
+        std::env::var("FLOODGATE_VM_JOBS").ok().and_then(|j| j.parse().ok()).unwrap_or(2).max(1);
+    let mut runs = Vec::new();
+    for batch in guests.chunks(jobs) {
+        let results: Vec<anyhow::Result<KernelRun>> = std::thread::scope(|s| {
+            let handles: Vec<_> =
+                batch.iter().map(|(k, tree, initrd)| s.spawn(move || boot(k, tree, initrd))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("boot panicked"))))
+                .collect()
+        });
+        for r in results {
+            let r = r?;
+            for l in &r.lines {
+                tally.add_line(l.trim());
+            }
+            runs.push(r);
+        }
+    }
+    for (_, _, initrd) in &guests {
+        let _ = fs::remove_file(initrd);
     }
     summary(&runs);
     let failed: Vec<_> = runs.iter().filter(|r| !r.ok).map(|r| r.name).collect();
@@ -362,7 +390,9 @@ fn write_initramfs(
         0o644,
         filter.iter().map(|f| format!("{f}\n")).collect::<String>().as_bytes(),
     );
-    c.file("etc/floodgate-vm-nics", 0o644, NIC_MACS.join("\n").as_bytes());
+    // dnsmasq --user=root looks root up.
+    c.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n");
+    c.file("etc/group", 0o644, b"root:x:0:\n");
 
     c.file("usr/local/bin/floodgate", 0o755, &read(&payload.floodgate)?);
     for (name, path) in &payload.tests {
@@ -457,7 +487,7 @@ poweroff -f
 "#;
 
 /// Boots `k` with `initrd`; echoes the console and collects the results.
-fn boot(k: &Kernel, tree: &KernelTree, initrd: &Path, tally: &mut Tally) -> anyhow::Result<KernelRun> {
+fn boot(k: &'static Kernel, tree: &KernelTree, initrd: &Path) -> anyhow::Result<KernelRun> {
     let timeout = Duration::from_secs(
         std::env::var("FLOODGATE_VM_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(900),
     );
@@ -525,7 +555,6 @@ fn boot(k: &Kernel, tree: &KernelTree, initrd: &Path, tally: &mut Tally) -> anyh
                 if boot.is_none() && line.contains("=== floodgate-vm: start") {
                     boot = Some(started.elapsed());
                 }
-                tally.add_line(line.trim());
                 lines.push(line);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -570,7 +599,7 @@ fn boot(k: &Kernel, tree: &KernelTree, initrd: &Path, tally: &mut Tally) -> anyh
         }
         println!("--- end ---");
     }
-    Ok(KernelRun { name: k.name, ok: problem.is_none(), problem, results, boot, total })
+    Ok(KernelRun { name: k.name, ok: problem.is_none(), problem, results, boot, total, lines })
 }
 
 /// Kills QEMU whatever way the run ends.
@@ -608,10 +637,10 @@ fn parse_results(lines: &[String]) -> BTreeMap<String, String> {
                 }
                 None => pending = Some(key),
             }
-        } else if let Some(v) = verdict(l) {
-            if let Some(key) = pending.take() {
-                out.insert(key, v);
-            }
+        } else if let Some(v) = verdict(l)
+            && let Some(key) = pending.take()
+        {
+            out.insert(key, v);
         }
     }
     out
