@@ -100,6 +100,9 @@ mod tests {
             if self.0 { crate::rules::rule_value(1, true) } else { 0 }
         }
         fn hit(&self, _: u32, _: u64) {}
+        fn syn_answer(&self, _: u16) -> bool {
+            false
+        }
     }
 
     fn udp_frame(src: [u8; 4]) -> Vec<u8> {

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod limit;
 pub mod parse;
 pub mod rules;
+pub mod synproxy;
 
 #[cfg(feature = "user")]
 pub mod cidr;
@@ -58,6 +59,16 @@ pub mod map_names {
     pub const POLICY: &str = "FG_POLICY";
     /// Served-port bitmaps per policy slot and protocol.
     pub const SERVED: &str = "FG_SERVED";
+    /// [`crate::synproxy::SynProxyConfig`].
+    pub const SYNPROXY: &str = "FG_SYNPROXY";
+    /// Bitmap of the TCP ports whose SYNs are answered with cookies.
+    pub const SYN_PORTS: &str = "FG_SYN_PORTS";
+    /// Per-port SYN rate state for `synproxy enable --above`.
+    pub const SYN_RATE: &str = "FG_SYN_RATE";
+    /// Programs the XDP entry tail-calls (slot 0: the SYN-cookie answerer).
+    pub const TAILS: &str = "FG_TAILS";
+    /// Per-CPU working memory of the SYN-cookie answerer.
+    pub const SYN_SCRATCH: &str = "FG_SYN_SCRATCH";
     pub const BLOCK_V4_HOST: &str = "FG_BLK_V4_HOST";
     pub const BLOCK_V4_NET: &str = "FG_BLK_V4_NET";
     pub const BLOCK_V6_HOST: &str = "FG_BLK_V6_HOST";
@@ -80,8 +91,13 @@ pub mod map_names {
     ];
 
     /// Every map in the object.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 30] = [
         COUNTERS,
+        SYN_SCRATCH,
+        SYNPROXY,
+        SYN_PORTS,
+        SYN_RATE,
+        TAILS,
         DOOR,
         PORT_RULES,
         PROTO_RULES,
@@ -125,6 +141,8 @@ pub const BAN_ENTRIES: u32 = 65_536;
 
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "floodgate";
+/// The program that answers SYNs with cookies, tail-called from slot 0 of `FG_TAILS`.
+pub const SYNPROXY_PROGRAM: &str = "fg_synproxy";
 
 /// Entries per list and address family when `attach` is given no `--max-entries`.
 pub const DEFAULT_MAX_ENTRIES: u32 = 1_000_000;
@@ -153,10 +171,13 @@ pub enum Reason {
     Policy = 8,
     /// A non-first fragment under `--fragments drop`.
     Fragment = 9,
+    /// A TCP SYN to a protected port answered in the driver with a SYN cookie
+    /// (`synproxy enable`): sent back with XDP_TX, never reaching the listener.
+    SynProxy = 10,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Passed,
         Reason::Allowed,
@@ -168,6 +189,7 @@ impl Reason {
         Reason::Rule,
         Reason::Policy,
         Reason::Fragment,
+        Reason::SynProxy,
     ];
 
     /// Whether packets with this reason are dropped in the driver.
@@ -196,6 +218,7 @@ impl Reason {
             Reason::Rule => "rule",
             Reason::Policy => "policy",
             Reason::Fragment => "fragment",
+            Reason::SynProxy => "syn_answered",
         }
     }
 }
@@ -279,6 +302,7 @@ mod pod {
     unsafe impl aya::Pod for super::limit::Ban {}
     unsafe impl aya::Pod for super::rules::RuleInfo {}
     unsafe impl aya::Pod for super::rules::PolicyConfig {}
+    unsafe impl aya::Pod for super::synproxy::SynProxyConfig {}
 
     const _: () = assert!(core::mem::size_of::<super::Counter>() == 16);
     const _: () = assert!(core::mem::size_of::<super::Meta>() == 48);
@@ -292,4 +316,5 @@ mod pod {
     const _: () = assert!(core::mem::size_of::<super::limit::Ban>() == 16);
     const _: () = assert!(core::mem::size_of::<super::rules::RuleInfo>() == 40);
     const _: () = assert!(core::mem::size_of::<super::rules::PolicyConfig>() == 8);
+    const _: () = assert!(core::mem::size_of::<super::synproxy::SynProxyConfig>() == 32);
 }

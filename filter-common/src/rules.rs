@@ -141,6 +141,9 @@ pub trait Rules {
     fn proto_rule(&self, proto: Proto) -> u32;
     /// Counts a packet of `len` bytes against rule `id`.
     fn hit(&self, id: u32, len: u64);
+    /// Whether a SYN to TCP `port` is answered with a cookie now (`synproxy enable`,
+    /// and the port's SYN rate above `--above`).
+    fn syn_answer(&self, port: u16) -> bool;
 }
 
 /// ICMPv6 types of neighbour discovery (router/neighbour solicitation and
@@ -150,8 +153,9 @@ fn is_nd(proto: Proto, first: [u8; 4]) -> bool {
     proto == Proto::Icmpv6 && (133..=137).contains(&first[0])
 }
 
-/// Rules, policy and fragments for a packet that passed the lists. `Some(reason)`
-/// drops it; `None` hands it on to the rate limiter.
+/// Rules, policy, fragments and SYN cookies for a packet that passed the lists.
+/// `Some(reason)` decides it (a drop, or [`Reason::SynProxy`]); `None` hands it on to
+/// the rate limiter.
 #[inline(always)]
 pub fn check<R: Rules>(r: &R, pkt: &Packet, len: u64) -> Option<Reason> {
     let policy = r.policy();
@@ -197,6 +201,9 @@ pub fn check<R: Rules>(r: &R, pkt: &Packet, len: u64) -> Option<Reason> {
             return Some(Reason::Policy);
         }
     }
+    if proto == Proto::Tcp && pkt.is_syn() && r.syn_answer(dport) {
+        return Some(Reason::SynProxy);
+    }
     None
 }
 
@@ -213,6 +220,7 @@ mod tests {
         ports: HashMap<u32, u32>,
         protos: HashMap<Proto, u32>,
         hits: RefCell<Vec<u32>>,
+        syn_ports: Vec<u16>,
     }
 
     impl Rules for Tables {
@@ -230,6 +238,9 @@ mod tests {
         }
         fn hit(&self, id: u32, _: u64) {
             self.hits.borrow_mut().push(id);
+        }
+        fn syn_answer(&self, port: u16) -> bool {
+            self.syn_ports.contains(&port)
         }
     }
 
@@ -290,6 +301,26 @@ mod tests {
         assert_eq!(check(&t, &udp(1000, 32767), 60), Some(Reason::Policy));
         t.ports.insert(port_slot(Proto::Udp, Dir::Src, 123), rule_value(7, false));
         assert_eq!(check(&t, &udp(123, 54), 60), None, "a pass rule exempts from the policy");
+    }
+
+    #[test]
+    fn syns_to_protected_ports_are_answered_after_rules_and_policy() {
+        let mut t = Tables { syn_ports: vec![80], ..Default::default() };
+        let tcp = |dport: u16, flags: u8| {
+            let [c, d] = dport.to_be_bytes();
+            Packet {
+                src: Source::V4([192, 0, 2, 1]),
+                tcp_flags: flags,
+                proto: crate::parse::IPPROTO_TCP,
+                l4: L4::Head([0x9c, 0x40, c, d]),
+            }
+        };
+        assert_eq!(check(&t, &tcp(80, 0x02), 60), Some(Reason::SynProxy));
+        assert_eq!(check(&t, &tcp(80, 0x12), 60), None, "SYN-ACK");
+        assert_eq!(check(&t, &tcp(80, 0x10), 60), None, "ACK");
+        assert_eq!(check(&t, &tcp(443, 0x02), 60), None, "unprotected port");
+        t.ports.insert(port_slot(Proto::Tcp, Dir::Dst, 80), rule_value(1, true));
+        assert_eq!(check(&t, &tcp(80, 0x02), 60), Some(Reason::Rule), "a drop rule comes first");
     }
 
     #[test]

@@ -57,7 +57,7 @@ static DOOR: Array<u32> = Array::with_max_entries(DOOR_ENTRIES, 0);
 static EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Event::COUNT, 0);
 
 /// A u64 in map memory shared by all CPUs.
-struct Shared(*mut u64);
+pub struct Shared(pub *mut u64);
 
 impl Cell64 for Shared {
     #[inline(always)]

@@ -13,6 +13,7 @@ mod clock;
 mod limiter;
 mod lists;
 mod rules;
+mod synproxy;
 mod view;
 
 use aya_ebpf::{bindings::xdp_action, macros::map, macros::xdp, maps::PerCpuArray, programs::XdpContext};
@@ -27,14 +28,25 @@ static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::CO
 pub fn floodgate(ctx: XdpContext) -> u32 {
     let view = XdpView::new(&ctx);
     let clock = Clock::new();
-    let reason = classify(&view, &MapLists { clock: &clock }, &MapRules::new(), &MapLimiter::new(&clock));
+    let reason =
+        classify(&view, &MapLists { clock: &clock }, &MapRules::new(&clock), &MapLimiter::new(&clock));
+    if reason == Reason::SynProxy {
+        // fg_synproxy answers (and counts) the SYN; it only returns here if the slot
+        // is empty, and then the SYN goes to the listener as usual.
+        // SAFETY: a tail call with this program's own context.
+        // (Its result type differs between the bpf and host builds.)
+        #[allow(clippy::let_unit_value)]
+        let _ = unsafe { synproxy::TAILS.tail_call(&ctx, 0) };
+        record(Reason::Passed, view.frame_len());
+        return xdp_action::XDP_PASS;
+    }
     record(reason, view.frame_len());
     if reason.drops() { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
 }
 
 /// Every verdict goes through here, so the counters always add up to the traffic seen.
 #[inline(always)]
-fn record(reason: Reason, bytes: usize) {
+pub(crate) fn record(reason: Reason, bytes: usize) {
     if let Some(c) = COUNTERS.get_ptr_mut(reason as u32) {
         // Per-CPU slot: no other CPU writes it, so plain adds are exact.
         unsafe {

@@ -10,7 +10,7 @@ use filter_common::{
     rules::{MAX_RULES, PORT_TABLE_ENTRIES, PolicyConfig, Proto, Rules, SERVED_ENTRIES, SERVED_WORDS},
 };
 
-use crate::lists::ACTIVE;
+use crate::{clock::Clock, lists::ACTIVE};
 
 #[map(name = "FG_PORT_RULES")]
 static PORT_RULES: Array<u32> = Array::with_max_entries(PORT_TABLE_ENTRIES, 0);
@@ -26,18 +26,19 @@ static SERVED: Array<u64> = Array::with_max_entries(SERVED_ENTRIES, 0);
 #[map(name = "FG_RULES")]
 static RULES: Array<filter_common::rules::RuleInfo> = Array::with_max_entries(MAX_RULES + 1, 0);
 
-pub struct MapRules {
+pub struct MapRules<'a> {
     slot: u32,
+    clock: &'a Clock,
 }
 
-impl MapRules {
+impl<'a> MapRules<'a> {
     #[inline(always)]
-    pub fn new() -> Self {
-        Self { slot: ACTIVE.get(ACTIVE_POLICY).copied().unwrap_or(0) & 1 }
+    pub fn new(clock: &'a Clock) -> Self {
+        Self { slot: ACTIVE.get(ACTIVE_POLICY).copied().unwrap_or(0) & 1, clock }
     }
 }
 
-impl Rules for MapRules {
+impl Rules for MapRules<'_> {
     #[inline(always)]
     fn policy(&self) -> PolicyConfig {
         POLICY.get(self.slot).copied().unwrap_or_default()
@@ -57,6 +58,11 @@ impl Rules for MapRules {
     #[inline(always)]
     fn proto_rule(&self, proto: Proto) -> u32 {
         PROTO_RULES.get(proto as u32).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn syn_answer(&self, port: u16) -> bool {
+        crate::synproxy::answer_now(port, self.clock)
     }
 
     #[inline(always)]

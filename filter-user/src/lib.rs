@@ -12,3 +12,4 @@ pub mod policy;
 pub mod rules;
 pub mod stats;
 pub mod store;
+pub mod synproxy;

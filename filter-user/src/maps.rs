@@ -13,6 +13,7 @@ use filter_common::{
     limit::{Ban, LimitConfig, SourceKey, SourceState},
     map_names,
     rules::{PolicyConfig, RuleInfo},
+    synproxy::SynProxyConfig,
 };
 use thiserror::Error;
 
@@ -62,6 +63,8 @@ pub struct FilterMaps {
     pub rule_counters: PerCpuArray<MapData, Counter>,
     pub policy: Array<MapData, PolicyConfig>,
     pub served: Array<MapData, u64>,
+    pub synproxy: Array<MapData, SynProxyConfig>,
+    pub syn_ports: Array<MapData, u64>,
 }
 
 impl FilterMaps {
@@ -114,6 +117,8 @@ impl FilterMaps {
             rule_counters: typed(RULE_COUNTERS, get(RULE_COUNTERS)?)?,
             policy: typed(POLICY, get(POLICY)?)?,
             served: typed(SERVED, get(SERVED)?)?,
+            synproxy: typed(SYNPROXY, get(SYNPROXY)?)?,
+            syn_ports: typed(SYN_PORTS, get(SYN_PORTS)?)?,
         })
     }
 

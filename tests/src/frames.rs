@@ -148,3 +148,16 @@ pub fn udp(src: &str, sport: u16, dport: u16) -> Vec<u8> {
 pub fn tcp(src: &str, sport: u16, dport: u16) -> Vec<u8> {
     ip_frame(src, 6, &tcp_l4(sport, dport, 0x10), &[], None)
 }
+
+/// A TCP SYN header from `sport` to `dport` with sequence number `seq` and `opts`
+/// (padded with EOL to a multiple of 4 bytes).
+pub fn syn_l4(sport: u16, dport: u16, seq: u32, opts: &[u8]) -> Vec<u8> {
+    let mut o = opts.to_vec();
+    o.resize(opts.len().div_ceil(4) * 4, 0);
+    let mut h = sport.to_be_bytes().to_vec();
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&seq.to_be_bytes());
+    h.extend_from_slice(&[0, 0, 0, 0, (((20 + o.len()) / 4) as u8) << 4, 0x02, 0xfa, 0xf0, 0, 0, 0, 0]);
+    h.extend_from_slice(&o);
+    h
+}

@@ -51,6 +51,22 @@ impl Harness {
         Outcome { action: r.return_value, delta: after.since(&before) }
     }
 
+    /// Runs one frame and also returns the frame as the program left it (for XDP_TX).
+    pub fn run_out(&mut self, frame: &[u8]) -> (Outcome, Vec<u8>) {
+        let before = self.maps.totals().expect("counters");
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        };
+        let r = self.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        let after = self.maps.totals().expect("counters");
+        (Outcome { action: r.return_value, delta: after.since(&before) }, out)
+    }
+
     /// Runs `frame` and asserts the action and that exactly the counter of `reason`
     /// moved, by one packet of the frame's length.
     pub fn expect(&mut self, frame: &[u8], reason: Reason, what: &str) {

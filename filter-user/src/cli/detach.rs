@@ -10,6 +10,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let p = pins::resolve(Some(&args.interface))?;
+    super::synproxy::cleanup(&args.interface)?;
     loader::detach(&p).with_context(|| format!("detaching from {}", args.interface))?;
     println!("detached from {}", args.interface);
     Ok(())

@@ -12,6 +12,7 @@ mod run;
 mod session;
 mod stats;
 mod status;
+mod synproxy;
 mod top;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,7 @@ Typical use:
   floodgate top                               # the heaviest sources right now
   floodgate rule preset reflection            # drop UDP floods from reflection ports
   floodgate policy set --serve tcp/443,tcp/80 # drop what is aimed at other ports
+  floodgate synproxy enable --ports 80,443    # answer SYN floods with cookies in the driver
   floodgate detach -i eth0                    # remove everything floodgate put in place
 
 Pins live under /sys/fs/bpf/floodgate/IFACE/. Any command can run from another
@@ -62,6 +64,9 @@ pub enum Command {
     /// The served-ports policy: drop traffic to ports this host does not serve.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// SYN cookies answered in the driver: SYN floods never reach the listener.
+    #[command(subcommand)]
+    Synproxy(synproxy::SynProxyCommand),
     Stats(stats::Args),
     Top(top::Args),
     Run(run::Args),
@@ -80,6 +85,7 @@ impl Command {
             Command::Limit(c) => limit::run(c),
             Command::Rule(c) => rule::run(c),
             Command::Policy(c) => policy::run(c),
+            Command::Synproxy(c) => synproxy::run(c),
             Command::Stats(a) => stats::run(a),
             Command::Top(a) => top::run(a),
             Command::Run(a) => run::run(a),

@@ -39,10 +39,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("attached to {iface} in {} mode; maintaining until SIGINT/SIGTERM", mode_name(done.mode));
     let result = maintain(&iface);
+    let cleaned = super::synproxy::cleanup(&iface);
     let detached = pins::resolve(Some(&iface))
         .map_err(anyhow::Error::from)
         .and_then(|p| loader::detach(&p).with_context(|| format!("detaching from {iface}")));
     result?;
+    cleaned?;
     detached?;
     println!("detached from {iface}");
     Ok(())

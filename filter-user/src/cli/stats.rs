@@ -52,7 +52,9 @@ pub fn stats_json(iface: &str, mode: u32, t: &Totals, e: &Events) -> Value {
     });
     let mut dropped = serde_json::Map::new();
     for r in Reason::ALL {
-        if r.drops() {
+        if r == Reason::SynProxy {
+            v["synproxy"] = json!({ "syn_answered": counter_json(t.get(r)) });
+        } else if r.drops() {
             dropped.insert(r.key().to_string(), counter_json(t.get(r)));
         } else {
             v[r.key()] = counter_json(t.get(r));
@@ -75,7 +77,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let t = read()?;
         let e = events(maps)?;
         if args.json {
-            return print_json(&stats_json(&p.iface, meta.mode, &t, &e));
+            let mut v = stats_json(&p.iface, meta.mode, &t, &e);
+            // The SYNPROXY rule's counters: ACKs that completed (or failed) a cookie
+            // handshake; absent while SYN cookies are off.
+            if maps.synproxy_config()?.enabled != 0 {
+                let rule = floodgate::synproxy::nft_counter();
+                v["synproxy"]["synproxy_rule"] =
+                    rule.map_or(Value::Null, |(p, b)| json!({ "packets": p, "bytes": b }));
+            }
+            return print_json(&v);
         }
         println!("floodgate on {} ({} mode), totals since attach", p.iface, mode_name(meta.mode));
         println!("{:<20} {:>16} {:>18}", "reason", "packets", "bytes");

@@ -1,0 +1,426 @@
+//! SYN cookies answered in the driver: the pure parts of turning a client's SYN into
+//! a SYN-ACK (option parsing, the timestamp that carries the client's options, the
+//! SYN-ACK's TCP header, checksums), shared by the XDP program and host tests.
+//!
+//! The cookie itself comes from the kernel (`bpf_tcp_raw_gen_syncookie_ipv4/6`, the
+//! kernel's own secret), and netfilter's SYNPROXY validates the client's ACK and opens
+//! the connection to the listener, so the SYN-ACK must look exactly like one the
+//! kernel's cookie code would send: MSS from the cookie, and when the client sent
+//! timestamps, its window scale and SACK-permitted in the low bits of TSval
+//! (`cookie_init_timestamp`).
+
+/// What `synproxy enable` set, one entry in `FG_SYNPROXY`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SynProxyConfig {
+    /// 1: answer SYNs to the ports in `FG_SYN_PORTS`.
+    pub enabled: u8,
+    /// The window scale announced (the listener's and SYNPROXY's).
+    pub wscale: u8,
+    pub _pad: u16,
+    /// SYNs per second per port that go to the listener unanswered (0: none).
+    pub above_pps: u32,
+    /// Per-port bucket for `above_pps` (see [`crate::limit::Bucket`]).
+    pub above: crate::limit::Bucket,
+    /// Sysctl values before `enable` changed them, restored by `disable` (-1: untouched).
+    pub old_tcp_loose: i32,
+    pub old_syncookies: i32,
+}
+
+/// Length of every SYN-ACK's TCP header.
+pub const SYNACK_LEN: usize = 40;
+
+/// Bytes of TCP options a header can carry.
+pub const MAX_OPTS: usize = 40;
+/// Bytes of the longest TCP header.
+pub const MAX_TCP_HLEN: usize = 60;
+
+/// Low TSval bits that carry options (the kernel's TSBITS).
+const TS_BITS: u32 = 6;
+const TS_OPT_WSCALE_MASK: u32 = 0xf;
+const TS_OPT_SACK: u32 = 1 << 4;
+
+const OPT_EOL: u8 = 0;
+const OPT_NOP: u8 = 1;
+const OPT_MSS: u8 = 2;
+const OPT_WSCALE: u8 = 3;
+const OPT_SACK_PERM: u8 = 4;
+const OPT_TIMESTAMP: u8 = 8;
+
+/// [`SynOptions::wscale`] when the client offered no window scaling.
+pub const NO_WSCALE: u8 = 0xff;
+
+/// What the client's SYN asked for. Plain fields rather than `Option`s: every byte
+/// is written on every path, which the verifier insists on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynOptions {
+    /// 0: none given.
+    pub mss: u16,
+    /// The client's window scale, or [`NO_WSCALE`].
+    pub wscale: u8,
+    pub sack_ok: bool,
+    /// Whether it sent timestamps, and its TSval.
+    pub ts_ok: bool,
+    pub tsval: u32,
+}
+
+impl Default for SynOptions {
+    fn default() -> Self {
+        Self { mss: 0, wscale: NO_WSCALE, sack_ok: false, ts_ok: false, tsval: 0 }
+    }
+}
+
+/// The option parser's state between bytes: a scan over byte positions with a little
+/// state machine, so the XDP program can run one step per `bpf_loop` iteration (the
+/// verifier checks one step once, instead of every sequence of option lengths).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OptScan {
+    /// Bytes of options present.
+    pub len: u64,
+    /// Bytes left in the current option's body.
+    rem: u64,
+    olen: u64,
+    /// The body's last eight bytes, shifted in: no indexed store, which would make
+    /// the verifier track the index exactly.
+    acc: u64,
+    phase: u8,
+    kind: u8,
+    _pad: [u8; 6],
+    pub o: SynOptions,
+}
+
+const PHASE_KIND: u8 = 0;
+const PHASE_LENGTH: u8 = 1;
+const PHASE_BODY: u8 = 2;
+
+impl OptScan {
+    pub fn new(len: usize) -> Self {
+        let len = if len > MAX_OPTS { MAX_OPTS } else { len } as u64;
+        Self {
+            len,
+            rem: 0,
+            olen: 0,
+            acc: 0,
+            phase: PHASE_KIND,
+            kind: 0,
+            _pad: [0; 6],
+            o: SynOptions::default(),
+        }
+    }
+
+    /// Feeds the byte `b` at position `p`; false when the list has ended.
+    #[inline(always)]
+    pub fn step(&mut self, p: u64, b: u8) -> bool {
+        if p >= self.len {
+            return false;
+        }
+        match self.phase {
+            PHASE_KIND => match b {
+                OPT_EOL => return false,
+                OPT_NOP => return true,
+                _ => {
+                    self.kind = b;
+                    self.phase = PHASE_LENGTH;
+                    return true;
+                }
+            },
+            PHASE_LENGTH => {
+                self.olen = b as u64;
+                // The kind byte was at p - 1; a truncated option ends the list.
+                if self.olen < 2 || p - 1 + self.olen > self.len {
+                    return false;
+                }
+                self.acc = 0;
+                self.rem = self.olen - 2;
+                if self.rem > 0 {
+                    self.phase = PHASE_BODY;
+                    return true;
+                }
+            }
+            _ => {
+                self.acc = (self.acc << 8) | b as u64;
+                self.rem -= 1;
+                if self.rem > 0 {
+                    return true;
+                }
+            }
+        }
+        // The option's last byte was just read.
+        let acc = self.acc;
+        match (self.kind, self.olen) {
+            (OPT_MSS, 4) => self.o.mss = acc as u16,
+            // RFC 7323: values above 14 are treated as 14.
+            (OPT_WSCALE, 3) => self.o.wscale = if acc as u8 > 14 { 14 } else { acc as u8 },
+            (OPT_SACK_PERM, 2) => self.o.sack_ok = true,
+            (OPT_TIMESTAMP, 10) => {
+                // TSval, then TSecr.
+                self.o.ts_ok = true;
+                self.o.tsval = (acc >> 32) as u32;
+            }
+            _ => {}
+        }
+        self.phase = PHASE_KIND;
+        true
+    }
+}
+
+/// Parses the options of a SYN (`opts[..len]`). Unknown options are skipped; a
+/// truncated or malformed option ends the list, keeping what came before (as the
+/// kernel's `tcp_parse_options` does).
+pub fn parse_options(opts: &[u8; MAX_OPTS], len: usize) -> SynOptions {
+    let mut scan = OptScan::new(len);
+    for (p, b) in opts.iter().enumerate() {
+        if !scan.step(p as u64, *b) {
+            break;
+        }
+    }
+    scan.o
+}
+
+/// The SYN-ACK's TSval: the current TCP timestamp (ms) with its low bits replaced by
+/// the client's window scale (0xf: none) and SACK-permitted, never in the future.
+#[inline(always)]
+pub fn ts_cookie(now_ms: u32, o: &SynOptions) -> u32 {
+    let mut options = if o.wscale == NO_WSCALE { TS_OPT_WSCALE_MASK } else { o.wscale as u32 };
+    if o.sack_ok {
+        options |= TS_OPT_SACK;
+    }
+    let mut ts = ((now_ms >> TS_BITS) << TS_BITS) | options;
+    if ts > now_ms {
+        ts = ts.wrapping_sub(1 << TS_BITS);
+    }
+    ts
+}
+
+/// Writes the SYN-ACK answering the SYN header `syn` into `out` and returns its
+/// length. Ports are swapped, seq is the cookie, ack the client's seq + 1, window 0
+/// (as SYNPROXY's own SYN-ACK: the window opens once the listener has answered).
+/// Options: MSS, then SACK-permitted and timestamps if the client sent timestamps
+/// (without timestamps the cookie cannot carry more than the MSS), then the window
+/// scale `our_wscale` if the client offered scaling and timestamps; the rest of the
+/// 40-byte header is End-of-Options padding. Always [`SYNACK_LEN`] bytes: a length
+/// that depends on the client's options would make the verifier track every option
+/// combination separately. The checksum is left 0.
+#[inline(always)]
+pub fn build_synack(
+    syn: &[u8; MAX_TCP_HLEN],
+    o: &SynOptions,
+    cookie: u32,
+    mss: u16,
+    tsval: u32,
+    our_wscale: u8,
+    out: &mut [u8; MAX_TCP_HLEN],
+) -> usize {
+    *out = [0; MAX_TCP_HLEN];
+    out[0] = syn[2];
+    out[1] = syn[3];
+    out[2] = syn[0];
+    out[3] = syn[1];
+    out[4..8].copy_from_slice(&cookie.to_be_bytes());
+    let ack = u32::from_be_bytes([syn[4], syn[5], syn[6], syn[7]]).wrapping_add(1);
+    out[8..12].copy_from_slice(&ack.to_be_bytes());
+    out[13] = 0x12; // SYN | ACK
+    let mut n = 20;
+    out[20..24].copy_from_slice(&[OPT_MSS, 4, (mss >> 8) as u8, mss as u8]);
+    n += 4;
+    if o.ts_ok {
+        let client_ts = o.tsval;
+        if o.sack_ok {
+            out[24..26].copy_from_slice(&[OPT_SACK_PERM, 2]);
+        } else {
+            out[24..26].copy_from_slice(&[OPT_NOP, OPT_NOP]);
+        }
+        out[26..28].copy_from_slice(&[OPT_TIMESTAMP, 10]);
+        out[28..32].copy_from_slice(&tsval.to_be_bytes());
+        out[32..36].copy_from_slice(&client_ts.to_be_bytes());
+        n += 12;
+        if o.wscale != NO_WSCALE {
+            out[36..40].copy_from_slice(&[OPT_NOP, OPT_WSCALE, 3, our_wscale]);
+            n += 4;
+        }
+    }
+    let _ = n;
+    out[12] = ((SYNACK_LEN / 4) as u8) << 4;
+    SYNACK_LEN
+}
+
+/// Adds `bytes[..len]` (len even, at most 60) to a ones' complement sum.
+#[inline(always)]
+pub fn csum_add(mut sum: u32, bytes: &[u8; MAX_TCP_HLEN], len: usize) -> u32 {
+    for i in 0..MAX_TCP_HLEN / 2 {
+        if 2 * i >= len {
+            break;
+        }
+        sum += u16::from_be_bytes([bytes[2 * i], bytes[2 * i + 1]]) as u32;
+    }
+    sum
+}
+
+/// Folds a sum into the 16-bit checksum field value.
+#[inline(always)]
+pub fn csum_fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// The TCP pseudo-header sum for IPv4 addresses and a TCP length.
+#[inline(always)]
+pub fn pseudo_v4(src: [u8; 4], dst: [u8; 4], tcp_len: usize) -> u32 {
+    u16::from_be_bytes([src[0], src[1]]) as u32
+        + u16::from_be_bytes([src[2], src[3]]) as u32
+        + u16::from_be_bytes([dst[0], dst[1]]) as u32
+        + u16::from_be_bytes([dst[2], dst[3]]) as u32
+        + 6
+        + tcp_len as u32
+}
+
+/// The TCP pseudo-header sum for IPv6 addresses and a TCP length.
+#[inline(always)]
+pub fn pseudo_v6(src: &[u8; 16], dst: &[u8; 16], tcp_len: usize) -> u32 {
+    let mut sum = 6 + tcp_len as u32;
+    for i in 0..8 {
+        sum += u16::from_be_bytes([src[2 * i], src[2 * i + 1]]) as u32;
+        sum += u16::from_be_bytes([dst[2 * i], dst[2 * i + 1]]) as u32;
+    }
+    sum
+}
+
+/// The IPv4 header checksum of a 20-byte header (its checksum field zeroed).
+#[inline(always)]
+pub fn ipv4_csum(h: &[u8; 20]) -> u16 {
+    let mut sum = 0u32;
+    for i in 0..10 {
+        sum += u16::from_be_bytes([h[2 * i], h[2 * i + 1]]) as u32;
+    }
+    csum_fold(sum)
+}
+
+/// Window scale the kernel gives a listener (tcp_select_initial_window): from the
+/// largest receive buffer it may grow to.
+pub fn kernel_wscale(tcp_rmem_max: u64, rmem_max: u64) -> u8 {
+    let space = tcp_rmem_max.max(rmem_max).min(u32::MAX as u64).max(1);
+    let log = 63 - space.leading_zeros() as i64;
+    (log - 15).clamp(0, 14) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(bytes: &[u8]) -> ([u8; MAX_OPTS], usize) {
+        let mut o = [0u8; MAX_OPTS];
+        o[..bytes.len()].copy_from_slice(bytes);
+        (o, bytes.len())
+    }
+
+    const LINUX_SYN: &[u8] = &[2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 1, 0, 0, 0, 0, 0, 1, 3, 3, 7];
+
+    #[test]
+    fn options_in_linux_order_and_others() {
+        let want = SynOptions { mss: 1460, wscale: 7, sack_ok: true, ts_ok: true, tsval: 256 };
+        let (o, n) = opts(LINUX_SYN);
+        assert_eq!(parse_options(&o, n), want);
+        // Reordered, with NOPs and an unknown option (kind 30, MPTCP-like) in between.
+        let (o, n) =
+            opts(&[1, 3, 3, 7, 30, 4, 0, 0, 8, 10, 0, 0, 1, 0, 0, 0, 0, 0, 1, 1, 4, 2, 2, 4, 5, 0xb4]);
+        assert_eq!(parse_options(&o, n), want);
+        // No options at all, and EOL ending the list early.
+        let (o, n) = opts(&[]);
+        assert_eq!(parse_options(&o, n), SynOptions::default());
+        let (o, n) = opts(&[2, 4, 2, 0x18, 0, 1, 3, 3, 7]);
+        assert_eq!(parse_options(&o, n), SynOptions { mss: 536, ..Default::default() });
+        // Window scale above 14 is 14.
+        let (o, n) = opts(&[3, 3, 200]);
+        assert_eq!(parse_options(&o, n).wscale, 14);
+    }
+
+    #[test]
+    fn truncated_and_malformed_lists_keep_what_came_before() {
+        for cut in 0..LINUX_SYN.len() {
+            let (o, _) = opts(LINUX_SYN);
+            let got = parse_options(&o, cut);
+            assert_eq!(got.mss, if cut >= 4 { 1460 } else { 0 }, "cut {cut}");
+            assert_eq!(got.sack_ok, cut >= 6, "cut {cut}");
+            assert_eq!(got.ts_ok, cut >= 16, "cut {cut}");
+            assert_eq!(got.wscale != NO_WSCALE, cut >= 20, "cut {cut}");
+        }
+        // A zero length would loop forever: it ends the list.
+        let (o, n) = opts(&[2, 4, 5, 0xb4, 30, 0, 3, 3, 7]);
+        assert_eq!(parse_options(&o, n), SynOptions { mss: 1460, ..Default::default() });
+        // Wrong lengths for known kinds are skipped.
+        let (o, n) = opts(&[2, 3, 5, 4, 2]);
+        assert_eq!(parse_options(&o, n), SynOptions { sack_ok: true, ..Default::default() });
+    }
+
+    #[test]
+    fn ts_cookie_matches_the_kernel_layout() {
+        let o = SynOptions { mss: 1460, wscale: 7, sack_ok: true, ts_ok: true, tsval: 1 };
+        let ts = ts_cookie(1_000_000, &o);
+        assert_eq!(ts & 0xf, 7);
+        assert_eq!(ts & 0x10, 0x10);
+        assert!(ts <= 1_000_000 && 1_000_000 - ts < 128);
+        let none = SynOptions { ts_ok: true, tsval: 1, ..Default::default() };
+        assert_eq!(ts_cookie(1_000_000, &none) & 0x1f, 0xf);
+        // Just after a 64 ms boundary the low bits would be in the future: one step back.
+        assert_eq!(ts_cookie(64 * 1000, &o), 64 * 999 + 0x17);
+    }
+
+    #[test]
+    fn synack_headers() {
+        let mut syn = [0u8; MAX_TCP_HLEN];
+        syn[..4].copy_from_slice(&[0x9c, 0x40, 0, 80]);
+        syn[4..8].copy_from_slice(&0xffff_ffffu32.to_be_bytes());
+        syn[12] = 0xa0;
+        syn[13] = 0x02;
+        let mut out = [0u8; MAX_TCP_HLEN];
+        let full = SynOptions { mss: 1460, wscale: 7, sack_ok: true, ts_ok: true, tsval: 0xdead };
+        let n = build_synack(&syn, &full, 0x1234_5678, 1460, 0xbeef, 10, &mut out);
+        assert_eq!(n, 40);
+        assert_eq!(&out[..4], &[0, 80, 0x9c, 0x40]);
+        assert_eq!(&out[4..8], &0x1234_5678u32.to_be_bytes());
+        assert_eq!(&out[8..12], &[0, 0, 0, 0], "ack wraps");
+        assert_eq!((out[12], out[13]), (0xa0, 0x12));
+        assert_eq!(&out[20..24], &[2, 4, 0x05, 0xb4]);
+        assert_eq!(&out[24..28], &[4, 2, 8, 10]);
+        assert_eq!(&out[28..36], &[0, 0, 0xbe, 0xef, 0, 0, 0xde, 0xad]);
+        assert_eq!(&out[36..40], &[1, 3, 3, 10]);
+        let plain = SynOptions { mss: 1460, ..Default::default() };
+        assert_eq!(build_synack(&syn, &plain, 1, 536, 0, 10, &mut out), 40);
+        assert_eq!((out[12], &out[20..24]), (0xa0, &[2, 4, 2, 0x18][..]));
+        assert_eq!(&out[24..40], &[0; 16], "End-of-Options padding");
+        let no_sack = SynOptions { ts_ok: true, tsval: 5, ..Default::default() };
+        assert_eq!(build_synack(&syn, &no_sack, 1, 536, 0, 10, &mut out), 40);
+        assert_eq!(&out[24..28], &[1, 1, 8, 10]);
+        assert_eq!(&out[36..40], &[0; 4], "no window scale");
+    }
+
+    #[test]
+    fn checksums_verify() {
+        let mut h = [0u8; MAX_TCP_HLEN];
+        for (i, b) in h.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(7);
+        }
+        h[16] = 0;
+        h[17] = 0;
+        let (s, d) = ([192, 0, 2, 1], [198, 51, 100, 1]);
+        let c = csum_fold(csum_add(pseudo_v4(s, d, 40), &h, 40));
+        h[16..18].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(csum_fold(csum_add(pseudo_v4(s, d, 40), &h, 40)), 0);
+        let mut ip = [0x45, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 198, 51, 100, 1, 192, 0, 2, 1];
+        let c = ipv4_csum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(ipv4_csum(&ip), 0);
+    }
+
+    #[test]
+    fn kernel_window_scale() {
+        // Debian defaults: tcp_rmem max 6 MiB, rmem_max 208 KiB: ilog2(6291456) - 15 = 7.
+        assert_eq!(kernel_wscale(6_291_456, 212_992), 7);
+        // This machine's 32 MiB: 10.
+        assert_eq!(kernel_wscale(33_554_432, 212_992), 10);
+        assert_eq!(kernel_wscale(4096, 4096), 0);
+        assert_eq!(kernel_wscale(u64::MAX, 0), 14);
+    }
+}

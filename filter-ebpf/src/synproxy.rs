@@ -1,0 +1,289 @@
+//! SYN cookies in the driver: `fg_synproxy`, tail-called by the entry for a SYN to a
+//! protected port, rewrites the SYN in place into a SYN-ACK carrying a cookie from
+//! the kernel's own secret and sends it back with XDP_TX. netfilter's SYNPROXY (set up
+//! by `floodgate synproxy enable`) checks the client's ACK and opens the connection.
+//!
+//! A separate program so the verifier judges its option parsing and checksums apart
+//! from the main path. Headers are copied to the stack (bpf_xdp_load_bytes) so the
+//! cookie helper, which wants a header length it can check at its maximum, gets stack
+//! buffers of the full size. Only plain headers are answered: IPv4 with options or
+//! IPv6 with extension headers go to the stack as usual.
+
+use aya_ebpf::{
+    bindings::{xdp_action, xdp_md},
+    helpers::{
+        bpf_ktime_get_ns, bpf_tcp_raw_gen_syncookie_ipv4, bpf_tcp_raw_gen_syncookie_ipv6,
+        bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    },
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray, ProgramArray},
+    programs::XdpContext,
+};
+use filter_common::{
+    PacketView, Reason,
+    limit::take,
+    parse::{ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, MAX_VLAN_TAGS, VLAN_HLEN},
+    synproxy::{
+        MAX_OPTS, MAX_TCP_HLEN, OptScan, SYNACK_LEN, SynProxyConfig, build_synack, csum_add, csum_fold,
+        ipv4_csum, pseudo_v4, pseudo_v6, ts_cookie,
+    },
+};
+
+use crate::{clock::Clock, limiter::Shared, record, view::XdpView};
+
+#[map(name = "FG_SYNPROXY")]
+static CONFIG: Array<SynProxyConfig> = Array::with_max_entries(1, 0);
+#[map(name = "FG_SYN_PORTS")]
+static PORTS: Array<u64> = Array::with_max_entries(1024, 0);
+#[map(name = "FG_SYN_RATE")]
+static RATE: Array<u64> = Array::with_max_entries(65536, 0);
+#[map(name = "FG_TAILS")]
+pub static TAILS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Whether a SYN to `port` is answered now: the port is protected and its SYN rate
+/// is over `--above` (below it, SYNs reach the listener with every TCP option).
+#[inline(always)]
+pub fn answer_now(port: u16, clock: &Clock) -> bool {
+    let Some(cfg) = CONFIG.get(0) else { return false };
+    if cfg.enabled == 0 {
+        return false;
+    }
+    let protected = PORTS.get(port as u32 >> 6).is_some_and(|w| w & (1u64 << (port & 63)) != 0);
+    if !protected {
+        return false;
+    }
+    if cfg.above_pps == 0 {
+        return true;
+    }
+    let Some(tat) = RATE.get_ptr_mut(port as u32) else { return true };
+    !take(&cfg.above, &Shared(tat), clock.now(), cfg.above.cost)
+}
+
+#[xdp]
+pub fn fg_synproxy(ctx: XdpContext) -> u32 {
+    let len = ctx.data_end() - ctx.data();
+    if answer(&ctx).is_some() {
+        record(Reason::SynProxy, len);
+        xdp_action::XDP_TX
+    } else {
+        record(Reason::Passed, len);
+        xdp_action::XDP_PASS
+    }
+}
+
+#[inline(always)]
+fn load<const N: usize>(md: *mut xdp_md, off: usize, buf: &mut [u8; N]) -> Option<()> {
+    // SAFETY: the helper copies at most N bytes into our stack buffer.
+    let r = unsafe { bpf_xdp_load_bytes(md, off as u32, buf.as_mut_ptr() as *mut _, N as u32) };
+    (r == 0).then_some(())
+}
+
+#[inline(always)]
+fn store(md: *mut xdp_md, off: usize, buf: &mut [u8], len: u32) -> Option<()> {
+    // SAFETY: the helper copies `len` (<= buf.len()) bytes from our stack buffer.
+    let r = unsafe { bpf_xdp_store_bytes(md, off as u32, buf.as_mut_ptr() as *mut _, len) };
+    (r == 0).then_some(())
+}
+
+/// Offset and version of the IP header.
+#[inline(always)]
+fn locate(v: &XdpView) -> Option<(usize, bool)> {
+    let mut proto = u16::from_be_bytes(v.bytes::<2>(12)?);
+    let mut l3 = ETH_HLEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            break;
+        }
+        proto = u16::from_be_bytes(v.bytes::<2>(l3 + 2)?);
+        l3 += VLAN_HLEN;
+    }
+    match proto {
+        ETH_P_IP => Some((l3, false)),
+        ETH_P_IPV6 => Some((l3, true)),
+        _ => None,
+    }
+}
+
+/// Per-CPU working memory: the headers do not fit the 512-byte BPF stack together.
+#[repr(C)]
+pub struct Scratch {
+    ip: [u8; 40],
+    syn: [u8; MAX_TCP_HLEN],
+    opts: [u8; MAX_OPTS],
+    out: [u8; MAX_TCP_HLEN],
+    rip: [u8; 40],
+    scan: OptScan,
+    macs: [u8; 12],
+    swapped: [u8; 12],
+}
+
+#[map(name = "FG_SYN_SCRATCH")]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Copies the client's TCP header into `s.syn` (zero-padded to 60 bytes); returns
+/// its length if it is a SYN. Read in constant 4-byte steps straight from the packet:
+/// a helper copy would need a length the verifier can prove non-zero, and LLVM tends
+/// to check one copy of a variable and pass another.
+#[inline(always)]
+fn syn_header(v: &XdpView, l4: usize, s: &mut Scratch) -> Option<usize> {
+    let th_len = ((v.bytes::<1>(l4 + 12)?[0] >> 4) as usize) * 4;
+    if th_len < 20 {
+        return None;
+    }
+    s.syn = [0u8; MAX_TCP_HLEN];
+    for i in 0..MAX_TCP_HLEN / 4 {
+        if 4 * i >= th_len {
+            break;
+        }
+        let w = v.bytes::<4>(l4 + 4 * i)?;
+        s.syn[4 * i..4 * i + 4].copy_from_slice(&w);
+    }
+    if s.syn[13] & 0x17 != 0x02 {
+        return None;
+    }
+    Some(th_len)
+}
+
+/// The cookie helper's result for `s.syn` of `th_len` bytes behind IP header `ip`.
+#[inline(always)]
+fn cookie(ip: *mut u8, v6: bool, s: &mut Scratch, th_len: usize) -> i64 {
+    let th = s.syn.as_mut_ptr() as *mut _;
+    // The mask restates what th_len already is (a multiple of 4 up to 60), in a form
+    // the verifier sees on the register it checks against the buffer.
+    let len = th_len as u32 & 0x3c;
+    // SAFETY: buffers of the sizes the helper checks: the IP header, and up to 60
+    // bytes of TCP header in the scratch map value.
+    unsafe {
+        if v6 {
+            bpf_tcp_raw_gen_syncookie_ipv6(ip as *mut _, th, len)
+        } else {
+            bpf_tcp_raw_gen_syncookie_ipv4(ip as *mut _, th, len)
+        }
+    }
+}
+
+/// Writes the SYN-ACK's TCP header for `s.syn` into `s.out`; returns its length.
+#[inline(always)]
+fn synack(s: &mut Scratch, th_len: usize, cookie: i64, cfg: &SynProxyConfig) -> Option<usize> {
+    if cookie < 0 {
+        return None;
+    }
+    for i in 0..MAX_OPTS {
+        s.opts[i] = s.syn[20 + i];
+    }
+    // One step per byte position, straight-line with constant offsets, and the scan
+    // state passed from step to step through the map value (volatile, so LLVM keeps
+    // nothing in registers): the verifier does not track map memory, so all paths look
+    // alike again at every step and it checks 40 steps instead of every combination
+    // of option lengths (a loop, or bpf_loop, made it follow each one: too many).
+    let st: *mut OptScan = &mut s.scan;
+    // SAFETY: st points into this CPU's scratch value.
+    unsafe { core::ptr::write_volatile(st, OptScan::new(th_len - 20)) };
+    macro_rules! scan {
+        ($($p:literal)*) => {
+            'scan: {
+                $({
+                    // SAFETY: as above.
+                    let mut sc = unsafe { core::ptr::read_volatile(st) };
+                    let go = sc.step($p, s.opts[$p]);
+                    unsafe { core::ptr::write_volatile(st, sc) };
+                    if !go {
+                        break 'scan;
+                    }
+                })*
+            }
+        };
+    }
+    scan!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39);
+    // SAFETY: as above.
+    let o = unsafe { core::ptr::read_volatile(st) }.o;
+    // SAFETY: a helper without arguments.
+    let now_ms = (unsafe { bpf_ktime_get_ns() } / 1_000_000) as u32;
+    let ts = ts_cookie(now_ms, &o);
+    Some(build_synack(&s.syn, &o, cookie as u32, (cookie >> 32) as u16, ts, cfg.wscale, &mut s.out))
+}
+
+/// Shrinks (or grows) the frame to `len` bytes and swaps the MAC addresses.
+#[inline(always)]
+fn reframe(ctx: &XdpContext, len: usize, s: &mut Scratch) -> Option<()> {
+    let delta = len as i32 - (ctx.data_end() - ctx.data()) as i32;
+    // SAFETY: the helper checks the new length against the buffer.
+    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
+        return None;
+    }
+    load(ctx.ctx, 0, &mut s.macs)?;
+    for i in 0..6 {
+        s.swapped[i] = s.macs[6 + i];
+        s.swapped[6 + i] = s.macs[i];
+    }
+    store(ctx.ctx, 0, &mut s.swapped, 12)
+}
+
+#[inline(always)]
+fn answer(ctx: &XdpContext) -> Option<()> {
+    let cfg = CONFIG.get(0)?;
+    let s = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; nothing else runs on this CPU meanwhile.
+    let s = unsafe { &mut *s };
+    let view = XdpView::new(ctx);
+    let md = ctx.ctx;
+    let (l3, v6) = locate(&view)?;
+    // The IP header into s.ip: plain (IPv4 without options, IPv6 without extension
+    // headers), TCP, not a fragment.
+    let l4 = if v6 {
+        load(md, l3, &mut s.ip)?;
+        if s.ip[0] >> 4 != 6 || s.ip[6] != 6 {
+            return None;
+        }
+        l3 + 40
+    } else {
+        let mut ip = [0u8; 20];
+        load(md, l3, &mut ip)?;
+        if ip[0] != 0x45 || ip[9] != 6 || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+            return None;
+        }
+        s.ip[..20].copy_from_slice(&ip);
+        l3 + 20
+    };
+    let th_len = syn_header(&view, l4, s)?;
+    let ip = s.ip.as_mut_ptr();
+    let c = cookie(ip, v6, s, th_len);
+    // Parsed and built once for both families: the option walk is the costly part
+    // for the verifier.
+    synack(s, th_len, c, cfg)?;
+    let n = SYNACK_LEN;
+    s.rip = [0u8; 40];
+    let hlen = if v6 {
+        s.rip[0] = 0x60;
+        s.rip[4..6].copy_from_slice(&(n as u16).to_be_bytes());
+        s.rip[6] = 6;
+        s.rip[7] = 64;
+        for i in 0..16 {
+            s.rip[8 + i] = s.ip[24 + i];
+            s.rip[24 + i] = s.ip[8 + i];
+        }
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src.copy_from_slice(&s.rip[8..24]);
+        dst.copy_from_slice(&s.rip[24..40]);
+        let c = csum_fold(csum_add(pseudo_v6(&src, &dst, n), &s.out, n));
+        s.out[16..18].copy_from_slice(&c.to_be_bytes());
+        40
+    } else {
+        let (src, dst) = ([s.ip[16], s.ip[17], s.ip[18], s.ip[19]], [s.ip[12], s.ip[13], s.ip[14], s.ip[15]]);
+        let c = csum_fold(csum_add(pseudo_v4(src, dst, n), &s.out, n));
+        s.out[16..18].copy_from_slice(&c.to_be_bytes());
+        let total = (20 + n) as u16;
+        let mut rip =
+            [0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        rip[12..16].copy_from_slice(&src);
+        rip[16..20].copy_from_slice(&dst);
+        let c = ipv4_csum(&rip);
+        rip[10..12].copy_from_slice(&c.to_be_bytes());
+        s.rip[..20].copy_from_slice(&rip);
+        20
+    };
+    reframe(ctx, l4 + n, s)?;
+    store(md, l3, &mut s.rip, if hlen == 40 { 40 } else { 20 })?;
+    store(md, l4, &mut s.out, SYNACK_LEN as u32)
+}

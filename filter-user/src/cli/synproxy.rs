@@ -1,0 +1,129 @@
+//! `synproxy enable|disable|show`: SYN cookies answered in the driver.
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use floodgate::synproxy::{NFT_TABLE, nft_counter, parse_ports, table_exists};
+use serde_json::{Value, json};
+
+use super::{output::print_json, session::Session};
+
+#[derive(Subcommand, Debug)]
+pub enum SynProxyCommand {
+    /// Answer SYNs to these ports in the driver with SYN cookies.
+    ///
+    /// A TCP SYN to a protected port from a source that is not allowlisted is turned
+    /// into a SYN-ACK carrying a cookie made with the kernel's own secret and sent
+    /// straight back: a SYN flood from spoofed sources never reaches the listener or
+    /// fills its queue. Clients that answer with a valid ACK are handed to the
+    /// listener by netfilter's SYNPROXY: floodgate creates the nftables table
+    /// `inet floodgate` for that, sets net.netfilter.nf_conntrack_tcp_loose=0 and
+    /// (if off) net.ipv4.tcp_syncookies=1 in this namespace, and undoes all of it on
+    /// `disable` or `detach`. The window scale announced is the listener's, computed
+    /// from tcp_rmem and rmem_max as the kernel does (a listener that sets SO_RCVBUF
+    /// itself may use another: leave such ports out). Without client timestamps a
+    /// cookie carries only the MSS, as the kernel's own cookies do.
+    Enable {
+        #[arg(short, long, value_name = "IFACE")]
+        interface: Option<String>,
+        /// Protected ports: comma-separated ports or ranges (80,443,8000-8010).
+        #[arg(long, value_name = "PORTS")]
+        ports: String,
+        /// SYNs per second per port that still go to the listener as usual, so that
+        /// without a flood connections keep every TCP option (0: answer all).
+        #[arg(long, value_name = "PPS", default_value_t = 0)]
+        above: u32,
+    },
+    /// Stop answering SYNs; remove the nftables table and restore the sysctls.
+    Disable {
+        #[arg(short, long, value_name = "IFACE")]
+        interface: Option<String>,
+    },
+    /// What is protected, and whether floodgate's nftables table is in place.
+    Show {
+        #[arg(short, long, value_name = "IFACE")]
+        interface: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn ports_text(ports: &[(u16, u16)]) -> String {
+    let items: Vec<_> =
+        ports.iter().map(|(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }).collect();
+    items.join(",")
+}
+
+/// `synproxy` in `stats --json` and `synproxy show --json`.
+pub fn describe(s: &Session) -> anyhow::Result<Value> {
+    let cfg = s.maps.synproxy_config()?;
+    let ports = s.maps.synproxy_ports()?;
+    let counter = nft_counter();
+    Ok(json!({
+        "enabled": cfg.enabled != 0,
+        "ports": ports_text(&ports),
+        "above_pps": cfg.above_pps,
+        "wscale": cfg.wscale,
+        "nft_table": cfg.enabled != 0 && counter.is_some(),
+        "synproxy_rule": counter.map(|(packets, bytes)| json!({ "packets": packets, "bytes": bytes })),
+    }))
+}
+
+pub fn run(cmd: SynProxyCommand) -> anyhow::Result<()> {
+    match cmd {
+        SynProxyCommand::Enable { interface, ports, above } => {
+            let ports = parse_ports(&ports)?;
+            let mut s = Session::locked(interface.as_deref())?;
+            let cfg = s
+                .maps
+                .enable_synproxy(&ports, above)
+                .with_context(|| format!("enabling SYN cookies on {} (nothing was changed)", s.pins.iface))?;
+            let when =
+                if above == 0 { "every SYN".to_string() } else { format!("SYNs above {above}/s per port") };
+            println!(
+                "{}: answering {when} to tcp port(s) {} with SYN cookies (window scale {}); \
+                 nftables table inet {NFT_TABLE} completes the handshakes",
+                s.pins.iface,
+                ports_text(&ports),
+                cfg.wscale
+            );
+        }
+        SynProxyCommand::Disable { interface } => {
+            let mut s = Session::locked(interface.as_deref())?;
+            if s.maps.disable_synproxy()? {
+                println!(
+                    "{}: SYN cookies off; table inet {NFT_TABLE} removed, sysctls restored",
+                    s.pins.iface
+                );
+            } else {
+                println!("{}: SYN cookies were not enabled", s.pins.iface);
+            }
+        }
+        SynProxyCommand::Show { interface, json } => {
+            let s = Session::read(interface.as_deref())?;
+            let v = describe(&s)?;
+            if json {
+                return print_json(&v);
+            }
+            if v["enabled"] == true {
+                println!(
+                    "{}: SYN cookies for tcp port(s) {}{}, window scale {}; nftables table {}",
+                    s.pins.iface,
+                    v["ports"].as_str().unwrap_or(""),
+                    if v["above_pps"] == 0 { String::new() } else { format!(" above {}/s", v["above_pps"]) },
+                    v["wscale"],
+                    if table_exists() { "in place" } else { "MISSING (run enable again)" }
+                );
+            } else {
+                println!("{}: SYN cookies off", s.pins.iface);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Undoes `enable` before a detach (the table and sysctls would outlive the maps).
+pub fn cleanup(iface: &str) -> anyhow::Result<()> {
+    let mut s = Session::locked(Some(iface))?;
+    s.maps.disable_synproxy().with_context(|| format!("removing the SYN-cookie set-up of {iface}"))?;
+    Ok(())
+}
