@@ -29,6 +29,9 @@ pub struct SynProxyConfig {
 
 /// Length of every SYN-ACK's TCP header.
 pub const SYNACK_LEN: usize = 40;
+/// The SYN-ACK cut after its MSS option (for a client without timestamps, whose
+/// SYN-ACK carries nothing else), where the frame cannot grow to the full length.
+pub const SYNACK_SHORT: usize = 24;
 
 /// Bytes of TCP options a header can carry.
 pub const MAX_OPTS: usize = 40;

@@ -24,8 +24,8 @@ use filter_common::{
     limit::take,
     parse::{ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, MAX_VLAN_TAGS, VLAN_HLEN},
     synproxy::{
-        MAX_OPTS, MAX_TCP_HLEN, OptScan, SYNACK_LEN, SynProxyConfig, build_synack, csum_add, csum_fold,
-        ipv4_csum, pseudo_v4, pseudo_v6, ts_cookie,
+        MAX_OPTS, MAX_TCP_HLEN, OptScan, SYNACK_LEN, SYNACK_SHORT, SynProxyConfig, build_synack, csum_add,
+        csum_fold, ipv4_csum, pseudo_v4, pseudo_v6, ts_cookie,
     },
 };
 
@@ -164,7 +164,7 @@ fn cookie(ip: *mut u8, v6: bool, s: &mut Scratch, th_len: usize) -> i64 {
 
 /// Writes the SYN-ACK's TCP header for `s.syn` into `s.out`; returns its length.
 #[inline(always)]
-fn synack(s: &mut Scratch, th_len: usize, cookie: i64, cfg: &SynProxyConfig) -> Option<usize> {
+fn synack(s: &mut Scratch, th_len: usize, cookie: i64, cfg: &SynProxyConfig) -> Option<bool> {
     if cookie < 0 {
         return None;
     }
@@ -200,17 +200,21 @@ fn synack(s: &mut Scratch, th_len: usize, cookie: i64, cfg: &SynProxyConfig) -> 
     // SAFETY: a helper without arguments.
     let now_ms = (unsafe { bpf_ktime_get_ns() } / 1_000_000) as u32;
     let ts = ts_cookie(now_ms, &o);
-    Some(build_synack(&s.syn, &o, cookie as u32, (cookie >> 32) as u16, ts, cfg.wscale, &mut s.out))
+    build_synack(&s.syn, &o, cookie as u32, (cookie >> 32) as u16, ts, cfg.wscale, &mut s.out);
+    Some(o.ts_ok)
 }
 
-/// Shrinks (or grows) the frame to `len` bytes and swaps the MAC addresses.
+/// Shrinks (or grows) the frame to `len` bytes; false if it cannot grow that far.
 #[inline(always)]
-fn reframe(ctx: &XdpContext, len: usize, s: &mut Scratch) -> Option<()> {
+fn fit(ctx: &XdpContext, len: usize) -> bool {
     let delta = len as i32 - (ctx.data_end() - ctx.data()) as i32;
     // SAFETY: the helper checks the new length against the buffer.
-    if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
-        return None;
-    }
+    delta == 0 || unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } == 0
+}
+
+/// Swaps the MAC addresses.
+#[inline(always)]
+fn swap_macs(ctx: &XdpContext, s: &mut Scratch) -> Option<()> {
     load(ctx.ctx, 0, &mut s.macs)?;
     for i in 0..6 {
         s.swapped[i] = s.macs[6 + i];
@@ -250,12 +254,21 @@ fn answer(ctx: &XdpContext) -> Option<()> {
     let c = cookie(ip, v6, s, th_len);
     // Parsed and built once for both families: the option walk is the costly part
     // for the verifier.
-    synack(s, th_len, c, cfg)?;
-    let n = SYNACK_LEN;
+    let ts_ok = synack(s, th_len, c, cfg)?;
+    // The full 40-byte SYN-ACK; or, where the frame cannot grow that far (a SYN
+    // without options in a buffer without tailroom, e.g. on veth), the MSS-only
+    // 24-byte one when the client sent no timestamps (it then carries nothing more).
+    let short = !fit(ctx, l4 + SYNACK_LEN);
+    if short && (ts_ok || !fit(ctx, l4 + SYNACK_SHORT)) {
+        return None;
+    }
+    if short {
+        s.out[12] = ((SYNACK_SHORT / 4) as u8) << 4;
+    }
+    swap_macs(ctx, s)?;
     s.rip = [0u8; 40];
-    let hlen = if v6 {
+    if v6 {
         s.rip[0] = 0x60;
-        s.rip[4..6].copy_from_slice(&(n as u16).to_be_bytes());
         s.rip[6] = 6;
         s.rip[7] = 64;
         for i in 0..16 {
@@ -266,24 +279,35 @@ fn answer(ctx: &XdpContext) -> Option<()> {
         let mut dst = [0u8; 16];
         src.copy_from_slice(&s.rip[8..24]);
         dst.copy_from_slice(&s.rip[24..40]);
-        let c = csum_fold(csum_add(pseudo_v6(&src, &dst, n), &s.out, n));
+        // Two constant lengths, so the verifier sees constant sizes everywhere.
+        let c = if short {
+            s.rip[5] = SYNACK_SHORT as u8;
+            csum_fold(csum_add(pseudo_v6(&src, &dst, SYNACK_SHORT), &s.out, SYNACK_SHORT))
+        } else {
+            s.rip[5] = SYNACK_LEN as u8;
+            csum_fold(csum_add(pseudo_v6(&src, &dst, SYNACK_LEN), &s.out, SYNACK_LEN))
+        };
         s.out[16..18].copy_from_slice(&c.to_be_bytes());
-        40
+        store(md, l3, &mut s.rip, 40)?;
     } else {
         let (src, dst) = ([s.ip[16], s.ip[17], s.ip[18], s.ip[19]], [s.ip[12], s.ip[13], s.ip[14], s.ip[15]]);
-        let c = csum_fold(csum_add(pseudo_v4(src, dst, n), &s.out, n));
+        let (c, total) = if short {
+            (csum_fold(csum_add(pseudo_v4(src, dst, SYNACK_SHORT), &s.out, SYNACK_SHORT)), 20 + SYNACK_SHORT)
+        } else {
+            (csum_fold(csum_add(pseudo_v4(src, dst, SYNACK_LEN), &s.out, SYNACK_LEN)), 20 + SYNACK_LEN)
+        };
         s.out[16..18].copy_from_slice(&c.to_be_bytes());
-        let total = (20 + n) as u16;
-        let mut rip =
-            [0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut rip = [0x45, 0, 0, total as u8, 0, 0, 0x40, 0, 64, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         rip[12..16].copy_from_slice(&src);
         rip[16..20].copy_from_slice(&dst);
         let c = ipv4_csum(&rip);
         rip[10..12].copy_from_slice(&c.to_be_bytes());
         s.rip[..20].copy_from_slice(&rip);
-        20
-    };
-    reframe(ctx, l4 + n, s)?;
-    store(md, l3, &mut s.rip, if hlen == 40 { 40 } else { 20 })?;
-    store(md, l4, &mut s.out, SYNACK_LEN as u32)
+        store(md, l3, &mut s.rip, 20)?;
+    }
+    if short {
+        store(md, l4, &mut s.out, SYNACK_SHORT as u32)
+    } else {
+        store(md, l4, &mut s.out, SYNACK_LEN as u32)
+    }
 }

@@ -134,7 +134,7 @@ pub fn nft_script(ports: &[(u16, u16)], wscale: u8) -> String {
         "table inet {NFT_TABLE} {{}}\n\
          delete table inet {NFT_TABLE}\n\
          table inet {NFT_TABLE} {{\n\
-         \tchain synproxy {{\n\
+         \tchain cookies {{\n\
          \t\ttype filter hook input priority filter; policy accept;\n\
          \t\ttcp dport {{ {} }} ct state invalid,untracked counter synproxy mss {NFT_MSS} wscale {wscale} timestamp sack-perm\n\
          \t}}\n\

@@ -1,0 +1,227 @@
+//! SYN cookies in the driver with real programs: nginx behind `synproxy enable`, curl
+//! from the client over IPv4 and IPv6 with and without TCP timestamps, a bounded
+//! random-source SYN flood while curl keeps working, a transfer of several MiB (window
+//! scaling right), and `disable`/`detach` leaving nothing behind.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Stdio},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+    thread,
+    time::{Duration, Instant},
+};
+
+use floodgate::lab::{Netns, build};
+use integration_tests::live::{Lab, SRV_V4, SRV_V6, floodgate_bin, packets};
+use serde_json::Value;
+
+const BIG: usize = 6 << 20;
+
+/// nginx serving `www/big` (6 MiB) on port 80, stopped and cleaned up on drop.
+struct Nginx {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    fn start(ns: &Netns) -> Self {
+        let dir = PathBuf::from(format!("/tmp/fgt-nginx-{}", ns.name));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("www")).unwrap();
+        let big: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.join("www/big"), big).unwrap();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+             server {{ listen {SRV_V4}:80; listen [{SRV_V6}]:80; root {d}/www; }} }}\n"
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = ns
+            .command("nginx")
+            .args(["-e", "stderr", "-p", &d.to_string(), "-c", &format!("{d}/nginx.conf")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (scripts/setup.sh installs nginx-light)");
+        Nginx { child, dir }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `curl` from `ns`: the HTTP status and bytes received, or None on failure.
+fn curl(ns: &Netns, url: &str) -> Option<(u16, usize)> {
+    let out = ns
+        .command("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download}", "--max-time", "10", url])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut it = text.split_whitespace();
+    let code = it.next()?.parse().ok()?;
+    let size = it.next()?.parse().ok()?;
+    (out.status.success() && code != 0).then_some((code, size))
+}
+
+/// A sysctl of `ns`, or "absent" (conntrack's appear once its module is loaded).
+fn sysctl(ns: &Netns, key: &str) -> String {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    ns.enter(move || std::fs::read_to_string(path)).unwrap().map_or("absent".into(), |s| s.trim().to_string())
+}
+
+/// The listener's own SYN cookies sent, from the server namespace's counters.
+fn cookies_sent(ns: &Netns) -> u64 {
+    let out = ns.command("nstat").args(["-az", "TcpExtSyncookiesSent"]).output().expect("nstat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("TcpExtSyncookiesSent"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no TcpExtSyncookiesSent in {text}"))
+}
+
+fn nft_tables(ns: &Netns) -> String {
+    let out = ns.command("nft").args(["list", "tables"]).output().expect("nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// XDP_TX on a veth reaches the peer only if the peer has an XDP program: floodgate on
+/// the client's end too (with empty lists it passes everything). Detached on drop.
+struct ClientXdp<'a>(&'a Lab);
+
+impl<'a> ClientXdp<'a> {
+    fn attach(lab: &'a Lab) -> Self {
+        let out = lab
+            .cli
+            .command(floodgate_bin().to_str().unwrap())
+            .args(["attach", "-i", &lab.cli_if])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        ClientXdp(lab)
+    }
+}
+
+impl Drop for ClientXdp<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .cli
+            .command(floodgate_bin().to_str().unwrap())
+            .args(["detach", "-i", &self.0.cli_if])
+            .output();
+    }
+}
+
+#[test]
+fn syn_cookies_in_the_driver_keep_nginx_reachable_through_a_syn_flood() {
+    let lab = Lab::new("syn");
+    let _nginx = Nginx::start(&lab.srv);
+    let _client_xdp = ClientXdp::attach(&lab);
+    let urls = [format!("http://{SRV_V4}/big"), format!("http://[{SRV_V6}]/big")];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while curl(&lab.cli, &urls[0]).is_none() {
+        assert!(Instant::now() < deadline, "nginx did not start");
+        thread::sleep(Duration::from_millis(100));
+    }
+    let before = (
+        sysctl(&lab.srv, "net.ipv4.tcp_syncookies"),
+        sysctl(&lab.srv, "net.netfilter.nf_conntrack_tcp_loose"),
+    );
+
+    lab.attach("native");
+    let out = lab.ok(&["synproxy", "enable", "-i", &lab.srv_if, "--ports", "80"]);
+    assert!(out.contains("tcp port(s) 80"), "{out}");
+    assert!(nft_tables(&lab.srv).contains("table inet floodgate"));
+    assert_eq!(sysctl(&lab.srv, "net.netfilter.nf_conntrack_tcp_loose"), "0");
+    let shown: Value =
+        serde_json::from_str(&lab.ok(&["synproxy", "show", "-i", &lab.srv_if, "--json"])).unwrap();
+    assert_eq!((shown["enabled"].clone(), shown["ports"].clone()), (Value::from(true), Value::from("80")));
+    let cookies_before = cookies_sent(&lab.srv);
+
+    // Both families, with the client's timestamps on and off; several MiB each.
+    let mut answered = 0;
+    for ts in ["1", "0"] {
+        lab.cli.sysctl("net.ipv4.tcp_timestamps", ts).unwrap();
+        for url in &urls {
+            assert_eq!(curl(&lab.cli, url), Some((200, BIG)), "{url} with timestamps {ts}");
+            answered += 1;
+        }
+    }
+    lab.cli.sysctl("net.ipv4.tcp_timestamps", "1").unwrap();
+    let stats = lab.stats();
+    assert!(packets(&stats, "synproxy.syn_answered") >= answered, "{stats}");
+    assert!(stats["synproxy"]["synproxy_rule"]["packets"].as_u64().unwrap() >= answered, "{stats}");
+
+    // A bounded random-source SYN flood (203.0.113.0/24, random ports) while curl runs.
+    let stop = AtomicBool::new(false);
+    let flood_sent = AtomicU64::new(0);
+    let ok = thread::scope(|s| {
+        s.spawn(|| {
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            let base = lab.spec("203.0.113.1".parse().unwrap(), 80);
+            let n = lab
+                .sender()
+                .send_paced(
+                    60_000,
+                    20_000,
+                    |_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        let mut spec = base.clone();
+                        spec.src = std::net::IpAddr::from([203, 0, 113, (seed % 254 + 1) as u8]);
+                        spec.sport = 1024 + (seed >> 16) as u16 % 60000;
+                        spec.tcp_flags = Some(0x02);
+                        spec.payload = Vec::new();
+                        build(&spec)
+                    },
+                    || stop.load(Relaxed),
+                )
+                .unwrap();
+            flood_sent.store(n, Relaxed);
+        });
+        thread::sleep(Duration::from_millis(300));
+        let mut ok = 0;
+        for i in 0..10 {
+            if curl(&lab.cli, &urls[i % 2]) == Some((200, BIG)) {
+                ok += 1;
+            }
+        }
+        stop.store(true, Relaxed);
+        ok
+    });
+    let stats = lab.stats();
+    let flood = flood_sent.load(Relaxed);
+    println!("flood {flood} SYNs; curl {ok}/10; {}", stats["synproxy"]);
+    assert_eq!(ok, 10, "curl failed during the SYN flood");
+    assert!(packets(&stats, "synproxy.syn_answered") >= answered + flood, "{stats}");
+    assert_eq!(cookies_sent(&lab.srv), cookies_before, "the listener sent cookies of its own");
+
+    // disable leaves nothing floodgate made.
+    lab.ok(&["synproxy", "disable", "-i", &lab.srv_if]);
+    assert!(!nft_tables(&lab.srv).contains("floodgate"));
+    let after = (
+        sysctl(&lab.srv, "net.ipv4.tcp_syncookies"),
+        sysctl(&lab.srv, "net.netfilter.nf_conntrack_tcp_loose"),
+    );
+    assert_eq!(after.0, before.0, "tcp_syncookies restored");
+    if before.1 != "absent" {
+        assert_eq!(after.1, before.1, "nf_conntrack_tcp_loose restored");
+    }
+    assert_eq!(curl(&lab.cli, &urls[0]), Some((200, BIG)), "plain connections after disable");
+    // detach undoes enable too.
+    lab.ok(&["synproxy", "enable", "-i", &lab.srv_if, "--ports", "80,443"]);
+    lab.ok(&["detach", "-i", &lab.srv_if]);
+    assert!(!nft_tables(&lab.srv).contains("floodgate"), "detach left the table");
+    assert_eq!(sysctl(&lab.srv, "net.netfilter.nf_conntrack_tcp_loose"), after.1);
+}
