@@ -46,7 +46,7 @@ const MODULES: &[&str] = &["veth", "virtio_net", "virtio_pci", "nf_tables", "nft
 /// Host programs the tests and the lab helpers run (`Command::new`, `Netns::command`),
 /// copied with the shared libraries `ldd` lists. A test calling a new program must
 /// add it here.
-const HOST_TOOLS: &[&str] = &["ip", "nsenter", "bpftool", "dnsmasq", "dig", "nft"];
+const HOST_TOOLS: &[&str] = &["ip", "nsenter", "bpftool", "dnsmasq", "dig", "nft", "nginx", "curl", "nstat"];
 
 /// MAC addresses of the guest's two virtio-net NICs; tests/tests/nic.rs finds its
 /// NICs by these, so it never touches any other interface.
