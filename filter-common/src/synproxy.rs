@@ -112,6 +112,27 @@ impl OptScan {
         }
     }
 
+    /// Starts over for `len` bytes of options, field by field (no struct-wide copy).
+    #[inline(always)]
+    pub fn reset(&mut self, len: usize) {
+        let len = if len > MAX_OPTS { MAX_OPTS } else { len } as u64;
+        // Volatile: LLVM would merge plain stores of zeros into a memset call.
+        // SAFETY: writes to fields of `self`.
+        unsafe {
+            core::ptr::write_volatile(&mut self.len, len);
+            core::ptr::write_volatile(&mut self.rem, 0);
+            core::ptr::write_volatile(&mut self.olen, 0);
+            core::ptr::write_volatile(&mut self.acc, 0);
+            core::ptr::write_volatile(&mut self.phase, PHASE_KIND);
+            core::ptr::write_volatile(&mut self.kind, 0);
+            core::ptr::write_volatile(&mut self.o.mss, 0);
+            core::ptr::write_volatile(&mut self.o.wscale, NO_WSCALE);
+            core::ptr::write_volatile(&mut self.o.sack_ok, false);
+            core::ptr::write_volatile(&mut self.o.ts_ok, false);
+            core::ptr::write_volatile(&mut self.o.tsval, 0);
+        }
+    }
+
     /// Feeds the byte `b` at position `p`; false when the list has ended.
     #[inline(always)]
     pub fn step(&mut self, p: u64, b: u8) -> bool {
@@ -215,7 +236,9 @@ pub fn build_synack(
     our_wscale: u8,
     out: &mut [u8; MAX_TCP_HLEN],
 ) -> usize {
-    *out = [0; MAX_TCP_HLEN];
+    // Every byte of the 40 written one by one (no array-wide zeroing): a memset of
+    // this size becomes a call to a BPF subprogram, which older verifiers handle
+    // far less well.
     out[0] = syn[2];
     out[1] = syn[3];
     out[2] = syn[0];
@@ -223,28 +246,25 @@ pub fn build_synack(
     out[4..8].copy_from_slice(&cookie.to_be_bytes());
     let ack = u32::from_be_bytes([syn[4], syn[5], syn[6], syn[7]]).wrapping_add(1);
     out[8..12].copy_from_slice(&ack.to_be_bytes());
-    out[13] = 0x12; // SYN | ACK
-    let mut n = 20;
-    out[20..24].copy_from_slice(&[OPT_MSS, 4, (mss >> 8) as u8, mss as u8]);
-    n += 4;
-    if o.ts_ok {
-        let client_ts = o.tsval;
-        if o.sack_ok {
-            out[24..26].copy_from_slice(&[OPT_SACK_PERM, 2]);
-        } else {
-            out[24..26].copy_from_slice(&[OPT_NOP, OPT_NOP]);
-        }
-        out[26..28].copy_from_slice(&[OPT_TIMESTAMP, 10]);
-        out[28..32].copy_from_slice(&tsval.to_be_bytes());
-        out[32..36].copy_from_slice(&client_ts.to_be_bytes());
-        n += 12;
-        if o.wscale != NO_WSCALE {
-            out[36..40].copy_from_slice(&[OPT_NOP, OPT_WSCALE, 3, our_wscale]);
-            n += 4;
-        }
+    // Data offset, SYN | ACK, window 0, checksum (filled in later), urgent pointer;
+    // volatile so LLVM does not merge these stores into a memset call.
+    for (i, v) in [((SYNACK_LEN / 4) as u8) << 4, 0x12, 0, 0, 0, 0, 0, 0].into_iter().enumerate() {
+        // SAFETY: a byte of `out`.
+        unsafe { core::ptr::write_volatile(&mut out[12 + i], v) };
     }
-    let _ = n;
-    out[12] = ((SYNACK_LEN / 4) as u8) << 4;
+    out[20..24].copy_from_slice(&[OPT_MSS, 4, (mss >> 8) as u8, mss as u8]);
+    // Options after the MSS: 16 bytes, End-of-Options where nothing goes.
+    let (first, ts, second) = if o.ts_ok {
+        let sack = if o.sack_ok { [OPT_SACK_PERM, 2] } else { [OPT_NOP, OPT_NOP] };
+        let ws = if o.wscale != NO_WSCALE { [OPT_NOP, OPT_WSCALE, 3, our_wscale] } else { [0; 4] };
+        ([sack[0], sack[1], OPT_TIMESTAMP, 10], tsval, (o.tsval, ws))
+    } else {
+        ([0; 4], 0, (0, [0; 4]))
+    };
+    out[24..28].copy_from_slice(&first);
+    out[28..32].copy_from_slice(&ts.to_be_bytes());
+    out[32..36].copy_from_slice(&second.0.to_be_bytes());
+    out[36..40].copy_from_slice(&second.1);
     SYNACK_LEN
 }
 

@@ -59,7 +59,11 @@ pub fn answer_now(port: u16, clock: &Clock) -> bool {
     !take(&cfg.above, &Shared(tat), clock.now(), cfg.above.cost)
 }
 
+// Inlined into the entry aya generates: a BPF-to-BPF call here made kernels before
+// 6.3 mark every scalar precise (their precision tracking stops at subprograms), and
+// the 6.1 verifier then ran out of its 1M-instruction budget.
 #[xdp]
+#[inline(always)]
 pub fn fg_synproxy(ctx: XdpContext) -> u32 {
     let len = ctx.data_end() - ctx.data();
     if answer(&ctx).is_some() {
@@ -112,6 +116,7 @@ pub struct Scratch {
     opts: [u8; MAX_OPTS],
     out: [u8; MAX_TCP_HLEN],
     rip: [u8; 40],
+    ip4: [u8; 20],
     scan: OptScan,
     macs: [u8; 12],
     swapped: [u8; 12],
@@ -130,7 +135,7 @@ fn syn_header(v: &XdpView, l4: usize, s: &mut Scratch) -> Option<usize> {
     if th_len < 20 {
         return None;
     }
-    s.syn = [0u8; MAX_TCP_HLEN];
+    // Bytes past th_len are left as they were: nothing reads them.
     for i in 0..MAX_TCP_HLEN / 4 {
         if 4 * i >= th_len {
             break;
@@ -178,7 +183,7 @@ fn synack(s: &mut Scratch, th_len: usize, cookie: i64, cfg: &SynProxyConfig) -> 
     // of option lengths (a loop, or bpf_loop, made it follow each one: too many).
     let st: *mut OptScan = &mut s.scan;
     // SAFETY: st points into this CPU's scratch value.
-    unsafe { core::ptr::write_volatile(st, OptScan::new(th_len - 20)) };
+    unsafe { (*st).reset(th_len - 20) };
     macro_rules! scan {
         ($($p:literal)*) => {
             'scan: {
@@ -241,16 +246,14 @@ fn answer(ctx: &XdpContext) -> Option<()> {
         }
         l3 + 40
     } else {
-        let mut ip = [0u8; 20];
-        load(md, l3, &mut ip)?;
-        if ip[0] != 0x45 || ip[9] != 6 || u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+        load(md, l3, &mut s.ip4)?;
+        if s.ip4[0] != 0x45 || s.ip4[9] != 6 || u16::from_be_bytes([s.ip4[6], s.ip4[7]]) & 0x3fff != 0 {
             return None;
         }
-        s.ip[..20].copy_from_slice(&ip);
         l3 + 20
     };
     let th_len = syn_header(&view, l4, s)?;
-    let ip = s.ip.as_mut_ptr();
+    let ip = if v6 { s.ip.as_mut_ptr() } else { s.ip4.as_mut_ptr() };
     let c = cookie(ip, v6, s, th_len);
     // Parsed and built once for both families: the option walk is the costly part
     // for the verifier.
@@ -266,9 +269,8 @@ fn answer(ctx: &XdpContext) -> Option<()> {
         s.out[12] = ((SYNACK_SHORT / 4) as u8) << 4;
     }
     swap_macs(ctx, s)?;
-    s.rip = [0u8; 40];
     if v6 {
-        s.rip[0] = 0x60;
+        s.rip[..5].copy_from_slice(&[0x60, 0, 0, 0, 0]);
         s.rip[6] = 6;
         s.rip[7] = 64;
         for i in 0..16 {
@@ -290,7 +292,8 @@ fn answer(ctx: &XdpContext) -> Option<()> {
         s.out[16..18].copy_from_slice(&c.to_be_bytes());
         store(md, l3, &mut s.rip, 40)?;
     } else {
-        let (src, dst) = ([s.ip[16], s.ip[17], s.ip[18], s.ip[19]], [s.ip[12], s.ip[13], s.ip[14], s.ip[15]]);
+        let (src, dst) =
+            ([s.ip4[16], s.ip4[17], s.ip4[18], s.ip4[19]], [s.ip4[12], s.ip4[13], s.ip4[14], s.ip4[15]]);
         let (c, total) = if short {
             (csum_fold(csum_add(pseudo_v4(src, dst, SYNACK_SHORT), &s.out, SYNACK_SHORT)), 20 + SYNACK_SHORT)
         } else {

@@ -302,8 +302,12 @@ fn top_shows_the_heaviest_sources_first() {
         stop.store(true, Relaxed);
         println!("{top}");
         // The kernel's own IPv6 link-local chatter on the veth (fe80::/64) may be a row.
-        let rows: Vec<&Value> =
-            top.as_array().unwrap().iter().filter(|r| !r["source"].as_str().unwrap().starts_with("fe80:")).collect();
+        let rows: Vec<&Value> = top
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| !r["source"].as_str().unwrap().starts_with("fe80:"))
+            .collect();
         assert_eq!(rows.len(), 2, "{top}");
         assert_eq!(rows[0]["source"], "203.0.113.20/32");
         assert_eq!(rows[0]["over_limit"], true);

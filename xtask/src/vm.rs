@@ -391,8 +391,13 @@ fn write_initramfs(
         filter.iter().map(|f| format!("{f}\n")).collect::<String>().as_bytes(),
     );
     // dnsmasq --user=root looks root up.
-    c.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n");
-    c.file("etc/group", 0o644, b"root:x:0:\n");
+    // www-data and nobody: nginx (live_synproxy) looks up its default user at start.
+    c.file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33::/var/www:/bin/false\nnobody:x:65534:65534::/nonexistent:/bin/false\n",
+    );
+    c.file("etc/group", 0o644, b"root:x:0:\nwww-data:x:33:\nnogroup:x:65534:\n");
 
     c.file("usr/local/bin/floodgate", 0o755, &read(&payload.floodgate)?);
     for (name, path) in &payload.tests {
