@@ -182,7 +182,7 @@ fn rules_and_syn_cookies(quick: bool, runs: usize) -> anyhow::Result<Section> {
             }
             obj.maps.add_rules(&specs)?;
         }
-        let cases = vec![
+        let cases = [
             floor_case.clone(),
             with(&format!("{label}: UDP passing (no rule matches)"), to(9)),
             with(&format!("{label}: UDP dropped by a rule"), to(53)),
