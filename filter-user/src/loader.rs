@@ -157,6 +157,11 @@ pub fn attach(iface: &str, mode: Mode, cap: Capacity) -> Result<Attached, Attach
     })?;
     let result = (|| {
         for (name, map) in ebpf.maps() {
+            // Our maps only: a compiler-made `.rodata`/`.bss` map is frozen or private
+            // to this load, and some kernels refuse to pin it.
+            if name.starts_with('.') {
+                continue;
+            }
             let path = pins.map(name);
             map.pin(&path).map_err(|e| pin_err(&format!("map {name}"), &path.display().to_string(), e))?;
         }
