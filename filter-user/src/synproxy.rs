@@ -97,8 +97,28 @@ pub fn listener_wscale() -> Result<u8, SynProxyError> {
     }
     let rmem = read_sysctl(TCP_RMEM)?;
     let tcp_max = rmem.split_whitespace().nth(2).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let rmem_max = read_sysctl(RMEM_MAX)?.parse().unwrap_or(0);
-    Ok(kernel_wscale(tcp_max, rmem_max))
+    Ok(kernel_wscale(tcp_max, rmem_max()))
+}
+
+/// net.core.rmem_max. Kernels before 6.x show it only in the initial network
+/// namespace (it is global there): read it from a thread that joins that namespace.
+fn rmem_max() -> u64 {
+    if let Ok(v) = read_sysctl(RMEM_MAX) {
+        return v.parse().unwrap_or(0);
+    }
+    std::thread::spawn(|| -> Option<u64> {
+        use std::os::fd::AsRawFd as _;
+        let ns = std::fs::File::open("/proc/1/ns/net").ok()?;
+        // SAFETY: setns on a namespace fd we hold; it affects this thread only.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        std::fs::read_to_string(RMEM_MAX).ok()?.trim().parse().ok()
+    })
+    .join()
+    .ok()
+    .flatten()
+    .unwrap_or(0)
 }
 
 /// Runs `nft -f -` with `script` on stdin.
