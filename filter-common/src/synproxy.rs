@@ -253,8 +253,8 @@ pub fn build_synack(
     unsafe {
         core::ptr::write_volatile(&mut out[12], ((SYNACK_LEN / 4) as u8) << 4);
         core::ptr::write_volatile(&mut out[13], 0x12);
-        for i in 14..20 {
-            core::ptr::write_volatile(&mut out[i], 0);
+        for b in &mut out[14..20] {
+            core::ptr::write_volatile(b, 0);
         }
     }
     out[20..24].copy_from_slice(&[OPT_MSS, 4, (mss >> 8) as u8, mss as u8]);
