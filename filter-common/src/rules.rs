@@ -17,10 +17,16 @@ pub const MAX_RULES: u32 = 4096;
 /// Slots of the port table: tcp/udp x source/destination x 65,536 ports.
 pub const PORT_TABLE_ENTRIES: u32 = 4 << 16;
 
-/// Words of one served-ports bitmap (65,536 bits).
-pub const SERVED_WORDS: u32 = 1024;
+/// Words of a 65,536-bit port bitmap (served ports, SYN-cookie ports).
+pub const PORT_WORDS: u32 = 1024;
+
+/// Word index and bit of `port` in a port bitmap.
+#[inline(always)]
+pub const fn port_bit(port: u16) -> (u32, u64) {
+    ((port >> 6) as u32, 1u64 << (port & 63))
+}
 /// Entries of the served map: two policy slots x tcp/udp x one bitmap.
-pub const SERVED_ENTRIES: u32 = 2 * 2 * SERVED_WORDS;
+pub const SERVED_ENTRIES: u32 = 2 * 2 * PORT_WORDS;
 
 /// Bit of a port-table value that makes the rule drop (clear: pass).
 pub const RULE_DROP: u32 = 1 << 16;

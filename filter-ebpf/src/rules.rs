@@ -7,7 +7,9 @@ use aya_ebpf::{
 };
 use filter_common::{
     ACTIVE_POLICY, Counter,
-    rules::{MAX_RULES, PORT_TABLE_ENTRIES, PolicyConfig, Proto, Rules, SERVED_ENTRIES, SERVED_WORDS},
+    rules::{
+        MAX_RULES, PORT_TABLE_ENTRIES, PORT_WORDS, PolicyConfig, Proto, Rules, SERVED_ENTRIES, port_bit,
+    },
 };
 
 use crate::{clock::Clock, lists::ACTIVE};
@@ -46,8 +48,8 @@ impl Rules for MapRules<'_> {
 
     #[inline(always)]
     fn served(&self, proto: Proto, port: u16) -> bool {
-        let word = (self.slot * 2 + (proto as u32 & 1)) * SERVED_WORDS + (port as u32 >> 6);
-        SERVED.get(word).is_some_and(|w| w & (1u64 << (port & 63)) != 0)
+        let (i, bit) = port_bit(port);
+        SERVED.get((self.slot * 2 + (proto as u32 & 1)) * PORT_WORDS + i).is_some_and(|w| w & bit != 0)
     }
 
     #[inline(always)]

@@ -23,6 +23,7 @@ use filter_common::{
     PacketView, Reason,
     limit::take,
     parse::{ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, MAX_VLAN_TAGS, VLAN_HLEN},
+    rules::{PORT_WORDS, port_bit},
     synproxy::{
         MAX_OPTS, MAX_TCP_HLEN, OptScan, SYNACK_LEN, SYNACK_SHORT, SynProxyConfig, build_synack, csum_add,
         csum_fold, ipv4_csum, pseudo_v4, pseudo_v6, ts_cookie,
@@ -34,7 +35,7 @@ use crate::{clock::Clock, limiter::Shared, record, view::XdpView};
 #[map(name = "FG_SYNPROXY")]
 static CONFIG: Array<SynProxyConfig> = Array::with_max_entries(1, 0);
 #[map(name = "FG_SYN_PORTS")]
-static PORTS: Array<u64> = Array::with_max_entries(1024, 0);
+static PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
 #[map(name = "FG_SYN_RATE")]
 static RATE: Array<u64> = Array::with_max_entries(65536, 0);
 #[map(name = "FG_TAILS")]
@@ -48,7 +49,8 @@ pub fn answer_now(port: u16, clock: &Clock) -> bool {
     if cfg.enabled == 0 {
         return false;
     }
-    let protected = PORTS.get(port as u32 >> 6).is_some_and(|w| w & (1u64 << (port & 63)) != 0);
+    let (i, bit) = port_bit(port);
+    let protected = PORTS.get(i).is_some_and(|w| w & bit != 0);
     if !protected {
         return false;
     }

@@ -9,6 +9,7 @@ pub mod maps;
 pub mod object;
 pub mod pins;
 pub mod policy;
+pub mod portmap;
 pub mod rules;
 pub mod stats;
 pub mod store;

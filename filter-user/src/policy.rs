@@ -3,12 +3,13 @@
 
 use filter_common::{
     ACTIVE_POLICY,
-    rules::{PolicyConfig, Proto, SERVED_WORDS},
+    rules::{PORT_WORDS, PolicyConfig, Proto},
 };
 use thiserror::Error;
 
 use crate::{
     maps::FilterMaps,
+    portmap,
     rules::{RuleError, parse_proto, parse_range},
 };
 
@@ -119,13 +120,8 @@ impl FilterMaps {
     pub fn set_policy(&mut self, config: PolicyConfig, served: &[Served]) -> Result<(), PolicyError> {
         let next = self.policy_slot()? ^ 1;
         for (pi, proto) in [Proto::Tcp, Proto::Udp].into_iter().enumerate() {
-            let mut words = vec![0u64; SERVED_WORDS as usize];
-            for s in served.iter().filter(|s| s.proto == proto) {
-                for p in s.lo..=s.hi {
-                    words[p as usize >> 6] |= 1 << (p & 63);
-                }
-            }
-            let base = (next * 2 + pi as u32) * SERVED_WORDS;
+            let words = portmap::bitmap(served.iter().filter(|s| s.proto == proto).map(|s| (s.lo, s.hi)));
+            let base = (next * 2 + pi as u32) * PORT_WORDS;
             for (i, w) in words.iter().enumerate() {
                 self.served.set(base + i as u32, w, 0).map_err(PolicyError::Map)?;
             }
@@ -140,22 +136,9 @@ impl FilterMaps {
         let config = self.policy.get(&slot, 0).map_err(PolicyError::Map)?;
         let mut served = Vec::new();
         for (pi, proto) in [Proto::Tcp, Proto::Udp].into_iter().enumerate() {
-            let base = (slot * 2 + pi as u32) * SERVED_WORDS;
-            let mut run: Option<(u16, u16)> = None;
-            for i in 0..SERVED_WORDS {
-                let w = self.served.get(&(base + i), 0).map_err(PolicyError::Map)?;
-                for b in 0..64u32 {
-                    let port = (i * 64 + b) as u16;
-                    if w & (1 << b) != 0 {
-                        run = Some(run.map_or((port, port), |(lo, _)| (lo, port)));
-                    } else if let Some((lo, hi)) = run.take() {
-                        served.push(Served { proto, lo, hi });
-                    }
-                }
-            }
-            if let Some((lo, hi)) = run {
-                served.push(Served { proto, lo, hi });
-            }
+            let base = (slot * 2 + pi as u32) * PORT_WORDS;
+            let runs = portmap::ranges(|i| self.served.get(&(base + i), 0)).map_err(PolicyError::Map)?;
+            served.extend(runs.into_iter().map(|(lo, hi)| Served { proto, lo, hi }));
         }
         Ok(PolicyState { config, served })
     }

@@ -127,11 +127,8 @@ impl RuleSpec {
 
     /// "udp from port 11211", "tcp to ports 6000-6063", "icmp".
     pub fn describe(&self) -> String {
-        let ports = if self.lo == self.hi {
-            format!("port {}", self.lo)
-        } else {
-            format!("ports {}-{}", self.lo, self.hi)
-        };
+        let plural = if self.lo == self.hi { "" } else { "s" };
+        let ports = format!("port{plural} {}", crate::portmap::range_text(self.lo, self.hi));
         match self.dir {
             Dir::Src => format!("{} from {ports}", self.proto.name()),
             Dir::Dst => format!("{} to {ports}", self.proto.name()),

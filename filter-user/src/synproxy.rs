@@ -18,7 +18,7 @@ use filter_common::{
 };
 use thiserror::Error;
 
-use crate::{maps::FilterMaps, rules::parse_range};
+use crate::{maps::FilterMaps, portmap, rules::parse_range};
 
 /// The nftables table floodgate creates and removes; nothing else is touched.
 pub const NFT_TABLE: &str = "floodgate";
@@ -148,8 +148,7 @@ fn nft(script: &str) -> Result<String, SynProxyError> {
 /// connection to the listener. SYNs that reach the stack (below `--above`) are
 /// tracked as usual and never touch it.
 pub fn nft_script(ports: &[(u16, u16)], wscale: u8) -> String {
-    let set: Vec<String> =
-        ports.iter().map(|(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }).collect();
+    let set: Vec<String> = ports.iter().map(|&(lo, hi)| portmap::range_text(lo, hi)).collect();
     format!(
         "table inet {NFT_TABLE} {{}}\n\
          delete table inet {NFT_TABLE}\n\
@@ -183,16 +182,6 @@ pub fn nft_counter() -> Option<(u64, u64)> {
     })
 }
 
-/// Whether floodgate's table exists in this namespace.
-pub fn table_exists() -> bool {
-    Command::new("nft")
-        .args(["list", "table", "inet", NFT_TABLE])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 impl FilterMaps {
     pub fn synproxy_config(&self) -> Result<SynProxyConfig, SynProxyError> {
         self.synproxy.get(&0, 0).map_err(SynProxyError::Map)
@@ -200,21 +189,7 @@ impl FilterMaps {
 
     /// The protected ports as ranges.
     pub fn synproxy_ports(&self) -> Result<Vec<(u16, u16)>, SynProxyError> {
-        let mut out = Vec::new();
-        let mut run: Option<(u16, u16)> = None;
-        for i in 0..1024u32 {
-            let w = self.syn_ports.get(&i, 0).map_err(SynProxyError::Map)?;
-            for b in 0..64u32 {
-                let port = (i * 64 + b) as u16;
-                if w & (1 << b) != 0 {
-                    run = Some(run.map_or((port, port), |(lo, _)| (lo, port)));
-                } else if let Some(r) = run.take() {
-                    out.push(r);
-                }
-            }
-        }
-        out.extend(run);
-        Ok(out)
+        portmap::ranges(|i| self.syn_ports.get(&i, 0)).map_err(SynProxyError::Map)
     }
 
     /// Writes the data path's side only (ports, then the configuration); `enable`
@@ -229,13 +204,7 @@ impl FilterMaps {
     }
 
     fn write_ports(&mut self, ports: &[(u16, u16)]) -> Result<(), SynProxyError> {
-        let mut words = vec![0u64; 1024];
-        for (lo, hi) in ports {
-            for p in *lo..=*hi {
-                words[p as usize >> 6] |= 1 << (p & 63);
-            }
-        }
-        for (i, w) in words.iter().enumerate() {
+        for (i, w) in portmap::bitmap(ports.iter().copied()).iter().enumerate() {
             self.syn_ports.set(i as u32, w, 0).map_err(SynProxyError::Map)?;
         }
         Ok(())

@@ -59,11 +59,7 @@ pub struct SetArgs {
 }
 
 fn served_text(s: &Served) -> String {
-    if s.lo == s.hi {
-        format!("{}/{}", s.proto.name(), s.lo)
-    } else {
-        format!("{}/{}-{}", s.proto.name(), s.lo, s.hi)
-    }
+    format!("{}/{}", s.proto.name(), floodgate::portmap::range_text(s.lo, s.hi))
 }
 
 fn describe(cfg: &PolicyConfig, served: &[Served]) -> Value {

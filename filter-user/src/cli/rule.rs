@@ -95,7 +95,7 @@ fn rule_json(r: &Rule) -> Value {
 }
 
 fn ports(r: &Rule) -> String {
-    if r.spec.lo == r.spec.hi { r.spec.lo.to_string() } else { format!("{}-{}", r.spec.lo, r.spec.hi) }
+    floodgate::portmap::range_text(r.spec.lo, r.spec.hi)
 }
 
 pub fn run(cmd: RuleCommand) -> anyhow::Result<()> {

@@ -2,7 +2,8 @@
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use floodgate::synproxy::{NFT_TABLE, nft_counter, parse_ports, table_exists};
+use floodgate::portmap::range_text;
+use floodgate::synproxy::{NFT_TABLE, nft_counter, parse_ports};
 use serde_json::{Value, json};
 
 use super::{output::print_json, session::Session};
@@ -48,8 +49,7 @@ pub enum SynProxyCommand {
 }
 
 fn ports_text(ports: &[(u16, u16)]) -> String {
-    let items: Vec<_> =
-        ports.iter().map(|(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }).collect();
+    let items: Vec<_> = ports.iter().map(|&(lo, hi)| range_text(lo, hi)).collect();
     items.join(",")
 }
 
@@ -111,7 +111,8 @@ pub fn run(cmd: SynProxyCommand) -> anyhow::Result<()> {
                     v["ports"].as_str().unwrap_or(""),
                     if v["above_pps"] == 0 { String::new() } else { format!(" above {}/s", v["above_pps"]) },
                     v["wscale"],
-                    if table_exists() { "in place" } else { "MISSING (run enable again)" }
+                    // describe() listed the table already: no second nft run.
+                    if v["nft_table"] == true { "in place" } else { "MISSING (run enable again)" }
                 );
             } else {
                 println!("{}: SYN cookies off", s.pins.iface);
