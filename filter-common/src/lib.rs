@@ -65,10 +65,12 @@ pub mod map_names {
     pub const SYN_PORTS: &str = "FG_SYN_PORTS";
     /// Per-port SYN rate state for `synproxy enable --above`.
     pub const SYN_RATE: &str = "FG_SYN_RATE";
-    /// Programs the XDP entry tail-calls (slot 0: the SYN-cookie answerer).
+    /// Programs the XDP entry tail-calls ([`crate::TAIL_PROGRAMS`]).
     pub const TAILS: &str = "FG_TAILS";
     /// Per-CPU working memory of the SYN-cookie answerer.
     pub const SYN_SCRATCH: &str = "FG_SYN_SCRATCH";
+    /// Zero-window probes seen per cookie handshake ([`crate::synproxy::ProbeKey`]).
+    pub const PROBES: &str = "FG_PROBES";
     pub const BLOCK_V4_HOST: &str = "FG_BLK_V4_HOST";
     pub const BLOCK_V4_NET: &str = "FG_BLK_V4_NET";
     pub const BLOCK_V6_HOST: &str = "FG_BLK_V6_HOST";
@@ -91,9 +93,10 @@ pub mod map_names {
     ];
 
     /// Every map in the object.
-    pub const ALL: [&str; 30] = [
+    pub const ALL: [&str; 31] = [
         COUNTERS,
         SYN_SCRATCH,
+        PROBES,
         SYNPROXY,
         SYN_PORTS,
         SYN_RATE,
@@ -141,8 +144,11 @@ pub const BAN_ENTRIES: u32 = 65_536;
 
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "floodgate";
-/// The program that answers SYNs with cookies, tail-called from slot 0 of `FG_TAILS`.
-pub const SYNPROXY_PROGRAM: &str = "fg_synproxy";
+/// The programs the entry tail-calls, by their slot in `FG_TAILS`: the SYN-cookie
+/// answerer, and the repairer of zero-window probes after a lost handshake ACK.
+pub const TAIL_PROGRAMS: [&str; 2] = ["fg_synproxy", "fg_ackprobe"];
+pub const TAIL_SYNPROXY: u32 = 0;
+pub const TAIL_ACKPROBE: u32 = 1;
 
 /// Entries per list and address family when `attach` is given no `--max-entries`.
 pub const DEFAULT_MAX_ENTRIES: u32 = 1_000_000;
@@ -174,10 +180,14 @@ pub enum Reason {
     /// A TCP SYN to a protected port answered in the driver with a SYN cookie
     /// (`synproxy enable`): sent back with XDP_TX, never reaching the listener.
     SynProxy = 10,
+    /// A client's zero-window probe standing in for its lost handshake ACK (the SYN-ACK
+    /// announced window 0): passed with its sequence number moved up by one, so that
+    /// SYNPROXY recognises the cookie and opens the connection (see `fg_ackprobe`).
+    AckRepaired = 11,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Passed,
         Reason::Allowed,
@@ -190,6 +200,7 @@ impl Reason {
         Reason::Policy,
         Reason::Fragment,
         Reason::SynProxy,
+        Reason::AckRepaired,
     ];
 
     /// Whether packets with this reason are dropped in the driver.
@@ -219,6 +230,7 @@ impl Reason {
             Reason::Policy => "policy",
             Reason::Fragment => "fragment",
             Reason::SynProxy => "syn_answered",
+            Reason::AckRepaired => "ack_repaired",
         }
     }
 }
@@ -265,7 +277,7 @@ pub const MODE_SKB: u32 = 2;
 
 /// Bumped when the layout of the pinned maps changes, so a controller never
 /// misreads maps pinned by another version.
-pub const META_VERSION: u32 = 3;
+pub const META_VERSION: u32 = 4;
 
 /// Controller bookkeeping, one entry in [`map_names::META`]. Only controllers
 /// read and write it, under the pin directory's lock.
@@ -317,4 +329,5 @@ mod pod {
     const _: () = assert!(core::mem::size_of::<super::rules::RuleInfo>() == 40);
     const _: () = assert!(core::mem::size_of::<super::rules::PolicyConfig>() == 8);
     const _: () = assert!(core::mem::size_of::<super::synproxy::SynProxyConfig>() == 32);
+    const _: () = assert!(core::mem::size_of::<super::synproxy::ProbeKey>() == 40);
 }

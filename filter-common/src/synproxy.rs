@@ -42,6 +42,9 @@ pub const MAX_TCP_HLEN: usize = 60;
 const TS_BITS: u32 = 6;
 const TS_OPT_WSCALE_MASK: u32 = 0xf;
 const TS_OPT_SACK: u32 = 1 << 4;
+/// TSval bits above the options that carry the low bits of the client's ISN.
+const TS_ISN_BITS: u32 = 2;
+const TS_ISN_MASK: u32 = (1 << TS_ISN_BITS) - 1;
 
 const OPT_EOL: u8 = 0;
 const OPT_NOP: u8 = 1;
@@ -202,19 +205,33 @@ pub fn parse_options(opts: &[u8; MAX_OPTS], len: usize) -> SynOptions {
     scan.o
 }
 
-/// The SYN-ACK's TSval: the current TCP timestamp (ms) with its low bits replaced by
-/// the client's window scale (0xf: none) and SACK-permitted, never in the future.
+/// The SYN-ACK's TSval: the current TCP timestamp (ms) with its low 6 bits replaced
+/// by the client's window scale (0xf: none) and SACK-permitted, as the kernel's own
+/// cookies (SYNPROXY reads only these), and the next 2 by the low bits of the client's
+/// sequence number `isn`, never in the future. The client echoes it in every ACK, so
+/// a zero-window probe (sequence number `isn`) can be told from the handshake ACK
+/// (`isn` + 1) by [`probe_seq`]: the cookie itself cannot, it validates either.
 #[inline(always)]
-pub fn ts_cookie(now_ms: u32, o: &SynOptions) -> u32 {
+pub fn ts_cookie(now_ms: u32, o: &SynOptions, isn: u32) -> u32 {
     let mut options = if o.wscale == NO_WSCALE { TS_OPT_WSCALE_MASK } else { o.wscale as u32 };
     if o.sack_ok {
         options |= TS_OPT_SACK;
     }
-    let mut ts = ((now_ms >> TS_BITS) << TS_BITS) | options;
+    options |= (isn & TS_ISN_MASK) << TS_BITS;
+    let bits = TS_BITS + TS_ISN_BITS;
+    let mut ts = ((now_ms >> bits) << bits) | options;
     if ts > now_ms {
-        ts = ts.wrapping_sub(1 << TS_BITS);
+        ts = ts.wrapping_sub(1 << bits);
     }
     ts
+}
+
+/// Whether an ACK with sequence number `seq` echoing `tsecr` (our SYN-ACK's TSval)
+/// has the client's initial sequence number, as a zero-window probe does, rather than
+/// the one after it, as the handshake ACK does.
+#[inline(always)]
+pub fn probe_seq(seq: u32, tsecr: u32) -> bool {
+    seq & TS_ISN_MASK == (tsecr >> TS_BITS) & TS_ISN_MASK
 }
 
 /// Writes the SYN-ACK answering the SYN header `syn` into `out` and returns its
@@ -291,6 +308,64 @@ pub fn csum_fold(mut sum: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
+}
+
+/// Capacity of the probe map: handshakes whose ACK was lost within the last moments
+/// (an entry is only made for a probe carrying a valid cookie, so spoofed floods
+/// cannot fill it; the LRU forgets old ones).
+pub const MAX_PROBES: u32 = 8192;
+
+/// One cookie handshake: addresses (IPv4 in the first 4 bytes of each half), both
+/// ports, and the ACK number (the cookie + 1), which tells attempts on one tuple apart.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub ports: [u8; 4],
+    pub ack: [u8; 4],
+}
+
+/// The largest frame a bare ACK can be: Ethernet, two VLAN tags, an IPv6 header and a
+/// 60-byte TCP header. Longer frames carry data and are not looked at.
+pub const MAX_PURE_ACK_FRAME: usize = 14 + 8 + 40 + MAX_TCP_HLEN;
+
+/// For a TCP header `th` of `th_len` bytes with `ip_payload` bytes behind the IP
+/// header: its sequence number if it may be a zero-window probe after our SYN-ACK, a
+/// bare ACK (no SYN, FIN, RST, PSH) without data whose only options are NOP, NOP,
+/// timestamps (as Linux, BSD and macOS send them) and whose TSecr says its sequence
+/// number is the client's initial one ([`probe_seq`]). The cookie is checked apart.
+#[inline(always)]
+pub fn probe_candidate(th: &[u8; MAX_TCP_HLEN], th_len: usize, ip_payload: usize) -> Option<u32> {
+    if th[13] & 0x1f != 0x10 || th_len != 32 || ip_payload != th_len {
+        return None;
+    }
+    if th[20] != 1 || th[21] != 1 || th[22] != 8 || th[23] != 10 {
+        return None;
+    }
+    let seq = u32::from_be_bytes([th[4], th[5], th[6], th[7]]);
+    let tsecr = u32::from_be_bytes([th[28], th[29], th[30], th[31]]);
+    probe_seq(seq, tsecr).then_some(seq)
+}
+
+/// Whether the `n`th zero-window probe (from 1) of a handshake is repaired. The odd
+/// ones are: SYNPROXY drops a probe as it is, unless its connection is already open
+/// (the handshake ACK arrived, the window update back was lost); then the listener
+/// must see the probe unchanged to answer it, and XDP cannot tell which case it is.
+/// Alternating settles either case within two probes.
+#[inline(always)]
+pub fn repair_probe(n: u32) -> bool {
+    n % 2 == 1
+}
+
+/// The checksum field after a 32-bit word it covers changed from `old` to `new`
+/// (RFC 1624: HC' = ~(~HC + ~m + m')), without summing the rest again.
+#[inline(always)]
+pub fn csum_replace4(check: u16, old: u32, new: u32) -> u16 {
+    let mut sum = (!check) as u32;
+    sum += (!(old >> 16) & 0xffff) + (!old & 0xffff);
+    sum += (new >> 16) + (new & 0xffff);
+    csum_fold(sum)
 }
 
 /// The TCP pseudo-header sum for IPv4 addresses and a TCP length.
@@ -385,14 +460,51 @@ mod tests {
     #[test]
     fn ts_cookie_matches_the_kernel_layout() {
         let o = SynOptions { mss: 1460, wscale: 7, sack_ok: true, ts_ok: true, tsval: 1 };
-        let ts = ts_cookie(1_000_000, &o);
+        let ts = ts_cookie(1_000_000, &o, 0x1234_5677);
         assert_eq!(ts & 0xf, 7);
         assert_eq!(ts & 0x10, 0x10);
-        assert!(ts <= 1_000_000 && 1_000_000 - ts < 128);
+        assert_eq!((ts >> 6) & 3, 3, "low bits of the ISN");
+        assert!(ts <= 1_000_000 && 1_000_000 - ts < 512);
         let none = SynOptions { ts_ok: true, tsval: 1, ..Default::default() };
-        assert_eq!(ts_cookie(1_000_000, &none) & 0x1f, 0xf);
-        // Just after a 64 ms boundary the low bits would be in the future: one step back.
-        assert_eq!(ts_cookie(64 * 1000, &o), 64 * 999 + 0x17);
+        assert_eq!(ts_cookie(1_000_000, &none, 0) & 0xff, 0xf);
+        // Just after a 256 ms boundary the low bits would be in the future: one step back.
+        assert_eq!(ts_cookie(256 * 1000, &o, 2), 256 * 999 + 0x97);
+
+        // The probe carries the ISN, the handshake ACK the ISN + 1.
+        for isn in [0u32, 1, 2, 3, 0xffff_ffff, 0x8000_0001] {
+            let ts = ts_cookie(5_000_000, &o, isn);
+            assert!(probe_seq(isn, ts), "{isn:#x}");
+            assert!(!probe_seq(isn.wrapping_add(1), ts), "{isn:#x}");
+            assert!(!probe_seq(isn.wrapping_sub(1), ts), "{isn:#x}");
+        }
+    }
+
+    #[test]
+    fn probe_candidates() {
+        let o = SynOptions { mss: 1460, wscale: 7, sack_ok: true, ts_ok: true, tsval: 1 };
+        let isn = 0x0102_0304u32;
+        let tsecr = ts_cookie(9_000_000, &o, isn);
+        let ack = |seq: u32, flags: u8| {
+            let mut th = [0u8; MAX_TCP_HLEN];
+            th[4..8].copy_from_slice(&seq.to_be_bytes());
+            th[12] = 0x80;
+            th[13] = flags;
+            th[20..24].copy_from_slice(&[1, 1, 8, 10]);
+            th[28..32].copy_from_slice(&tsecr.to_be_bytes());
+            th
+        };
+        assert_eq!(probe_candidate(&ack(isn, 0x10), 32, 32), Some(isn));
+        assert_eq!(probe_candidate(&ack(isn, 0x50), 32, 32), Some(isn), "ECE/CWR do not matter");
+        assert_eq!(probe_candidate(&ack(isn + 1, 0x10), 32, 32), None, "the handshake ACK");
+        assert_eq!(probe_candidate(&ack(isn, 0x10), 32, 37), None, "carries data");
+        for flags in [0x18, 0x11, 0x14, 0x12] {
+            assert_eq!(probe_candidate(&ack(isn, flags), 32, 32), None, "flags {flags:#x}");
+        }
+        let mut sack = ack(isn, 0x10);
+        sack[20..24].copy_from_slice(&[1, 1, 5, 10]);
+        assert_eq!(probe_candidate(&sack, 32, 32), None, "other options");
+        assert_eq!(probe_candidate(&ack(isn, 0x10), 20, 20), None, "no timestamps");
+        assert!(repair_probe(1) && !repair_probe(2) && repair_probe(3));
     }
 
     #[test]
@@ -440,6 +552,18 @@ mod tests {
         let c = ipv4_csum(&ip);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
         assert_eq!(ipv4_csum(&ip), 0);
+
+        // Moving the sequence number up by one, incrementally, gives what a full sum
+        // over the new header gives, also across a carry and a wrap to zero.
+        for seq in [0x1234_5678u32, 0x0000_ffff, 0xffff_ffff, 0x8000_0000, 0] {
+            h[4..8].copy_from_slice(&seq.to_be_bytes());
+            h[16] = 0;
+            h[17] = 0;
+            let c = csum_fold(csum_add(pseudo_v4(s, d, 40), &h, 40));
+            h[4..8].copy_from_slice(&seq.wrapping_add(1).to_be_bytes());
+            let full = csum_fold(csum_add(pseudo_v4(s, d, 40), &h, 40));
+            assert_eq!(csum_replace4(c, seq, seq.wrapping_add(1)), full, "seq {seq:#x}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod synproxy;
 mod view;
 
 use aya_ebpf::{bindings::xdp_action, macros::map, macros::xdp, maps::PerCpuArray, programs::XdpContext};
-use filter_common::{Counter, Reason, classify};
+use filter_common::{Counter, Reason, TAIL_ACKPROBE, TAIL_SYNPROXY, classify, synproxy::MAX_PURE_ACK_FRAME};
 
 use crate::{clock::Clock, limiter::MapLimiter, lists::MapLists, rules::MapRules, view::XdpView};
 
@@ -30,13 +30,21 @@ pub fn floodgate(ctx: XdpContext) -> u32 {
     let clock = Clock::new();
     let reason =
         classify(&view, &MapLists { clock: &clock }, &MapRules::new(&clock), &MapLimiter::new(&clock));
-    if reason == Reason::SynProxy {
-        // fg_synproxy answers (and counts) the SYN; it only returns here if the slot
-        // is empty, and then the SYN goes to the listener as usual.
+    // fg_synproxy answers (and counts) the SYN; fg_ackprobe looks for a zero-window
+    // probe among small passed frames (and counts the frame). Either returns here only
+    // if its slot is empty, and then the frame goes on as usual.
+    let tail = if reason == Reason::SynProxy {
+        TAIL_SYNPROXY
+    } else if reason == Reason::Passed && view.frame_len() <= MAX_PURE_ACK_FRAME {
+        TAIL_ACKPROBE
+    } else {
+        u32::MAX
+    };
+    if tail != u32::MAX {
         // SAFETY: a tail call with this program's own context.
         // (Its result type differs between the bpf and host builds.)
         #[allow(clippy::let_unit_value)]
-        let _ = unsafe { synproxy::TAILS.tail_call(&ctx, 0) };
+        let _ = unsafe { synproxy::TAILS.tail_call(&ctx, tail) };
         record(Reason::Passed, view.frame_len());
         return xdp_action::XDP_PASS;
     }

@@ -8,25 +8,37 @@
 //! cookie helper, which wants a header length it can check at its maximum, gets stack
 //! buffers of the full size. Only plain headers are answered: IPv4 with options or
 //! IPv6 with extension headers go to the stack as usual.
+//!
+//! The SYN-ACK announces window 0 (as SYNPROXY's own do), so a client whose ACK is
+//! lost cannot resend it: it sends zero-window probes one sequence number lower,
+//! whose cookie SYNPROXY rejects, and the connection hangs until the client gives up.
+//! `fg_ackprobe`, tail-called by the entry for every small frame it passes, finds
+//! such a probe (`probe_candidate`: TSecr carries the low bits of the client's ISN,
+//! and the cookie checks out one sequence number up) and passes it repaired, so
+//! SYNPROXY opens the connection (every other probe of a handshake: `repair_probe`).
+//! A program of its own, so that neither the entry's nor the answerer's verification
+//! grows (6.1's verifier is near its budget on the entry).
 
 use aya_ebpf::{
     bindings::{xdp_action, xdp_md},
     helpers::{
-        bpf_ktime_get_ns, bpf_tcp_raw_gen_syncookie_ipv4, bpf_tcp_raw_gen_syncookie_ipv6,
-        bpf_xdp_adjust_tail, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+        bpf_ktime_get_ns, bpf_tcp_raw_check_syncookie_ipv4, bpf_tcp_raw_check_syncookie_ipv6,
+        bpf_tcp_raw_gen_syncookie_ipv4, bpf_tcp_raw_gen_syncookie_ipv6, bpf_xdp_adjust_tail,
+        bpf_xdp_load_bytes, bpf_xdp_store_bytes,
     },
     macros::{map, xdp},
-    maps::{Array, PerCpuArray, ProgramArray},
+    maps::{Array, LruHashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 use filter_common::{
-    PacketView, Reason,
+    PacketView, Reason, TAIL_PROGRAMS,
     limit::take,
     parse::{ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, MAX_VLAN_TAGS, VLAN_HLEN},
     rules::{PORT_WORDS, port_bit},
     synproxy::{
-        MAX_OPTS, MAX_TCP_HLEN, OptScan, SYNACK_LEN, SYNACK_SHORT, SynProxyConfig, build_synack, csum_add,
-        csum_fold, ipv4_csum, pseudo_v4, pseudo_v6, ts_cookie,
+        MAX_OPTS, MAX_PROBES, MAX_TCP_HLEN, OptScan, ProbeKey, SYNACK_LEN, SYNACK_SHORT, SynProxyConfig,
+        build_synack, csum_add, csum_fold, csum_replace4, ipv4_csum, probe_candidate, pseudo_v4, pseudo_v6,
+        repair_probe, ts_cookie,
     },
 };
 
@@ -39,21 +51,29 @@ static PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
 #[map(name = "FG_SYN_RATE")]
 static RATE: Array<u64> = Array::with_max_entries(65536, 0);
 #[map(name = "FG_TAILS")]
-pub static TAILS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static TAILS: ProgramArray = ProgramArray::with_max_entries(TAIL_PROGRAMS.len() as u32, 0);
+#[map(name = "FG_PROBES")]
+static PROBES: LruHashMap<ProbeKey, u32> = LruHashMap::with_max_entries(MAX_PROBES, 0);
 
-/// Whether a SYN to `port` is answered now: the port is protected and its SYN rate
-/// is over `--above` (below it, SYNs reach the listener with every TCP option).
+/// Whether SYN cookies are on for TCP `port`.
 #[inline(always)]
-pub fn answer_now(port: u16, clock: &Clock) -> bool {
+pub fn cookie_port(port: u16) -> bool {
     let Some(cfg) = CONFIG.get(0) else { return false };
     if cfg.enabled == 0 {
         return false;
     }
     let (i, bit) = port_bit(port);
-    let protected = PORTS.get(i).is_some_and(|w| w & bit != 0);
-    if !protected {
+    PORTS.get(i).is_some_and(|w| w & bit != 0)
+}
+
+/// Whether a SYN to `port` is answered now: the port is protected and its SYN rate
+/// is over `--above` (below it, SYNs reach the listener with every TCP option).
+#[inline(always)]
+pub fn answer_now(port: u16, clock: &Clock) -> bool {
+    if !cookie_port(port) {
         return false;
     }
+    let Some(cfg) = CONFIG.get(0) else { return false };
     if cfg.above_pps == 0 {
         return true;
     }
@@ -75,6 +95,20 @@ pub fn fg_synproxy(ctx: XdpContext) -> u32 {
         record(Reason::Passed, len);
         xdp_action::XDP_PASS
     }
+}
+
+/// Tail-called for every small frame the entry passed (see the module comment).
+/// Inlined for the reason given above.
+#[xdp]
+#[inline(always)]
+pub fn fg_ackprobe(ctx: XdpContext) -> u32 {
+    let len = ctx.data_end() - ctx.data();
+    if repair(&ctx).is_some() {
+        record(Reason::AckRepaired, len);
+    } else {
+        record(Reason::Passed, len);
+    }
+    xdp_action::XDP_PASS
 }
 
 #[inline(always)]
@@ -128,11 +162,11 @@ pub struct Scratch {
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Copies the client's TCP header into `s.syn` (zero-padded to 60 bytes); returns
-/// its length if it is a SYN. Read in constant 4-byte steps straight from the packet:
+/// its length (if it is a SYN, with `SYN`). Read in constant 4-byte steps straight from the packet:
 /// a helper copy would need a length the verifier can prove non-zero, and LLVM tends
 /// to check one copy of a variable and pass another.
 #[inline(always)]
-fn syn_header(v: &XdpView, l4: usize, s: &mut Scratch) -> Option<usize> {
+fn tcp_header<const SYN: bool>(v: &XdpView, l4: usize, s: &mut Scratch) -> Option<usize> {
     let th_len = ((v.bytes::<1>(l4 + 12)?[0] >> 4) as usize) * 4;
     if th_len < 20 {
         return None;
@@ -145,7 +179,9 @@ fn syn_header(v: &XdpView, l4: usize, s: &mut Scratch) -> Option<usize> {
         let w = v.bytes::<4>(l4 + 4 * i)?;
         s.syn[4 * i..4 * i + 4].copy_from_slice(&w);
     }
-    if s.syn[13] & 0x17 != 0x02 {
+    // Checked here, not by the caller: 6.1's verifier is at its limit on the SYN path,
+    // and the other order of the same code took it over.
+    if SYN && s.syn[13] & 0x17 != 0x02 {
         return None;
     }
     Some(th_len)
@@ -206,7 +242,8 @@ fn synack(s: &mut Scratch, th_len: usize, cookie: i64, cfg: &SynProxyConfig) -> 
     let o = unsafe { core::ptr::read_volatile(st) }.o;
     // SAFETY: a helper without arguments.
     let now_ms = (unsafe { bpf_ktime_get_ns() } / 1_000_000) as u32;
-    let ts = ts_cookie(now_ms, &o);
+    let isn = u32::from_be_bytes([s.syn[4], s.syn[5], s.syn[6], s.syn[7]]);
+    let ts = ts_cookie(now_ms, &o, isn);
     build_synack(&s.syn, &o, cookie as u32, (cookie >> 32) as u16, ts, cfg.wscale, &mut s.out);
     Some(o.ts_ok)
 }
@@ -230,6 +267,101 @@ fn swap_macs(ctx: &XdpContext, s: &mut Scratch) -> Option<()> {
     store(ctx.ctx, 0, &mut s.swapped, 12)
 }
 
+/// Copies the plain IP header at `l3` into the scratch (`s.ip` for IPv6, `s.ip4` for
+/// IPv4) if it carries TCP and is not a fragment; returns the TCP header's offset.
+#[inline(always)]
+fn ip_header(md: *mut xdp_md, l3: usize, v6: bool, s: &mut Scratch) -> Option<usize> {
+    if v6 {
+        load(md, l3, &mut s.ip)?;
+        if s.ip[0] >> 4 != 6 || s.ip[6] != 6 {
+            return None;
+        }
+        Some(l3 + 40)
+    } else {
+        load(md, l3, &mut s.ip4)?;
+        if s.ip4[0] != 0x45 || s.ip4[9] != 6 || u16::from_be_bytes([s.ip4[6], s.ip4[7]]) & 0x3fff != 0 {
+            return None;
+        }
+        Some(l3 + 20)
+    }
+}
+
+/// If the frame is a zero-window probe for one of our cookies (`probe_candidate`,
+/// and the cookie checks out one sequence number up) to a protected port, moves its
+/// sequence number up by one in the packet (with the checksum) when `repair_probe`
+/// says so for this handshake's count of probes.
+#[inline(always)]
+fn repair(ctx: &XdpContext) -> Option<()> {
+    let cfg = CONFIG.get(0)?;
+    if cfg.enabled == 0 {
+        return None;
+    }
+    let s = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; nothing else runs on this CPU meanwhile.
+    let s = unsafe { &mut *s };
+    let view = XdpView::new(ctx);
+    let md = ctx.ctx;
+    let (l3, v6) = locate(&view)?;
+    let l4 = ip_header(md, l3, v6, s)?;
+    let th_len = tcp_header::<false>(&view, l4, s)?;
+    let ip_payload = if v6 {
+        u16::from_be_bytes([s.ip[4], s.ip[5]]) as usize
+    } else {
+        (u16::from_be_bytes([s.ip4[2], s.ip4[3]]) as usize).wrapping_sub(20)
+    };
+    let seq = probe_candidate(&s.syn, th_len, ip_payload)?;
+    if !cookie_port(u16::from_be_bytes([s.syn[2], s.syn[3]])) {
+        return None;
+    }
+    let up = seq.wrapping_add(1);
+    s.syn[4..8].copy_from_slice(&up.to_be_bytes());
+    let th = s.syn.as_mut_ptr() as *mut _;
+    // SAFETY: the IP header and (at least) the 20-byte TCP header the helper reads.
+    let valid = unsafe {
+        if v6 {
+            bpf_tcp_raw_check_syncookie_ipv6(s.ip.as_mut_ptr() as *mut _, th)
+        } else {
+            bpf_tcp_raw_check_syncookie_ipv4(s.ip4.as_mut_ptr() as *mut _, th)
+        }
+    } == 0;
+    if !valid {
+        return None;
+    }
+    let mut key = ProbeKey::default();
+    if v6 {
+        key.src.copy_from_slice(&s.ip[8..24]);
+        key.dst.copy_from_slice(&s.ip[24..40]);
+    } else {
+        key.src[..4].copy_from_slice(&s.ip4[12..16]);
+        key.dst[..4].copy_from_slice(&s.ip4[16..20]);
+    }
+    key.ports.copy_from_slice(&s.syn[0..4]);
+    key.ack.copy_from_slice(&s.syn[8..12]);
+    let n = match PROBES.get_ptr_mut(&key) {
+        // SAFETY: a value of the map; a lost race between CPUs only skips a count.
+        Some(p) => unsafe {
+            *p += 1;
+            *p
+        },
+        None => {
+            // Written at run time: a constant behind a reference becomes a .rodata map.
+            let mut one = 0u32;
+            // SAFETY: a local.
+            unsafe { core::ptr::write_volatile(&mut one, 1) };
+            let _ = PROBES.insert(&key, &one, 0);
+            1
+        }
+    };
+    if !repair_probe(n) {
+        return None;
+    }
+    let check = csum_replace4(u16::from_be_bytes([s.syn[16], s.syn[17]]), seq, up);
+    s.out[..4].copy_from_slice(&up.to_be_bytes());
+    store(md, l4 + 4, &mut s.out, 4)?;
+    s.out[..2].copy_from_slice(&check.to_be_bytes());
+    store(md, l4 + 16, &mut s.out, 2)
+}
+
 #[inline(always)]
 fn answer(ctx: &XdpContext) -> Option<()> {
     let cfg = CONFIG.get(0)?;
@@ -240,7 +372,8 @@ fn answer(ctx: &XdpContext) -> Option<()> {
     let md = ctx.ctx;
     let (l3, v6) = locate(&view)?;
     // The IP header into s.ip: plain (IPv4 without options, IPv6 without extension
-    // headers), TCP, not a fragment.
+    // headers), TCP, not a fragment. (Not through ip_header: the same code in another
+    // shape took 6.1's verifier over its budget here.)
     let l4 = if v6 {
         load(md, l3, &mut s.ip)?;
         if s.ip[0] >> 4 != 6 || s.ip[6] != 6 {
@@ -254,7 +387,7 @@ fn answer(ctx: &XdpContext) -> Option<()> {
         }
         l3 + 20
     };
-    let th_len = syn_header(&view, l4, s)?;
+    let th_len = tcp_header::<true>(&view, l4, s)?;
     let ip = if v6 { s.ip.as_mut_ptr() } else { s.ip4.as_mut_ptr() };
     let c = cookie(ip, v6, s, th_len);
     // Parsed and built once for both families: the option walk is the costly part

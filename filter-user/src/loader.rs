@@ -16,7 +16,7 @@ use aya::{
 };
 use filter_common::{
     DEFAULT_MAX_ENTRIES, DEFAULT_MAX_SOURCES, META_VERSION, MODE_NATIVE, MODE_SKB, Meta, PROGRAM_NAME,
-    SYNPROXY_PROGRAM, map_names,
+    TAIL_PROGRAMS, map_names,
 };
 use thiserror::Error;
 
@@ -66,7 +66,7 @@ pub enum AttachError {
     Load(#[source] aya::EbpfError),
     #[error("the kernel rejected the XDP program")]
     Verify(#[source] ProgramError),
-    #[error("installing the SYN-cookie program in the tail-call map")]
+    #[error("installing the tail-called programs in the tail-call map")]
     Tails(#[source] std::io::Error),
     #[error(
         "the kernel attached {0} without a BPF link (kernel older than 5.9?): floodgate needs links to stay attached after it exits"
@@ -241,19 +241,21 @@ pub fn load(cap: Capacity) -> Result<Ebpf, AttachError> {
     loader.map_max_entries(map_names::RATE, cap.sources);
     let mut ebpf = loader.load(object::bytes()).map_err(AttachError::Load)?;
     program(&mut ebpf)?.load().map_err(AttachError::Verify)?;
-    // The SYN-cookie answerer, reached by tail call: loaded always (the pinned
-    // program array keeps it), used once `synproxy enable` protects a port.
-    let synproxy: &mut Xdp = ebpf
-        .program_mut(SYNPROXY_PROGRAM)
-        .ok_or(OpenError::Missing(SYNPROXY_PROGRAM))?
-        .try_into()
-        .map_err(AttachError::Verify)?;
-    synproxy.load().map_err(AttachError::Verify)?;
-    let fd = synproxy.fd().map_err(AttachError::Verify)?.try_clone().map_err(AttachError::Tails)?;
-    let map = ebpf.map_mut(map_names::TAILS).ok_or(OpenError::Missing(map_names::TAILS))?;
-    let mut tails: ProgramArray<&mut MapData> =
-        ProgramArray::try_from(map).map_err(|source| OpenError::Type { name: map_names::TAILS, source })?;
-    tails.set(0, &fd, 0).map_err(|e| AttachError::Tails(std::io::Error::other(e)))?;
+    // The programs reached by tail call: loaded always (the pinned program array keeps
+    // them), at work once `synproxy enable` protects a port.
+    for (slot, name) in TAIL_PROGRAMS.into_iter().enumerate() {
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(OpenError::Missing(name))?
+            .try_into()
+            .map_err(AttachError::Verify)?;
+        prog.load().map_err(AttachError::Verify)?;
+        let fd = prog.fd().map_err(AttachError::Verify)?.try_clone().map_err(AttachError::Tails)?;
+        let map = ebpf.map_mut(map_names::TAILS).ok_or(OpenError::Missing(map_names::TAILS))?;
+        let mut tails: ProgramArray<&mut MapData> = ProgramArray::try_from(map)
+            .map_err(|source| OpenError::Type { name: map_names::TAILS, source })?;
+        tails.set(slot as u32, &fd, 0).map_err(|e| AttachError::Tails(std::io::Error::other(e)))?;
+    }
     Ok(ebpf)
 }
 

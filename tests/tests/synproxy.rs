@@ -216,3 +216,110 @@ fn below_the_threshold_syns_reach_the_listener() {
     }
     assert_eq!(actions, [XDP_PASS, XDP_PASS, XDP_PASS, XDP_PASS, XDP_PASS, XDP_TX, XDP_TX, XDP_TX]);
 }
+
+/// The client's bare ACK (or `payload`) as Linux sends it after our SYN-ACK: NOP, NOP,
+/// timestamps; with a correct TCP checksum, so a repair can be checked against it.
+fn client_ack(src: &str, dport: u16, seq: u32, ack: u32, tsecr: u32, payload: &[u8]) -> Vec<u8> {
+    let mut l4 = 40000u16.to_be_bytes().to_vec();
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&seq.to_be_bytes());
+    l4.extend_from_slice(&ack.to_be_bytes());
+    l4.extend_from_slice(&[0x80, if payload.is_empty() { 0x10 } else { 0x18 }, 0, 63, 0, 0, 0, 0]);
+    l4.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0x12, 0x40]);
+    l4.extend_from_slice(&tsecr.to_be_bytes());
+    l4.extend_from_slice(payload);
+    let mut f = ip_frame(src, 6, &l4, &[], None);
+    let c = tcp_checksum(&f);
+    let at = l4_offset(&f) + 16;
+    f[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+fn l4_offset(f: &[u8]) -> usize {
+    if f[12..14] == [0x86, 0xdd] { 54 } else { 34 }
+}
+
+/// The TCP checksum over the frame's segment with its checksum field taken as zero.
+fn tcp_checksum(f: &[u8]) -> u16 {
+    let l4 = l4_offset(f);
+    let len = f.len() - l4;
+    let pseudo = if l4 == 54 {
+        pseudo_v6(f[22..38].try_into().unwrap(), f[38..54].try_into().unwrap(), len)
+    } else {
+        pseudo_v4(f[26..30].try_into().unwrap(), f[30..34].try_into().unwrap(), len)
+    };
+    let mut seg = f[l4..].to_vec();
+    seg[16] = 0;
+    seg[17] = 0;
+    let mut sum = pseudo;
+    for chunk in seg.chunks(2) {
+        sum += u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]) as u32;
+    }
+    csum_fold(sum)
+}
+
+#[test]
+fn zero_window_probes_after_a_lost_handshake_ack_are_repaired() {
+    let mut h = harness(&[(80, 80)], 0);
+    for src in [V4, V6] {
+        let synack = answered(&mut h, &syn(src, 80, LINUX), src);
+        let cookie = u32::from_be_bytes(synack[4..8].try_into().unwrap());
+        let ts = options(&synack)[2].1.clone();
+        let tsval = u32::from_be_bytes(ts[..4].try_into().unwrap());
+        assert_eq!((tsval >> 6) & 3, SEQ & 3, "{src}: TSval carries the ISN's low bits");
+        let ack = |seq: u32, ack: u32, payload: &[u8]| client_ack(src, 80, seq, ack, tsval, payload);
+        let untouched = |h: &mut Harness, f: &[u8], what: &str| {
+            let (o, out) = h.run_out(f);
+            assert_eq!(o.action, XDP_PASS, "{src} {what}");
+            assert_eq!(
+                (o.delta.get(Reason::Passed).packets, o.delta.packets()),
+                (1, 1),
+                "{src} {what}: passed; {:?}",
+                o.delta
+            );
+            assert_eq!(out, f, "{src} {what}: unchanged");
+        };
+
+        // The handshake ACK itself goes to SYNPROXY as it is.
+        untouched(&mut h, &ack(SEQ + 1, cookie.wrapping_add(1), &[]), "handshake ACK");
+        // Its zero-window probes are one sequence number lower. The first is passed one
+        // up (SYNPROXY then opens the connection), the second as it is (in case the
+        // connection is open and only the window update was lost), and so on.
+        let probe = ack(SEQ, cookie.wrapping_add(1), &[]);
+        for n in 1..=4 {
+            if n % 2 == 0 {
+                untouched(&mut h, &probe, &format!("probe {n}"));
+                continue;
+            }
+            let (o, out) = h.run_out(&probe);
+            assert_eq!(o.action, XDP_PASS, "{src} probe {n}");
+            assert_eq!(o.delta.get(Reason::AckRepaired).packets, 1, "{src} probe {n}: counted");
+            assert_eq!(o.delta.packets(), 1, "{src} probe {n}: one counter");
+            let l4 = l4_offset(&out);
+            assert_eq!(u32::from_be_bytes(out[l4 + 4..l4 + 8].try_into().unwrap()), SEQ + 1, "{src}: seq");
+            let field = u16::from_be_bytes([out[l4 + 16], out[l4 + 17]]);
+            assert_eq!(field, tcp_checksum(&out), "{src} probe {n}: checksum updated");
+            let mut rest = out.clone();
+            rest[l4 + 4..l4 + 8].copy_from_slice(&probe[l4 + 4..l4 + 8]);
+            rest[l4 + 16..l4 + 18].copy_from_slice(&probe[l4 + 16..l4 + 18]);
+            assert_eq!(rest, probe, "{src} probe {n}: nothing else changed");
+        }
+
+        // What is not such a probe stays as it is.
+        // (The low bits of a cookie hold the MSS index: off by one or two it may still
+        // check out, so the wrong ACK number here is off by more.)
+        untouched(&mut h, &ack(SEQ, cookie.wrapping_add(1 + (1 << 20)), &[]), "ACK number not a cookie");
+        untouched(&mut h, &ack(SEQ.wrapping_sub(1), cookie.wrapping_add(1), &[]), "two lower");
+        untouched(&mut h, &ack(SEQ, cookie.wrapping_add(1), b"GET /"), "carries data");
+        untouched(&mut h, &ack(SEQ.wrapping_sub(4), cookie.wrapping_add(1), &[]), "four lower");
+        let other = client_ack(src, 443, SEQ, cookie.wrapping_add(1), tsval, &[]);
+        untouched(&mut h, &other, "port without cookies");
+        // Without timestamps a probe cannot be told from the handshake ACK: left alone.
+        let mut bare = ack(SEQ, cookie.wrapping_add(1), &[]);
+        let l4 = l4_offset(&bare);
+        bare[l4 + 20..l4 + 32].copy_from_slice(&[1; 12]);
+        let c = tcp_checksum(&bare);
+        bare[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+        untouched(&mut h, &bare, "no timestamps");
+    }
+}

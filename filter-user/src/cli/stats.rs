@@ -52,8 +52,8 @@ pub fn stats_json(iface: &str, mode: u32, t: &Totals, e: &Events) -> Value {
     });
     let mut dropped = serde_json::Map::new();
     for r in Reason::ALL {
-        if r == Reason::SynProxy {
-            v["synproxy"] = json!({ "syn_answered": counter_json(t.get(r)) });
+        if r == Reason::SynProxy || r == Reason::AckRepaired {
+            v["synproxy"][r.key()] = counter_json(t.get(r));
         } else if r.drops() {
             dropped.insert(r.key().to_string(), counter_json(t.get(r)));
         } else {
