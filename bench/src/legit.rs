@@ -178,23 +178,28 @@ fn one(lab: &Lab, cli: &Netns, obj: &mut Obj, f: Filter, secs: f64) -> anyhow::R
         let sent_frames = AtomicU64::new(0);
         let addr: SocketAddr = format!("{SRV_ADDR}:80").parse().unwrap();
         let t0 = Instant::now();
+        let (stop_r, sent_r, gen_obj) = (&stop, &sent_frames, &mut *obj);
+        let (synf_r, udpf_r) = (&synf, &udpf);
         let (sent, ok) = std::thread::scope(|s| -> anyhow::Result<(usize, Vec<f64>)> {
-            let flood = s.spawn(|| -> anyhow::Result<()> {
+            let flood = s.spawn(move || -> anyhow::Result<()> {
                 if f == Filter::Calm {
                     return Ok(());
                 }
                 // Chunks keep the flood bounded by `stop` (and by time: at most secs + 2 s).
                 let end = Instant::now() + Duration::from_secs_f64(secs + 2.0);
                 let mut i = 0u64;
-                while !stop.load(Relaxed) && Instant::now() < end {
+                while !stop_r.load(Relaxed) && Instant::now() < end {
                     let syn_only =
                         matches!(f, Filter::SynProxy | Filter::KernelCookies | Filter::NftSynproxy);
-                    let frame = if syn_only || i.is_multiple_of(2) { &synf } else { &udpf };
-                    lab.flood(obj, frame, 300_000)?;
-                    sent_frames.fetch_add(300_000, Relaxed);
+                    let frame = if syn_only || i.is_multiple_of(2) { synf_r } else { udpf_r };
+                    // floodgate's SYN cookies rewrite the SYN in place into their answer:
+                    // without the template the recycled pages would carry that.
+                    gen_obj.set_template(Some(frame))?;
+                    lab.flood(gen_obj, frame, 300_000)?;
+                    sent_r.fetch_add(300_000, Relaxed);
                     i += 1;
                 }
-                Ok(())
+                gen_obj.set_template(None)
             });
             let client = cli.enter(|| {
                 let (mut sent, mut ok) = (0, Vec::new());

@@ -26,8 +26,12 @@ pub struct Obj {
     pub ebpf: Ebpf,
     pub maps: FilterMaps,
     cfg: Array<MapData, u32>,
+    template: Array<MapData, [u8; TEMPLATE_LEN]>,
     jump: ProgramArray<MapData>,
 }
+
+/// Longest frame the generator restores (filter-ebpf/src/bench.rs).
+const TEMPLATE_LEN: usize = 128;
 
 impl Obj {
     /// Loads floodgate (lists of `entries` per family) and the bench programs.
@@ -44,8 +48,10 @@ impl Obj {
             p.load().with_context(|| format!("loading {name}"))?;
         }
         let cfg = Array::try_from(ebpf.take_map("FGB_CFG").ok_or_else(|| anyhow!("no FGB_CFG"))?)?;
+        let template =
+            Array::try_from(ebpf.take_map("FGB_TEMPLATE").ok_or_else(|| anyhow!("no FGB_TEMPLATE"))?)?;
         let jump = ProgramArray::try_from(ebpf.take_map("FGB_JUMP").ok_or_else(|| anyhow!("no FGB_JUMP"))?)?;
-        Ok(Self { ebpf, maps, cfg, jump })
+        Ok(Self { ebpf, maps, cfg, template, jump })
     }
 
     pub fn prog(&self, name: &str) -> anyhow::Result<&Xdp> {
@@ -65,6 +71,18 @@ impl Obj {
     /// 0: the rewrite repeats one source; u32::MAX: a random source per frame.
     pub fn set_mask(&mut self, mask: u32) -> anyhow::Result<()> {
         self.cfg.set(0, &mask, 0).context("FGB_CFG")
+    }
+
+    /// Has the generator restore every frame to `frame` before sending it (None: it
+    /// sends whatever the recycled page holds, which is the frame as long as nobody
+    /// rewrote it).
+    pub fn set_template(&mut self, frame: Option<&[u8]>) -> anyhow::Result<()> {
+        let f = frame.unwrap_or_default();
+        anyhow::ensure!(f.len() <= TEMPLATE_LEN, "template frame of {} bytes", f.len());
+        let mut t = [0u8; TEMPLATE_LEN];
+        t[..f.len()].copy_from_slice(f);
+        self.template.set(0, &t, 0).context("FGB_TEMPLATE")?;
+        self.cfg.set(1, &(f.len() as u32), 0).context("FGB_CFG")
     }
 
     /// ns per run of `prog` on `frame`, as the kernel measured it over `repeat` runs.

@@ -3,7 +3,11 @@
 //!
 //! - `fgb_pass`: an empty XDP_PASS, the floor of BPF_PROG_TEST_RUN costs, and the
 //!   program on the receiving veth when measuring nftables, iptables or no filter.
-//! - `fgb_gen`: the live-frames generator: rewrites the source, returns XDP_TX.
+//! - `fgb_gen`: the live-frames generator: restores the frame from `FGB_TEMPLATE` if
+//!   one is set (live-frames mode recycles pages without restoring them, and a
+//!   receiver that rewrites frames in place, as floodgate's SYN cookies do, would
+//!   otherwise turn the flood into copies of its answers), rewrites the source,
+//!   returns XDP_TX.
 //! - `fgb_wrap`: the same rewrite, then a tail call into slot 0 of `FGB_JUMP`
 //!   (floodgate or `fgb_pass`), so test_run with a large repeat sees a new source per
 //!   frame.
@@ -14,14 +18,21 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::bpf_get_prandom_u32,
+    helpers::{bpf_get_prandom_u32, bpf_xdp_store_bytes},
     macros::{map, xdp},
     maps::{Array, ProgramArray},
     programs::XdpContext,
 };
 
+/// 0: the source mask; 1: the template's length (0: no template).
 #[map(name = "FGB_CFG")]
-static CFG: Array<u32> = Array::with_max_entries(1, 0);
+static CFG: Array<u32> = Array::with_max_entries(2, 0);
+
+/// Longest frame `fgb_gen` restores.
+const TEMPLATE_LEN: usize = 128;
+
+#[map(name = "FGB_TEMPLATE")]
+static TEMPLATE: Array<[u8; TEMPLATE_LEN]> = Array::with_max_entries(1, 0);
 
 #[map(name = "FGB_JUMP")]
 static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
@@ -33,8 +44,24 @@ pub fn fgb_pass(_ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn fgb_gen(ctx: XdpContext) -> u32 {
+    restore(&ctx);
     rewrite(&ctx);
     xdp_action::XDP_TX
+}
+
+/// Writes the template over the frame's first bytes (the frame has its length).
+#[inline(always)]
+fn restore(ctx: &XdpContext) {
+    let n = CFG.get(1).copied().unwrap_or(0);
+    if n == 0 || n as usize > TEMPLATE_LEN {
+        return;
+    }
+    let Some(t) = TEMPLATE.get_ptr_mut(0) else { return };
+    // The same length in a form whose bounds (1..=128) the verifier sees on the
+    // register it checks.
+    let len = ((n - 1) & (TEMPLATE_LEN as u32 - 1)) + 1;
+    // SAFETY: at most TEMPLATE_LEN bytes from the map value; the helper checks the frame.
+    unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, t as *mut _, len) };
 }
 
 #[xdp]
