@@ -31,11 +31,11 @@ pub fn floodgate(ctx: XdpContext) -> u32 {
     let reason =
         classify(&view, &MapLists { clock: &clock }, &MapRules::new(&clock), &MapLimiter::new(&clock));
     // fg_synproxy answers (and counts) the SYN; fg_ackprobe looks for a zero-window
-    // probe among small passed frames (and counts the frame). Either returns here only
+    // probe among small passed frames while SYN cookies are on (and counts the frame). Either returns here only
     // if its slot is empty, and then the frame goes on as usual.
     let tail = if reason == Reason::SynProxy {
         TAIL_SYNPROXY
-    } else if reason == Reason::Passed && view.frame_len() <= MAX_PURE_ACK_FRAME {
+    } else if reason == Reason::Passed && view.frame_len() <= MAX_PURE_ACK_FRAME && synproxy::enabled() {
         TAIL_ACKPROBE
     } else {
         u32::MAX

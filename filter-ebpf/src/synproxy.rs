@@ -55,6 +55,12 @@ pub static TAILS: ProgramArray = ProgramArray::with_max_entries(TAIL_PROGRAMS.le
 #[map(name = "FG_PROBES")]
 static PROBES: LruHashMap<ProbeKey, u32> = LruHashMap::with_max_entries(MAX_PROBES, 0);
 
+/// Whether SYN cookies are on at all.
+#[inline(always)]
+pub fn enabled() -> bool {
+    CONFIG.get(0).is_some_and(|c| c.enabled != 0)
+}
+
 /// Whether SYN cookies are on for TCP `port`.
 #[inline(always)]
 pub fn cookie_port(port: u16) -> bool {
