@@ -64,22 +64,24 @@ pub fn enabled() -> bool {
 /// Whether SYN cookies are on for TCP `port`.
 #[inline(always)]
 pub fn cookie_port(port: u16) -> bool {
-    let Some(cfg) = CONFIG.get(0) else { return false };
-    if cfg.enabled == 0 {
-        return false;
-    }
+    CONFIG.get(0).is_some_and(|cfg| protected(cfg, port))
+}
+
+/// Whether `cfg` has SYN cookies on and `port` among the protected ones.
+#[inline(always)]
+fn protected(cfg: &SynProxyConfig, port: u16) -> bool {
     let (i, bit) = port_bit(port);
-    PORTS.get(i).is_some_and(|w| w & bit != 0)
+    cfg.enabled != 0 && PORTS.get(i).is_some_and(|w| w & bit != 0)
 }
 
 /// Whether a SYN to `port` is answered now: the port is protected and its SYN rate
 /// is over `--above` (below it, SYNs reach the listener with every TCP option).
 #[inline(always)]
 pub fn answer_now(port: u16, clock: &Clock) -> bool {
-    if !cookie_port(port) {
+    let Some(cfg) = CONFIG.get(0) else { return false };
+    if !protected(cfg, port) {
         return false;
     }
-    let Some(cfg) = CONFIG.get(0) else { return false };
     if cfg.above_pps == 0 {
         return true;
     }
