@@ -9,7 +9,6 @@
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    process::{Child, Command, Stdio},
     sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     time::{Duration, Instant},
 };
@@ -17,7 +16,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::programs::{XdpMode, xdp::XdpLinkId};
 use filter_common::{ListKind, Reason};
-use floodgate::lab::{Netns, veth_pair};
+use floodgate::lab::{Netns, Nginx, veth_pair};
 use serde_json::json;
 
 use crate::{
@@ -30,46 +29,6 @@ use crate::{
 const SRV_ADDR: &str = "192.0.2.1";
 const CLI_ADDR: &str = "192.0.2.2";
 const V6_FLOOD: &str = "2001:db8::/32";
-
-/// nginx in the server namespace, killed (by its pid) on drop.
-struct Nginx {
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-impl Nginx {
-    fn start(ns: &str) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join("fgb-nginx");
-        std::fs::create_dir_all(&dir)?;
-        let d = dir.display();
-        let conf = format!(
-            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{ worker_connections 4096; }}\n\
-             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-             server {{ listen 80 backlog=4096; location / {{ return 200 \"ok\\n\"; }} }} }}\n"
-        );
-        let path = dir.join("nginx.conf");
-        std::fs::write(&path, conf)?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{ns}"))
-            .args(["--", "nginx", "-c", path.to_str().unwrap(), "-p", dir.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting nginx (scripts/setup.sh installs it)")?;
-        Ok(Nginx { child, dir })
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// One GET; the latency when a 200 came back within the timeout.
 fn get(addr: SocketAddr) -> Option<Duration> {
@@ -273,7 +232,9 @@ pub fn run(quick: bool) -> anyhow::Result<Vec<Section>> {
     // SYN-ACKs to the flood's sources go back to the attacker namespace (one
     // neighbour), as they would go out to the internet.
     lab.srv.ip(&["route", "add", FLOOD_NET, "via", "198.51.100.2"])?;
-    let _nginx = Nginx::start(&lab.srv.name)?;
+    let server = "server { listen 80 backlog=4096; location / { return 200 \"ok\\n\"; } }";
+    let _nginx = Nginx::start(&lab.srv, std::env::temp_dir().join("fgb-nginx"), server)
+        .context("starting nginx (scripts/setup.sh installs it)")?;
     let addr: SocketAddr = format!("{SRV_ADDR}:80").parse().unwrap();
     if !wait_for(Duration::from_secs(5), || cli.enter(|| get(addr).is_some()).unwrap_or(false)) {
         bail!("nginx did not answer in the server namespace");

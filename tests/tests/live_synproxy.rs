@@ -5,13 +5,13 @@
 
 use std::{
     path::PathBuf,
-    process::{Child, Stdio},
+    process::Stdio,
     sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     thread,
     time::{Duration, Instant},
 };
 
-use floodgate::lab::{Netns, build};
+use floodgate::lab::{Netns, Nginx, build};
 use integration_tests::live::{Lab, SRV_V4, SRV_V6, floodgate_bin, packets};
 use serde_json::Value;
 
@@ -20,59 +20,24 @@ const BIG: usize = 6 << 20;
 /// MiB transfers are checked before and after it.
 const PAGE: &str = "<html><body>floodgate test page</body></html>\n";
 
-/// nginx serving `www/big` (6 MiB) and `www/index.html` on port 80, stopped and cleaned up on drop.
-struct Nginx {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Nginx {
-    fn start(ns: &Netns) -> Self {
-        let dir = PathBuf::from(format!("/tmp/fgt-nginx-{}", ns.name));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("www")).unwrap();
-        let big: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8).collect();
-        std::fs::write(dir.join("www/big"), big).unwrap();
-        std::fs::write(dir.join("www/index.html"), PAGE).unwrap();
-        let d = dir.display();
-        let conf = format!(
-            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-             server {{ listen {SRV_V4}:80; listen [{SRV_V6}]:80; root {d}/www; }} }}\n"
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = ns
-            .command("nginx")
-            .args(["-e", "stderr", "-p", &d.to_string(), "-c", &format!("{d}/nginx.conf")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx (scripts/setup.sh installs nginx-light)");
-        Nginx { child, dir }
+/// Starts nginx in the lab's server namespace serving `www/big` (6 MiB) and
+/// `www/index.html` on port 80, and waits until the client reaches it.
+fn serve(lab: &Lab) -> Nginx {
+    let dir = PathBuf::from(format!("/tmp/fgt-nginx-{}", lab.srv.name));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    let big: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("www/big"), big).unwrap();
+    std::fs::write(dir.join("www/index.html"), PAGE).unwrap();
+    let server =
+        format!("server {{ listen {SRV_V4}:80; listen [{SRV_V6}]:80; root {}/www; }}", dir.display());
+    let nginx = Nginx::start(&lab.srv, dir, &server).expect("nginx (scripts/setup.sh installs nginx-light)");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while curl(&lab.cli, &format!("http://{SRV_V4}/index.html")).is_none() {
+        assert!(Instant::now() < deadline, "nginx did not start");
+        thread::sleep(Duration::from_millis(100));
     }
-}
-
-impl Nginx {
-    /// Starts nginx in the lab's server namespace and waits until the client reaches it.
-    fn serve(lab: &Lab) -> Self {
-        let nginx = Nginx::start(&lab.srv);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while curl(&lab.cli, &format!("http://{SRV_V4}/index.html")).is_none() {
-            assert!(Instant::now() < deadline, "nginx did not start");
-            thread::sleep(Duration::from_millis(100));
-        }
-        nginx
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    nginx
 }
 
 /// `curl` from `ns`: the HTTP status and bytes received, or why it failed (curl's exit
@@ -169,7 +134,7 @@ impl Drop for ClientXdp<'_> {
 #[test]
 fn syn_cookies_in_the_driver_keep_nginx_reachable_through_a_syn_flood() {
     let lab = Lab::new("syn");
-    let _nginx = Nginx::serve(&lab);
+    let _nginx = serve(&lab);
     let _client_xdp = ClientXdp::attach(&lab);
     let urls = [format!("http://{SRV_V4}/big"), format!("http://[{SRV_V6}]/big")];
     let before = (
@@ -286,7 +251,7 @@ fn syn_cookies_in_the_driver_keep_nginx_reachable_through_a_syn_flood() {
 #[test]
 fn connections_whose_handshake_ack_is_lost_still_open() {
     let lab = Lab::new("ack");
-    let _nginx = Nginx::serve(&lab);
+    let _nginx = serve(&lab);
     let _client_xdp = ClientXdp::attach(&lab);
     lab.attach("native");
     lab.ok(&["synproxy", "enable", "-i", &lab.srv_if, "--ports", "80"]);
