@@ -79,6 +79,59 @@ struct Outcome {
     dropped_pps: f64,
 }
 
+/// One case's rounds together: requests, latencies of the successful ones, medians
+/// of the flood rate and of what the filter dropped (or answered) per second.
+struct Summary {
+    sent: usize,
+    ok: Vec<f64>,
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    flood: f64,
+    handled: f64,
+}
+
+impl Summary {
+    fn of(v: &[Outcome]) -> Self {
+        let sent: usize = v.iter().map(|o| o.sent).sum();
+        let ok: Vec<f64> = v.iter().flat_map(|o| o.ok.iter().copied()).collect();
+        let flood = median(&v.iter().map(|o| o.flood_pps).collect::<Vec<_>>());
+        let handled = median(&v.iter().map(|o| o.dropped_pps).collect::<Vec<_>>());
+        let rate = ok.len() as f64 / sent.max(1) as f64;
+        let (p50, p99) = (pct(&ok, 0.5), pct(&ok, 0.99));
+        Summary { sent, ok, rate, p50, p99, flood, handled }
+    }
+}
+
+/// Every case of `filters`, `rounds` times, interleaved; logged as `bench: TAG ...`.
+fn rounds_of(
+    lab: &Lab,
+    cli: &Netns,
+    obj: &mut Obj,
+    filters: &[Filter],
+    rounds: usize,
+    secs: f64,
+    tag: &str,
+) -> anyhow::Result<Vec<Vec<Outcome>>> {
+    let mut out: Vec<Vec<Outcome>> = filters.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (i, f) in filters.iter().enumerate() {
+            let o = one(lab, cli, obj, *f, secs).with_context(|| f.name())?;
+            eprintln!(
+                "bench: {tag} {}: {}/{} ok, p50 {:.2} ms, p99 {:.2} ms, flood {:.2} Mpps",
+                f.name(),
+                o.ok.len(),
+                o.sent,
+                pct(&o.ok, 0.5),
+                pct(&o.ok, 0.99),
+                o.flood_pps / 1e6
+            );
+            out[i].push(o);
+        }
+    }
+    Ok(out)
+}
+
 fn nft_script() -> String {
     format!(
         "table netdev {NFT_TABLE} {{\n  set b4 {{ type ipv4_addr; flags interval; elements = {{ 203.0.113.0/24 }} }}\n  \
@@ -243,34 +296,14 @@ pub fn run(quick: bool) -> anyhow::Result<Vec<Section>> {
     obj.add(ListKind::Block, &[net("203.0.113.0/24"), net(V6_FLOOD)])?;
     obj.set_mask(u32::MAX)?;
     let filters = [Filter::Calm, Filter::Floodgate, Filter::Nft, Filter::None];
-    let mut out: Vec<Vec<Outcome>> = filters.iter().map(|_| Vec::new()).collect();
-    for _ in 0..rounds {
-        for (i, f) in filters.iter().enumerate() {
-            let o = one(&lab, &cli, &mut obj, *f, secs).with_context(|| f.name())?;
-            eprintln!(
-                "bench: legit {}: {}/{} ok, p50 {:.2} ms, p99 {:.2} ms, flood {:.2} Mpps",
-                f.name(),
-                o.ok.len(),
-                o.sent,
-                pct(&o.ok, 0.5),
-                pct(&o.ok, 0.99),
-                o.flood_pps / 1e6
-            );
-            out[i].push(o);
-        }
-    }
+    let out = rounds_of(&lab, &cli, &mut obj, &filters, rounds, secs, "legit")?;
     let mut sec = Section::new(
         "4. Legitimate HTTP under a SYN flood plus a blocklisted UDP flood",
         &["filter", "requests", "success", "p50 ms", "p99 ms", "flood frames/s", "dropped by filter/s"],
     );
     let mut j = Vec::new();
     for (f, v) in filters.iter().zip(&out) {
-        let sent: usize = v.iter().map(|o| o.sent).sum();
-        let ok: Vec<f64> = v.iter().flat_map(|o| o.ok.iter().copied()).collect();
-        let flood = median(&v.iter().map(|o| o.flood_pps).collect::<Vec<_>>());
-        let dropped = median(&v.iter().map(|o| o.dropped_pps).collect::<Vec<_>>());
-        let rate = ok.len() as f64 / sent.max(1) as f64;
-        let (p50, p99) = (pct(&ok, 0.5), pct(&ok, 0.99));
+        let Summary { sent, rate, p50, p99, flood, handled: dropped, .. } = Summary::of(v);
         sec.rows.push(vec![
             f.name().into(),
             sent.to_string(),
@@ -313,20 +346,7 @@ fn table(
     rounds: usize,
     secs: f64,
 ) -> anyhow::Result<Section> {
-    let mut out: Vec<Vec<Outcome>> = filters.iter().map(|_| Vec::new()).collect();
-    for _ in 0..rounds {
-        for (i, f) in filters.iter().enumerate() {
-            let o = one(lab, cli, obj, *f, secs).with_context(|| f.name())?;
-            eprintln!(
-                "bench: syn {}: {}/{} ok, p99 {:.2} ms",
-                f.name(),
-                o.ok.len(),
-                o.sent,
-                pct(&o.ok, 0.99)
-            );
-            out[i].push(o);
-        }
-    }
+    let out = rounds_of(lab, cli, obj, filters, rounds, secs, "syn")?;
     let mut sec = Section::new(
         title,
         &[
@@ -342,13 +362,8 @@ fn table(
     );
     let mut j = Vec::new();
     for (f, v) in filters.iter().zip(&out) {
-        let sent: usize = v.iter().map(|o| o.sent).sum();
-        let ok: Vec<f64> = v.iter().flat_map(|o| o.ok.iter().copied()).collect();
-        let flood = median(&v.iter().map(|o| o.flood_pps).collect::<Vec<_>>());
-        let answered = median(&v.iter().map(|o| o.dropped_pps).collect::<Vec<_>>());
-        let rate = ok.len() as f64 / sent.max(1) as f64;
+        let Summary { sent, ok, rate, p50, p99, flood, handled: answered } = Summary::of(v);
         let rps = ok.len() as f64 / (secs * rounds as f64);
-        let (p50, p99) = (pct(&ok, 0.5), pct(&ok, 0.99));
         sec.rows.push(vec![
             f.name().into(),
             sent.to_string(),
