@@ -4,10 +4,17 @@
 //! the only writer. Every operation checks everything it can before it changes a
 //! map, and undoes its own changes if the kernel refuses one midway, so a command
 //! either applies whole or leaves the lists as they were.
+//!
+//! The same holds when the process is killed at any moment (SIGKILL included): a
+//! change of one entry is one map write; a change of several is written into the
+//! inactive generation and made visible by one write of the active index. The
+//! bookkeeping (counts, expiry index) is marked while a change is under way, and the
+//! next writer rebuilds it from the maps when a change was cut short (see [`CHANGING`]).
 
 use std::{
     collections::HashSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::atomic::{AtomicBool, Ordering::Relaxed},
     time::Duration,
 };
 
@@ -44,6 +51,12 @@ pub enum StoreError {
     },
     #[error("reading or writing floodgate's bookkeeping map")]
     Meta(#[source] MapError),
+    #[error("interrupted; the list was left as it was")]
+    Interrupted,
+    #[error("an entry count would go out of range; nothing was changed")]
+    Count,
+    #[error("a TTL of {0} s does not fit the data path's clock")]
+    TtlTooLong(u64),
 }
 
 /// Where an entry lives: exact hosts in the hash maps, shorter prefixes in the tries.
@@ -167,8 +180,59 @@ pub struct Added {
 /// Receives `(done, total)` as a long operation advances.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
+/// Set by a SIGINT/SIGTERM handler (see the `blocklist`/`allowlist` commands): a long
+/// add, load, remove or replace checks it until the moment it makes its change
+/// visible, and then stops with the list as it was ([`StoreError::Interrupted`]).
+/// Past that moment it finishes.
+pub static INTERRUPT: AtomicBool = AtomicBool::new(false);
+
+/// [`Meta`]'s spare word (`_pad`) holds this while a change is under way. A
+/// controller killed midway (SIGKILL, a crash, a power cut of the process) leaves it
+/// set; the next writer then repairs the bookkeeping from the maps themselves: it
+/// clears the inactive generations, recounts the active ones and checks the expiry
+/// index (see [`FilterMaps::recover`]). Readers recount in memory meanwhile.
+pub const CHANGING: u32 = 0x4647_4348;
+
+/// `now + ttl` as a data-path expiry time, refused when it does not fit (never wraps
+/// into an entry that is expired from the start).
+pub fn expiry_after(now: u64, ttl: Duration) -> Result<u64, StoreError> {
+    u64::try_from(ttl.as_nanos())
+        .ok()
+        .and_then(|ns| now.checked_add(ns))
+        .filter(|&t| t != 0)
+        .ok_or(StoreError::TtlTooLong(ttl.as_secs()))
+}
+
+/// `counts[family] + by` (or `- by`), refusing to wrap.
+fn adjust(counts: &mut [u32; 2], by: [u32; 2], add: bool) -> Result<(), StoreError> {
+    for f in 0..2 {
+        let v = if add { counts[f].checked_add(by[f]) } else { counts[f].checked_sub(by[f]) };
+        counts[f] = v.ok_or(StoreError::Count)?;
+    }
+    Ok(())
+}
+
+fn per_family(slots: &[Slot]) -> Result<[u32; 2], StoreError> {
+    let mut n = [0u32; 2];
+    for s in slots {
+        let c = &mut n[s.family() as usize];
+        *c = c.checked_add(1).ok_or(StoreError::Count)?;
+    }
+    Ok(n)
+}
+
 impl FilterMaps {
+    /// The bookkeeping, with counts recomputed from the maps (in memory only) when an
+    /// interrupted change left them unverified. Never writes.
     pub fn read_meta(&self) -> Result<Meta, StoreError> {
+        let mut meta = self.read_meta_raw()?;
+        if Self::unverified(&meta) {
+            meta.counts = self.count_active()?;
+        }
+        Ok(meta)
+    }
+
+    fn read_meta_raw(&self) -> Result<Meta, StoreError> {
         let meta = self.meta.get(&0, 0).map_err(StoreError::Meta)?;
         if meta.version != META_VERSION {
             return Err(StoreError::Version { found: meta.version, expected: META_VERSION });
@@ -176,12 +240,86 @@ impl FilterMaps {
         Ok(meta)
     }
 
+    /// Whether the stored counts cannot be trusted: a change was interrupted, or they
+    /// are out of range (left by an older floodgate whose counts could wrap).
+    fn unverified(meta: &Meta) -> bool {
+        meta._pad != 0 || meta.counts.iter().flatten().any(|&c| c > meta.max_entries)
+    }
+
     pub fn write_meta(&mut self, meta: &Meta) -> Result<(), StoreError> {
         self.meta.set(0, meta, 0).map_err(StoreError::Meta)
     }
 
+    /// Entries of each list's active generation, by `[ListKind][Family]`.
+    fn count_active(&self) -> Result<[[u32; 2]; 2], StoreError> {
+        let mut counts = [[0u32; 2]; 2];
+        for kind in ListKind::ALL {
+            counts[kind as usize] = per_family(&self.slots(kind, self.generation(kind)?)?)?;
+        }
+        Ok(counts)
+    }
+
+    /// The bookkeeping for a writer, repaired first if an earlier change was
+    /// interrupted. Nothing is marked yet: a writer that finds nothing to do, or
+    /// refuses, writes nothing.
+    fn prepare(&mut self) -> Result<Meta, StoreError> {
+        let mut meta = self.read_meta_raw()?;
+        if Self::unverified(&meta) {
+            self.recover(&mut meta)?;
+        }
+        Ok(meta)
+    }
+
+    /// Marks a change as under way (see [`CHANGING`]).
+    fn mark(&mut self, meta: &mut Meta) -> Result<(), StoreError> {
+        meta._pad = CHANGING;
+        self.write_meta(meta)
+    }
+
+    /// Ends a change: the counts are those of what is stored.
+    fn commit(&mut self, meta: &mut Meta) -> Result<(), StoreError> {
+        meta._pad = 0;
+        self.write_meta(meta)
+    }
+
+    /// Repairs what an interrupted change left: entries in the inactive generations
+    /// (a rewrite that never flipped, or an old generation not yet cleared), counts
+    /// that do not match the active generations, expiry-index keys that name no entry
+    /// or an old expiry time. Afterwards the bookkeeping matches the maps exactly.
+    pub fn recover(&mut self, meta: &mut Meta) -> Result<(), StoreError> {
+        for kind in ListKind::ALL {
+            let g = self.generation(kind)?;
+            self.clear_generation(kind, g ^ 1)?;
+        }
+        meta.counts = self.count_active()?;
+        let keys: Vec<EntryKey> = self.expiry.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            match Slot::from_expiry_key(&key) {
+                Some((kind, slot)) => {
+                    let g = self.generation(kind)?;
+                    self.fix_index(kind, g, &slot)?;
+                }
+                None => {
+                    let _ = self.expiry.remove(&key);
+                }
+            }
+        }
+        self.commit(meta)
+    }
+
+    /// Makes the expiry index agree with the entry `slot` of generation `g`.
+    fn fix_index(&mut self, kind: ListKind, g: u32, slot: &Slot) -> Result<(), StoreError> {
+        let expires = self.lookup(kind, g, slot)?.map_or(0, |v| v.expires);
+        let key = slot.expiry_key(kind);
+        match self.expiry.get(&key, 0) {
+            Ok(e) if e == expires => Ok(()),
+            Err(_) if expires == 0 => Ok(()),
+            _ => self.index_expiry(kind, slot, expires),
+        }
+    }
+
     fn generation(&self, kind: ListKind) -> Result<u32, StoreError> {
-        self.active.get(&(kind as u32), 0).map_err(StoreError::Meta)
+        self.active.get(&(kind as u32), 0).map(|g| g & 1).map_err(StoreError::Meta)
     }
 
     fn map_err(kind: ListKind, op: &'static str) -> impl Fn(MapError) -> StoreError {
@@ -227,30 +365,99 @@ impl FilterMaps {
         .map_err(Self::map_err(kind, "delete"))
     }
 
-    /// Inserts `slots` into generation `g`; on failure removes what it inserted.
-    fn insert_all(
+    fn check_interrupt() -> Result<(), StoreError> {
+        if INTERRUPT.load(Relaxed) { Err(StoreError::Interrupted) } else { Ok(()) }
+    }
+
+    /// Inserts `slots` into the inactive generation `g` (cleared beforehand by the
+    /// caller); stops early when interrupted. The caller clears `g` on failure.
+    fn fill(
         &mut self,
         kind: ListKind,
         g: u32,
         slots: &[Slot],
         expires: u64,
+        done: &mut u64,
+        total: u64,
         progress: Progress<'_>,
     ) -> Result<(), StoreError> {
-        let total = slots.len() as u64;
-        for (i, slot) in slots.iter().enumerate() {
-            if let Err(e) =
-                self.insert(kind, g, slot, expires).and_then(|()| self.index_expiry(kind, slot, expires))
-            {
-                for done in &slots[..=i] {
-                    let _ = self.delete(kind, g, done);
-                    let _ = self.index_expiry(kind, done, 0);
-                }
-                return Err(e);
+        for slot in slots {
+            if expires != 0 {
+                self.index_expiry(kind, slot, expires)?;
             }
-            if i.is_multiple_of(4096) {
-                progress(i as u64, total);
+            self.insert(kind, g, slot, expires)?;
+            *done += 1;
+            if done.is_multiple_of(4096) {
+                Self::check_interrupt()?;
+                progress(*done, total);
             }
         }
+        Ok(())
+    }
+
+    /// Builds the inactive generation as the active one `g` without `drop` and with
+    /// `set` (entries new or with a new expiry, all with `expires`), then switches
+    /// packets to it with one 4-byte write. Until that write packets see exactly the
+    /// old list; after it, exactly the new one: a process killed at any moment leaves
+    /// one or the other. Returns the generation now active; the caller commits the
+    /// bookkeeping, then clears the old generation.
+    fn rewrite(
+        &mut self,
+        kind: ListKind,
+        g: u32,
+        set: &[Slot],
+        expires: u64,
+        drop: &HashSet<Slot>,
+        progress: Progress<'_>,
+    ) -> Result<u32, StoreError> {
+        let n = g ^ 1;
+        let result = self.build_next(kind, g, n, set, expires, drop, progress).and_then(|()| {
+            Self::check_interrupt()?;
+            self.active.set(kind as u32, &n, 0).map_err(StoreError::Meta)
+        });
+        if let Err(e) = result {
+            // Nothing was switched: undo the inactive generation and any expiry the
+            // index was told about, so the list and its index are as before.
+            let _ = self.clear_generation(kind, n);
+            for slot in set {
+                let _ = self.fix_index(kind, g, slot);
+            }
+            return Err(e);
+        }
+        Ok(n)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_next(
+        &mut self,
+        kind: ListKind,
+        g: u32,
+        n: u32,
+        set: &[Slot],
+        expires: u64,
+        drop: &HashSet<Slot>,
+        progress: Progress<'_>,
+    ) -> Result<(), StoreError> {
+        // A change that died halfway may have left entries in the inactive generation.
+        self.clear_generation(kind, n)?;
+        let replaced: HashSet<Slot> = set.iter().copied().collect();
+        let old = self.slots(kind, g)?;
+        let total = (old.len() + set.len()) as u64;
+        let mut done = 0u64;
+        for slot in &old {
+            if !drop.contains(slot)
+                && !replaced.contains(slot)
+                && let Some(v) = self.lookup(kind, g, slot)?
+            {
+                self.insert(kind, n, slot, v.expires)?;
+            }
+            done += 1;
+            if done.is_multiple_of(4096) {
+                Self::check_interrupt()?;
+                progress(done, total);
+            }
+        }
+        self.fill(kind, n, set, expires, &mut done, total, progress)?;
         progress(total, total);
         Ok(())
     }
@@ -293,10 +500,27 @@ impl FilterMaps {
         r.map_err(Self::map_err(kind, "expiry index"))
     }
 
+    /// Changes one entry in place (one map write, atomic by itself), keeping the
+    /// expiry index a superset of the expiring entries at every moment: the index is
+    /// written before an expiring entry and cleared after a permanent one.
+    fn set_one(&mut self, kind: ListKind, g: u32, slot: &Slot, expires: u64) -> Result<(), StoreError> {
+        if expires != 0 {
+            self.index_expiry(kind, slot, expires)?;
+            self.insert(kind, g, slot, expires)
+        } else {
+            self.insert(kind, g, slot, 0)?;
+            self.index_expiry(kind, slot, 0)
+        }
+    }
+
     /// Adds entries to the active generation, permanently or (with `ttl`) until they
     /// expire. Entries already present permanently stay so; entries present with a TTL
     /// take the new expiry (none, for a permanent add). Capacity is checked before
     /// anything is written.
+    ///
+    /// All or nothing, also when the process is killed: one changed entry is one map
+    /// write; more are written into a new generation (a copy of the active one plus the
+    /// additions) that packets switch to at once (see [`FilterMaps::rewrite`]).
     pub fn add(
         &mut self,
         kind: ListKind,
@@ -304,44 +528,68 @@ impl FilterMaps {
         ttl: Option<Duration>,
         progress: Progress<'_>,
     ) -> Result<Added, StoreError> {
-        let mut meta = self.read_meta()?;
+        let mut meta = self.prepare()?;
         let g = self.generation(kind)?;
-        let expires = ttl.map(|t| monotonic_ns() + t.as_nanos() as u64).unwrap_or(0);
+        let expires = match ttl {
+            Some(t) => expiry_after(monotonic_ns(), t)?,
+            None => 0,
+        };
         let unique = dedup(nets);
         let mut new = Vec::with_capacity(unique.len());
         let mut update = Vec::new();
-        let mut adding = [0u32; 2];
         for slot in &unique {
             match self.lookup(kind, g, slot)? {
-                None => {
-                    adding[slot.family() as usize] += 1;
-                    new.push(*slot);
-                }
+                None => new.push(*slot),
                 Some(v) if v.expires != 0 && v.expires != expires => update.push(*slot),
                 Some(_) => {}
             }
         }
+        let adding = per_family(&new)?;
         self.check_capacity(kind, &meta, meta.counts[kind as usize], adding)?;
-        self.insert_all(kind, g, &new, expires, progress)?;
-        for slot in &update {
-            self.insert(kind, g, slot, expires)?;
-            self.index_expiry(kind, slot, expires)?;
-        }
-        for (count, add) in meta.counts[kind as usize].iter_mut().zip(adding) {
-            *count += add;
-        }
-        self.write_meta(&meta)?;
-        Ok(Added {
+        let result = Added {
             added: new.len(),
             already_present: nets.len() - new.len() - update.len(),
             updated: update.len(),
-        })
+        };
+        let mut counts = meta.counts[kind as usize];
+        adjust(&mut counts, adding, true)?;
+        let mut changed = new;
+        changed.extend_from_slice(&update);
+        match changed.len() {
+            0 => return Ok(result),
+            1 => {
+                self.mark(&mut meta)?;
+                self.set_one(kind, g, &changed[0], expires)?;
+                meta.counts[kind as usize] = counts;
+                self.commit(&mut meta)?;
+                progress(1, 1);
+            }
+            _ => {
+                self.mark(&mut meta)?;
+                match self.rewrite(kind, g, &changed, expires, &HashSet::new(), progress) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.commit(&mut meta)?;
+                        return Err(e);
+                    }
+                }
+                meta.counts[kind as usize] = counts;
+                self.commit(&mut meta)?;
+                self.clear_generation(kind, g)?;
+                if expires == 0 {
+                    for slot in &update {
+                        self.index_expiry(kind, slot, 0)?;
+                    }
+                }
+            }
+        }
+        Ok(result)
     }
 
     /// Removes exact entries (a prefix is not removed by removing an address inside it).
-    /// If any is missing, nothing is removed.
+    /// If any is missing, nothing is removed. All or nothing like [`FilterMaps::add`].
     pub fn remove(&mut self, kind: ListKind, nets: &[IpNet]) -> Result<usize, StoreError> {
-        let mut meta = self.read_meta()?;
+        let mut meta = self.prepare()?;
         let g = self.generation(kind)?;
         let unique = dedup(nets);
         let mut missing = Vec::new();
@@ -357,20 +605,32 @@ impl FilterMaps {
             }
             return Err(StoreError::NotPresent { list: kind.name(), missing: missing.len(), sample });
         }
-        let mut removed: Vec<(Slot, ListValue)> = Vec::with_capacity(unique.len());
-        for slot in &unique {
-            let value = self.lookup(kind, g, slot)?.unwrap_or_default();
-            if let Err(e) = self.delete(kind, g, slot) {
-                for (done, v) in &removed {
-                    let _ = self.insert(kind, g, done, v.expires);
-                }
+        let removing = per_family(&unique)?;
+        let mut counts = meta.counts[kind as usize];
+        if adjust(&mut counts, removing, false).is_err() {
+            // The stored count is lower than what is stored: recount, then check again.
+            self.recover(&mut meta)?;
+            counts = meta.counts[kind as usize];
+            adjust(&mut counts, removing, false)?;
+        }
+        self.mark(&mut meta)?;
+        if let [slot] = unique[..] {
+            self.delete(kind, g, &slot)?;
+        } else {
+            let drop: HashSet<Slot> = unique.iter().copied().collect();
+            if let Err(e) = self.rewrite(kind, g, &[], 0, &drop, &mut |_, _| {}) {
+                self.commit(&mut meta)?;
                 return Err(e);
             }
-            removed.push((*slot, value));
-            let _ = self.index_expiry(kind, slot, 0);
-            meta.counts[kind as usize][slot.family() as usize] -= 1;
         }
-        self.write_meta(&meta)?;
+        meta.counts[kind as usize] = counts;
+        self.commit(&mut meta)?;
+        if unique.len() > 1 {
+            self.clear_generation(kind, g)?;
+        }
+        for slot in &unique {
+            let _ = self.index_expiry(kind, slot, 0);
+        }
         Ok(unique.len())
     }
 
@@ -385,21 +645,28 @@ impl FilterMaps {
         nets: &[IpNet],
         progress: Progress<'_>,
     ) -> Result<usize, StoreError> {
-        let mut meta = self.read_meta()?;
+        let mut meta = self.prepare()?;
         let old = self.generation(kind)?;
-        let new = 1 - old;
-        // A replace that died halfway may have left entries in the inactive generation.
-        self.clear_generation(kind, new)?;
+        let new = old ^ 1;
         let unique = dedup(nets);
-        let mut counts = [0u32; 2];
-        for slot in &unique {
-            counts[slot.family() as usize] += 1;
-        }
+        let counts = per_family(&unique)?;
         self.check_capacity(kind, &meta, [0, 0], counts)?;
-        self.insert_all(kind, new, &unique, 0, progress)?;
-        self.active.set(kind as u32, &new, 0).map_err(StoreError::Meta)?;
+        self.mark(&mut meta)?;
+        let total = unique.len() as u64;
+        let result = self.clear_generation(kind, new).and_then(|()| {
+            let mut done = 0;
+            self.fill(kind, new, &unique, 0, &mut done, total, progress)?;
+            progress(total, total);
+            Self::check_interrupt()?;
+            self.active.set(kind as u32, &new, 0).map_err(StoreError::Meta)
+        });
+        if let Err(e) = result {
+            let _ = self.clear_generation(kind, new);
+            self.commit(&mut meta)?;
+            return Err(e);
+        }
         meta.counts[kind as usize] = counts;
-        self.write_meta(&meta)?;
+        self.commit(&mut meta)?;
         // Packets that read the old index just before the flip finish within
         // microseconds; the scan below takes far longer before it deletes anything.
         self.clear_generation(kind, old)?;
@@ -432,14 +699,14 @@ impl FilterMaps {
         for k in m.v4_net.keys() {
             let k = k.map_err(&err)?;
             let (kg, a) = split_net_v4(&k.data());
-            if kg == g {
+            if kg == g && k.prefix_len() >= GEN_PREFIX_BITS {
                 out.push(Slot::V4Net((k.prefix_len() - GEN_PREFIX_BITS) as u8, a));
             }
         }
         for k in m.v6_net.keys() {
             let k = k.map_err(&err)?;
             let (kg, a) = split_net_v6(&k.data());
-            if kg == g {
+            if kg == g && k.prefix_len() >= GEN_PREFIX_BITS {
                 out.push(Slot::V6Net((k.prefix_len() - GEN_PREFIX_BITS) as u8, a));
             }
         }
@@ -477,25 +744,37 @@ impl FilterMaps {
 
     /// Deletes list entries whose TTL has passed, and expired auto-bans. Returns how
     /// many were removed. Cheap when nothing expires: it walks only the expiry index
-    /// and the ban map, never whole lists.
+    /// and the ban map, never whole lists, and writes nothing.
     pub fn sweep(&mut self) -> Result<usize, StoreError> {
         let now = monotonic_ns();
-        let mut meta = self.read_meta()?;
+        let mut meta = self.prepare()?;
         let due: Vec<(EntryKey, u64)> =
             self.expiry.iter().filter_map(Result::ok).filter(|(_, exp)| *exp <= now).collect();
         let mut removed = 0;
-        for (key, exp) in due {
-            let _ = self.expiry.remove(&key);
-            let Some((kind, slot)) = Slot::from_expiry_key(&key) else { continue };
-            let g = self.generation(kind)?;
-            // Only if the entry still carries that expiry (not re-added since).
-            if self.lookup(kind, g, &slot)?.is_some_and(|v| v.expires == exp) {
-                self.delete(kind, g, &slot)?;
-                meta.counts[kind as usize][slot.family() as usize] -= 1;
-                removed += 1;
+        if !due.is_empty() {
+            self.mark(&mut meta)?;
+            for (key, exp) in due {
+                let Some((kind, slot)) = Slot::from_expiry_key(&key) else {
+                    let _ = self.expiry.remove(&key);
+                    continue;
+                };
+                let g = self.generation(kind)?;
+                // Only if the entry still carries that expiry (not re-added since).
+                if self.lookup(kind, g, &slot)?.is_some_and(|v| v.expires == exp) {
+                    let mut counts = meta.counts[kind as usize];
+                    let mut one = [0; 2];
+                    one[slot.family() as usize] = 1;
+                    adjust(&mut counts, one, false)?;
+                    self.delete(kind, g, &slot)?;
+                    meta.counts[kind as usize] = counts;
+                    removed += 1;
+                }
+                // The entry first, then its index key: never an expiring entry the
+                // index has lost.
+                let _ = self.expiry.remove(&key);
             }
+            self.commit(&mut meta)?;
         }
-        self.write_meta(&meta)?;
         let bans: Vec<_> =
             self.bans.iter().filter_map(Result::ok).filter(|(_, b)| b.expires <= now).collect();
         for (key, _) in bans {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use filter_common::limit::{Bucket, LimitConfig};
-use floodgate::duration::{format_duration, parse_duration};
+use floodgate::duration::{format_duration, nanos, parse_duration};
 use serde_json::{Value, json};
 
 use super::{output::print_json, session::Session};
@@ -95,8 +95,8 @@ pub fn config(a: &SetArgs) -> anyhow::Result<LimitConfig> {
         bytes,
         syn,
         global_syn,
-        ban_after_ns: a.ban_after.map(|d| d.as_nanos() as u64).unwrap_or(0),
-        ban_for_ns: a.ban_for.map(|d| d.as_nanos() as u64).unwrap_or(0),
+        ban_after_ns: a.ban_after.map(nanos).unwrap_or(0),
+        ban_for_ns: a.ban_for.map(nanos).unwrap_or(0),
         given: [
             a.pps.unwrap_or(0),
             a.bps.unwrap_or(0),

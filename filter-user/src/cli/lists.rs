@@ -10,7 +10,7 @@ use filter_common::{ListKind, Meta, cidr};
 use floodgate::{
     duration::{format_duration, parse_duration},
     limits::key_cidr,
-    store::{Added, monotonic_ns},
+    store::{self, Added, monotonic_ns},
 };
 use ipnet::IpNet;
 use serde_json::{Value, json};
@@ -79,9 +79,29 @@ pub enum ListCommand {
 fn parse_all(entries: &[String]) -> anyhow::Result<Vec<IpNet>> {
     let mut nets = Vec::with_capacity(entries.len());
     for e in entries {
-        nets.push(cidr::parse_cidr(e)?);
+        let (net, mapped) = cidr::parse_cidr_noting(e)?;
+        if mapped {
+            eprintln!("floodgate: note: {} is IPv4-mapped IPv6; listed as {net}", cidr::echo(e.trim()));
+        }
+        nets.push(net);
     }
     Ok(nets)
+}
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    store::INTERRUPT.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Ctrl-C, SIGTERM or SIGHUP during a change: the change stops before it becomes
+/// visible and leaves the list as it was, or, past that point, finishes (a SIGKILL
+/// leaves one or the other too; see `store`).
+fn catch_interrupts() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::signal(sig, on_interrupt as *const () as libc::sighandler_t);
+        }
+    }
 }
 
 fn summary(kind: ListKind, meta: &Meta) -> String {
@@ -107,6 +127,9 @@ fn added_line(name: &str, from: &str, r: &Added, meta: &Meta, kind: ListKind) ->
 
 pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     let name = kind.name();
+    if !matches!(cmd, ListCommand::List { .. }) {
+        catch_interrupts();
+    }
     match cmd {
         ListCommand::Add { interface, entries, ttl } => {
             // Everything is parsed before the maps are touched.
@@ -129,8 +152,16 @@ pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
         }
         ListCommand::Load { interface, file, replace, ttl } => {
             let text = read_input(&file)?;
-            let nets = cidr::parse_list(&file, &text)?;
+            let (nets, mapped) = cidr::parse_list_noting(&file, &text)?;
+            drop(text);
+            if mapped > 0 {
+                eprintln!(
+                    "floodgate: note: {mapped} IPv4-mapped IPv6 entr{} (::ffff:a.b.c.d) listed as IPv4",
+                    if mapped == 1 { "y" } else { "ies" }
+                );
+            }
             let mut s = Session::locked(interface.as_deref())?;
+            let file = cidr::echo(&file);
             let ctx = || format!("loading {file} into the {name} of {}", s.pins.iface);
             let mut bar = progress_bar("loading");
             if replace {
@@ -192,13 +223,13 @@ fn read_input(file: &str) -> anyhow::Result<String> {
         std::io::stdin().read_to_string(&mut s).context("reading standard input")?;
         return Ok(s);
     }
-    let bytes = fs::read(file).with_context(|| format!("reading {file}"))?;
+    let bytes = fs::read(file).with_context(|| format!("reading {}", cidr::echo(file)))?;
     match String::from_utf8(bytes) {
         Ok(s) => Ok(s),
         Err(e) => {
             let line =
                 e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
-            bail!("{file}:{line}: not valid UTF-8 text")
+            bail!("{}:{line}: not valid UTF-8 text", cidr::echo(file))
         }
     }
 }

@@ -50,15 +50,44 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sweeps every second until stopped. A sweep that fails (a map error, a lock held
+/// too long, pins being replaced) is logged and retried: protection stays attached
+/// whatever happens to the housekeeping. The same error is logged once a minute at
+/// most, and its end once.
 fn maintain(iface: &str) -> anyhow::Result<()> {
     let mut next = Instant::now();
+    let mut failing: Option<(String, Instant)> = None;
     while !STOP.load(Relaxed) {
         if Instant::now() >= next {
-            // Session::locked sweeps expired entries and bans.
-            drop(Session::locked(Some(iface))?);
+            match sweep(iface) {
+                Ok(()) => {
+                    if failing.take().is_some() {
+                        eprintln!("floodgate: {iface}: sweeping works again");
+                    }
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    let repeat = failing
+                        .as_ref()
+                        .is_some_and(|(m, at)| *m == msg && at.elapsed() < Duration::from_secs(60));
+                    if !repeat {
+                        eprintln!(
+                            "floodgate: warning: {iface}: sweeping expired entries failed: {msg}; \
+                             the filter stays attached, retrying every second"
+                        );
+                        failing = Some((msg, Instant::now()));
+                    }
+                }
+            }
             next = Instant::now() + Duration::from_secs(1);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    Ok(())
+}
+
+fn sweep(iface: &str) -> anyhow::Result<()> {
+    let mut s = Session::locked(Some(iface))?;
+    s.maps.sweep().with_context(|| format!("removing expired entries on {iface}"))?;
     Ok(())
 }
