@@ -45,6 +45,10 @@ pub enum AttachError {
     UnknownInterface { iface: String, available: Vec<String> },
     #[error("floodgate is already attached to {0} (run `floodgate detach -i {0}` first)")]
     AlreadyAttached(String),
+    #[error(
+        "pins named {iface} are left in this network namespace but {why}: run `floodgate detach -i {detach}` first"
+    )]
+    Stale { iface: String, why: String, detach: String },
     #[error("{iface} already has an XDP program that floodgate does not manage: {source}")]
     Busy {
         iface: String,
@@ -138,16 +142,30 @@ pub fn ifindex(iface: &str) -> Result<u32, AttachError> {
 pub fn attach(iface: &str, mode: Mode, cap: Capacity) -> Result<Attached, AttachError> {
     cap.check()?;
     let index = ifindex(iface)?;
-    let pins = IfacePins::new(iface)?;
+    let mut pins = IfacePins::new(iface)?;
     let mounted_bpffs = pins::ensure_bpffs()?;
-    if pins.exists() {
-        return Err(AttachError::AlreadyAttached(iface.to_string()));
+    // The path really used: the root may be relative or reached through symlinks.
+    if let Ok(root) = fs::canonicalize(pins::root())
+        && let (Some(ns), Some(name)) = (pins.netns, pins.dir.file_name())
+    {
+        pins.dir = root.join(ns.dir_name()).join(name);
     }
+    check_free(&pins)?;
     let mut ebpf = load(cap)?;
 
     // The pins go in place before packets flow, so a half-done attach is always
     // visible (and removable with `detach`) rather than a program nobody can find.
-    fs::create_dir(&pins.dir).map_err(|e| {
+    let mut made = Err(io::ErrorKind::NotFound.into());
+    for _ in 0..3 {
+        // A detach in this namespace may remove the (empty) namespace directory
+        // between the two steps: then create it again.
+        pins::create_netns_dir(&pins)?;
+        made = pins::create_iface_dir(&pins);
+        if !matches!(&made, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+            break;
+        }
+    }
+    made.map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
             // Another attach to the same interface won the race.
             AttachError::AlreadyAttached(iface.to_string())
@@ -191,9 +209,39 @@ pub fn attach(iface: &str, mode: Mode, cap: Capacity) -> Result<Attached, Attach
         Err(e) => {
             // Dropping `ebpf` detaches an unpinned link; the pins are ours to remove.
             let _ = remove_pins(&pins);
+            pins::remove_netns_dir_if_empty(&pins);
             Err(e)
         }
     }
+}
+
+/// Refuses to attach over existing pins of the same name in this namespace, saying
+/// what they are.
+fn check_free(pins: &IfacePins) -> Result<(), AttachError> {
+    if let Some(dir) = pins::legacy_dir(&pins.iface) {
+        return Err(PinsError::Legacy { iface: pins.iface.clone(), dir: dir.display().to_string() }.into());
+    }
+    if !pins.exists() {
+        return Ok(());
+    }
+    pins.check_secure()?;
+    let iface = pins.iface.clone();
+    Err(match pins.state() {
+        pins::State::Live(_) => AttachError::AlreadyAttached(iface),
+        pins::State::Renamed { now, .. } => AttachError::Stale {
+            iface,
+            why: format!("they belong to the interface now named {now}"),
+            detach: now,
+        },
+        pins::State::Gone => AttachError::Stale {
+            detach: iface.clone(),
+            iface,
+            why: "their interface was deleted or moved since".into(),
+        },
+        pins::State::Unknown => {
+            AttachError::Stale { detach: iface.clone(), iface, why: "they are incomplete".into() }
+        }
+    })
 }
 
 /// Sizes fixed at attach time.
@@ -334,26 +382,41 @@ fn raise_memlock() {
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) };
 }
 
-/// Detaches the program and removes every pin of the interface.
+/// Detaches the program and removes every pin of the interface, whatever version of
+/// floodgate made them: nothing here reads the maps.
 pub fn detach(pins: &IfacePins) -> Result<(), AttachError> {
     let _lock = pins.lock()?;
+    detach_locked(pins)
+}
+
+/// [`detach`] for a caller that holds the interface's lock.
+pub fn detach_locked(pins: &IfacePins) -> Result<(), AttachError> {
     match PinnedLink::from_pin(pins.link()) {
         // Unpinning drops the last reference to the link: the kernel detaches the program.
         Ok(link) => drop(
             link.unpin()
                 .map_err(|e| pin_err("removing the link pin", &pins.link().display().to_string(), e))?,
         ),
-        Err(_) if !pins.link().exists() => {}
-        Err(e) => {
-            return Err(pin_err("opening the link pin", &pins.link().display().to_string(), e));
-        }
+        Err(_) if fs::symlink_metadata(pins.link()).is_err() => {}
+        // Not a link we can open (another object pinned there?): unlinking it still
+        // drops the pin's reference.
+        Err(_) => fs::remove_file(pins.link())
+            .map_err(|e| pin_err("removing the link pin", &pins.link().display().to_string(), e))?,
     }
-    remove_pins(pins).map_err(|e| pin_err("removing pins", &pins.dir.display().to_string(), e))
+    remove_pins(pins).map_err(|e| pin_err("removing pins", &pins.dir.display().to_string(), e))?;
+    pins::remove_netns_dir_if_empty(pins);
+    Ok(())
 }
 
 fn remove_pins(pins: &IfacePins) -> io::Result<()> {
     for entry in fs::read_dir(&pins.dir)? {
-        fs::remove_file(entry?.path())?;
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            // Not something floodgate makes; empty ones go, anything else stays.
+            fs::remove_dir(entry.path())?;
+        } else {
+            fs::remove_file(entry.path())?;
+        }
     }
     fs::remove_dir(&pins.dir)
 }

@@ -4,12 +4,14 @@
 
 use std::path::Path;
 
+use crate::pins::{self, IfacePins};
+
 use aya::{
     Ebpf,
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
 };
 use filter_common::{
-    Counter, EntryKey, HostV4, HostV6, ListKind, ListValue, Meta, NetV4, NetV6,
+    Counter, EntryKey, HostV4, HostV6, ListKind, ListValue, META_VERSION, Meta, NetV4, NetV6,
     limit::{Ban, LimitConfig, SourceKey, SourceState},
     map_names,
     rules::{PolicyConfig, RuleInfo},
@@ -27,6 +29,11 @@ pub enum OpenError {
         #[source]
         source: MapError,
     },
+    #[error(
+        "the pins of {iface} in {dir} were made by another floodgate version ({what}): \
+         run `floodgate detach -i {iface}`, then `floodgate attach -i {iface}`"
+    )]
+    Incompatible { iface: String, dir: String, what: String },
     #[error("map {name} has an unexpected type or layout")]
     Type {
         name: &'static str,
@@ -83,6 +90,14 @@ impl FilterMaps {
         })
     }
 
+    /// Opens an attached filter's maps, refusing (with the way out) pins that another
+    /// version of floodgate made: its metadata version and size first, then every map's
+    /// type and sizes.
+    pub fn open_pins(pins: &IfacePins) -> Result<Self, OpenError> {
+        check_layout(pins)?;
+        Self::from_pins(&pins.dir).map_err(|e| incompatible(pins, crate::loader::error_chain(&e)))
+    }
+
     fn open(mut get: impl FnMut(&'static str) -> Result<Map, OpenError>) -> Result<Self, OpenError> {
         use map_names::*;
         fn typed<T: TryFrom<Map, Error = MapError>>(name: &'static str, map: Map) -> Result<T, OpenError> {
@@ -135,4 +150,30 @@ impl FilterMaps {
             ListKind::Allow => &mut self.allow,
         }
     }
+}
+
+fn incompatible(pins: &IfacePins, what: String) -> OpenError {
+    OpenError::Incompatible { iface: pins.iface.clone(), dir: pins.dir.display().to_string(), what }
+}
+
+/// Checks the pinned metadata's size and version against this floodgate's, without
+/// assuming either (an older floodgate may have pinned a different `Meta`).
+pub fn check_layout(pins: &IfacePins) -> Result<(), OpenError> {
+    let path = pins.map(map_names::META);
+    let v = pins::pinned_array_value(&path)
+        .map_err(|e| incompatible(pins, format!("no readable {} map: {e}", map_names::META)))?;
+    let version = v.get(..4).map(|b| u32::from_ne_bytes(b.try_into().unwrap())).unwrap_or(0);
+    if version != META_VERSION {
+        return Err(incompatible(
+            pins,
+            format!("layout version {version}, this floodgate uses {META_VERSION}"),
+        ));
+    }
+    if v.len() != std::mem::size_of::<Meta>() {
+        return Err(incompatible(
+            pins,
+            format!("metadata of {} bytes, this floodgate uses {}", v.len(), std::mem::size_of::<Meta>()),
+        ));
+    }
+    Ok(())
 }

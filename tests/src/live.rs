@@ -125,7 +125,7 @@ impl Lab {
             .find(|(k, _)| k == floodgate::pins::PIN_ROOT_ENV)
             .map(|(_, v)| PathBuf::from(v))
             .unwrap_or_else(floodgate::pins::root);
-        root.join(&self.srv_if)
+        floodgate::pins::dir_in(&root, &self.srv.path(), &self.srv_if).expect("server namespace")
     }
 
     /// Runs `floodgate ARGS` in the server namespace.

@@ -4,7 +4,8 @@ use filter_common::{DEFAULT_MAX_ENTRIES, DEFAULT_MAX_SOURCES};
 use floodgate::loader::{self, Capacity, Mode};
 
 /// Load the filter and attach it to an interface. It stays attached after floodgate
-/// exits (link and maps are pinned under /sys/fs/bpf/floodgate/IFACE/).
+/// exits (link and maps are pinned under /sys/fs/bpf/floodgate/netns-DEV-INO/IFACE/,
+/// per network namespace).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Interface to protect (looked up in the current network namespace).
@@ -51,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let done = loader::attach(&args.interface, args.mode.into(), args.capacity())
         .with_context(|| format!("attaching to {}", args.interface))?;
     if done.mounted_bpffs {
-        eprintln!("floodgate: mounted a bpffs at {}", floodgate::pins::BPFFS);
+        eprintln!("floodgate: mounted a bpffs (mode 0700) at {}", floodgate::pins::BPFFS);
     }
     if let Some(why) = &done.native_error {
         eprintln!(

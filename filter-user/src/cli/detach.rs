@@ -1,7 +1,12 @@
 use anyhow::Context as _;
-use floodgate::{loader, pins};
+use floodgate::{
+    loader,
+    maps::FilterMaps,
+    pins::{self, Purpose},
+};
 
-/// Detach the filter from an interface and remove every pin it left.
+/// Detach the filter from an interface and remove every pin it left. Works on pins of
+/// any floodgate version and on a filter whose interface is gone.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[arg(short, long, value_name = "IFACE")]
@@ -9,9 +14,27 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let p = pins::resolve(Some(&args.interface))?;
-    super::synproxy::cleanup(&args.interface)?;
-    loader::detach(&p).with_context(|| format!("detaching from {}", args.interface))?;
-    println!("detached from {}", args.interface);
+    let iface = &args.interface;
+    let p = pins::resolve_for(Some(iface), Purpose::Detach)?;
+    // The SYN-cookie set-up lives outside the maps (nftables, sysctls): undo it while
+    // its state is readable, i.e. the pins are this version's.
+    let readable = p.layout == pins::Layout::Scoped && FilterMaps::open_pins(&p).is_ok();
+    if readable && matches!(p.state(), pins::State::Live(_)) {
+        super::synproxy::cleanup(iface)?;
+    } else if readable {
+        // The interface is gone: no session can name it, so read the pins directly.
+        let _lock = p.lock()?;
+        FilterMaps::open_pins(&p)?
+            .disable_synproxy()
+            .with_context(|| format!("removing the SYN-cookie set-up of {iface}"))?;
+    } else {
+        eprintln!(
+            "floodgate: warning: the pins in {} are not this version's: if SYN cookies were on, \
+             check `nft list tables` and net.netfilter.nf_conntrack_tcp_loose by hand",
+            p.dir.display()
+        );
+    }
+    loader::detach(&p).with_context(|| format!("detaching from {iface}"))?;
+    println!("detached from {iface} (removed {})", p.dir.display());
     Ok(())
 }

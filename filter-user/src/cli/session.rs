@@ -6,8 +6,8 @@ use floodgate::{
     pins::{self, IfacePins, Lock},
 };
 
-/// An interface's maps, opened from its pins, with expired entries swept first (so
-/// expiry needs no long-running process: any command cleans up).
+/// An interface's maps, opened from its pins: the filter of the interface named, in
+/// this network namespace, made by this version of floodgate.
 pub struct Session {
     pub pins: IfacePins,
     pub maps: FilterMaps,
@@ -15,23 +15,23 @@ pub struct Session {
 }
 
 impl Session {
-    fn open(iface: Option<&str>, hold: bool) -> anyhow::Result<Self> {
+    /// For commands that change the maps: waits (a bounded time) for the interface
+    /// lock and holds it until dropped, and removes expired entries first (so expiry
+    /// needs no long-running process: any writer cleans up).
+    pub fn locked(iface: Option<&str>) -> anyhow::Result<Self> {
         let pins = pins::resolve(iface)?;
         let lock = pins.lock()?;
-        let mut maps = FilterMaps::from_pins(&pins.dir)
-            .with_context(|| format!("opening the maps of {} (detach and attach again?)", pins.iface))?;
+        let mut maps = FilterMaps::open_pins(&pins)?;
         maps.sweep().with_context(|| format!("removing expired entries on {}", pins.iface))?;
-        Ok(Session { pins, maps, _lock: hold.then_some(lock) })
+        Ok(Session { pins, maps, _lock: Some(lock) })
     }
 
-    /// For commands that change the maps: holds the interface lock until dropped.
-    pub fn locked(iface: Option<&str>) -> anyhow::Result<Self> {
-        Self::open(iface, true)
-    }
-
-    /// For commands that only read (and may run long, like `--watch`): the lock is
-    /// held only while sweeping.
+    /// For commands that only read (`stats`, `list`, `top`, `show`): never takes the
+    /// lock and never writes, so a stopped or slow writer cannot freeze them. Expired
+    /// entries the data path already ignores are left for writers and `run` to sweep.
     pub fn read(iface: Option<&str>) -> anyhow::Result<Self> {
-        Self::open(iface, false)
+        let pins = pins::resolve(iface)?;
+        let maps = FilterMaps::open_pins(&pins)?;
+        Ok(Session { pins, maps, _lock: None })
     }
 }

@@ -1,11 +1,15 @@
-use anyhow::Context as _;
 use filter_common::ListKind;
-use floodgate::{maps::FilterMaps, pins};
+use floodgate::{
+    loader::error_chain,
+    maps::FilterMaps,
+    pins::{self, IfacePins, Layout, NetnsId, State},
+};
 use serde_json::{Value, json};
 
 use super::output::{grouped, mode_name, print_json};
 
-/// Show where floodgate is attached, in which mode, and how full its lists are.
+/// Show where floodgate is attached (in every network namespace), in which mode, and
+/// how full its lists are. Reads only: takes no lock.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[arg(long)]
@@ -13,29 +17,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut rows = Vec::new();
-    for iface in pins::attached()? {
-        let p = pins::IfacePins::new(&iface)?;
-        let maps = FilterMaps::from_pins(&p.dir).with_context(|| format!("opening the maps of {iface}"))?;
-        let meta = maps.read_meta().with_context(|| format!("reading the state of {iface}"))?;
-        let lists: serde_json::Map<String, Value> = ListKind::ALL
-            .iter()
-            .map(|k| {
-                let c = meta.counts[*k as usize];
-                (k.name().to_string(), json!({ "ipv4": c[0], "ipv6": c[1] }))
-            })
-            .collect();
-        rows.push(json!({
-            "interface": iface,
-            "ifindex": meta.ifindex,
-            "mode": mode_name(meta.mode),
-            "link_pinned": p.link().exists(),
-            "max_entries": meta.max_entries,
-            "attached_at": meta.attached_at,
-            "lists": lists,
-            "pins": p.dir.display().to_string(),
-        }));
-    }
+    let here = NetnsId::current()?;
+    let rows: Vec<Value> = pins::all()?.iter().map(|p| row(p, here)).collect();
     if args.json {
         return print_json(&Value::Array(rows));
     }
@@ -44,16 +27,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     for r in &rows {
+        let name = r["interface"].as_str().unwrap_or("?");
+        let ns = if r["netns_here"] == true {
+            String::new()
+        } else {
+            format!(" [netns {}]", r["netns"].as_str().unwrap_or("unknown"))
+        };
+        let problem = r["problem"].as_str().map(|p| format!(" ({p})")).unwrap_or_default();
+        if r["lists"].is_null() {
+            println!("{name}{ns}: {}{problem}", r["state"].as_str().unwrap_or("?"));
+            continue;
+        }
         let lists = &r["lists"];
         println!(
-            "{}: {} mode{}, blocklist {} v4 + {} v6, allowlist {} v4 + {} v6 (capacity {} per family)",
-            r["interface"].as_str().unwrap_or("?"),
+            "{name}{ns}: {}, {} mode{problem}, blocklist {} v4 + {} v6, allowlist {} v4 + {} v6 (capacity {} per family)",
+            r["state"].as_str().unwrap_or("?"),
             r["mode"].as_str().unwrap_or("?"),
-            if r["link_pinned"].as_bool() == Some(true) {
-                ""
-            } else {
-                " (LINK PIN MISSING: not filtering; detach and attach again)"
-            },
             lists["blocklist"]["ipv4"],
             lists["blocklist"]["ipv6"],
             lists["allowlist"]["ipv4"],
@@ -62,4 +51,91 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// One filter: where it is, whether its interface is still there, and its lists when
+/// its pins are this version's.
+fn row(p: &IfacePins, here: NetnsId) -> Value {
+    let is_here = p.netns == Some(here);
+    let link = pins::link_ifindex(&p.dir);
+    let mut problem = None;
+    let state = if p.layout == Layout::Flat {
+        problem = Some(format!(
+            "pins of an older floodgate: run `floodgate detach -i {}` in its namespace",
+            p.iface
+        ));
+        "old layout".to_string()
+    } else if let Err(e) = p.check_secure() {
+        problem = Some(e.to_string());
+        "insecure pins".to_string()
+    } else if is_here {
+        match p.state() {
+            State::Live(_) => "attached".to_string(),
+            State::Gone => {
+                problem = Some(format!("not filtering: run `floodgate detach -i {}`", p.iface));
+                "interface gone".to_string()
+            }
+            State::Renamed { now, .. } => {
+                problem = Some(format!("commands take -i {now}"));
+                format!("interface renamed to {now}")
+            }
+            State::Unknown => {
+                problem = Some(format!("not filtering: run `floodgate detach -i {}`", p.iface));
+                "incomplete pins".to_string()
+            }
+        }
+    } else {
+        // Another namespace: its interface names mean nothing here, but a link that
+        // lost its device says the interface is gone.
+        match link {
+            Some(0) => {
+                problem = Some("not filtering: detach it from its namespace".to_string());
+                "interface gone".to_string()
+            }
+            _ => "attached".to_string(),
+        }
+    };
+    if link.is_none() && problem.is_none() {
+        problem = Some(format!(
+            "LINK PIN MISSING: not filtering; run `floodgate detach -i {}` and attach again",
+            p.iface
+        ));
+    }
+    let mut r = json!({
+        "interface": p.iface,
+        "netns": p.netns.map(|n| n.label()),
+        "netns_here": is_here,
+        "state": state,
+        "link_pinned": link.is_some(),
+        "pins": p.dir.display().to_string(),
+        "problem": problem,
+    });
+    if p.layout == Layout::Flat || r["state"] == "insecure pins" {
+        return r;
+    }
+    let meta = FilterMaps::open_pins(p)
+        .map_err(|e| error_chain(&e))
+        .and_then(|m| m.read_meta().map_err(|e| error_chain(&e)));
+    match meta {
+        Ok(meta) => {
+            let lists: serde_json::Map<String, Value> = ListKind::ALL
+                .iter()
+                .map(|k| {
+                    let c = meta.counts[*k as usize];
+                    (k.name().to_string(), json!({ "ipv4": c[0], "ipv6": c[1] }))
+                })
+                .collect();
+            r["ifindex"] = json!(meta.ifindex);
+            r["mode"] = json!(mode_name(meta.mode));
+            r["max_entries"] = json!(meta.max_entries);
+            r["attached_at"] = json!(meta.attached_at);
+            r["lists"] = Value::Object(lists);
+        }
+        Err(e) => {
+            if r["problem"].is_null() {
+                r["problem"] = json!(e);
+            }
+        }
+    }
+    r
 }
