@@ -3,6 +3,7 @@ use floodgate::{
     loader::error_chain,
     maps::FilterMaps,
     pins::{self, IfacePins, Layout, NetnsId, State},
+    store::monotonic_ns,
 };
 use serde_json::{Value, json};
 
@@ -113,15 +114,17 @@ fn row(p: &IfacePins, here: NetnsId) -> Value {
     if p.layout == Layout::Flat || r["state"] == "insecure pins" {
         return r;
     }
-    let meta = FilterMaps::open_pins(p)
-        .map_err(|e| error_chain(&e))
-        .and_then(|m| m.read_meta().map_err(|e| error_chain(&e)));
+    let meta = FilterMaps::open_pins(p).map_err(|e| error_chain(&e)).and_then(|m| {
+        let meta = m.read_meta().map_err(|e| error_chain(&e))?;
+        Ok((meta, expired(&m)))
+    });
     match meta {
-        Ok(meta) => {
+        Ok((meta, expired)) => {
             let lists: serde_json::Map<String, Value> = ListKind::ALL
                 .iter()
                 .map(|k| {
-                    let c = meta.counts[*k as usize];
+                    let (c, e) = (meta.counts[*k as usize], expired[*k as usize]);
+                    let c = [c[0].saturating_sub(e[0]), c[1].saturating_sub(e[1])];
                     (k.name().to_string(), json!({ "ipv4": c[0], "ipv6": c[1] }))
                 })
                 .collect();
@@ -138,4 +141,25 @@ fn row(p: &IfacePins, here: NetnsId) -> Value {
         }
     }
     r
+}
+
+/// Entries whose TTL has run out but that no writer has swept yet, by
+/// `[ListKind][Family]`: the data path ignores them already, so status does not count
+/// them (and, reading only, leaves them for the next writer or `run`).
+fn expired(m: &FilterMaps) -> [[u32; 2]; 2] {
+    let now = monotonic_ns();
+    let mut out = [[0u32; 2]; 2];
+    for (key, exp) in m.expiry.iter().filter_map(Result::ok) {
+        let family = match key.family {
+            4 => 0,
+            6 => 1,
+            _ => continue,
+        };
+        if exp <= now
+            && let Some(c) = out.get_mut(key.list as usize)
+        {
+            c[family] += 1;
+        }
+    }
+    out
 }
