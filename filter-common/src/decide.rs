@@ -3,7 +3,7 @@
 
 use crate::{
     Reason,
-    parse::{Frame, Packet, PacketView, Source, parse},
+    parse::{Frame, L4, Packet, PacketView, Source, parse},
     rules::{self, Rules},
 };
 
@@ -27,6 +27,14 @@ pub trait Limiter {
 /// source on both lists passes); blocklist or auto-ban hit drops; then protocol/port
 /// rules, the served-ports policy and the fragment setting; then the rate limiter;
 /// anything left passes.
+///
+/// The lists and the limiter decide on the source address whenever the IP header is
+/// reachable, whatever follows it. A frame whose IP header is out of reach is dropped
+/// ([`Reason::Unchecked`]); one whose transport header is out of reach (a long IPv6
+/// extension-header chain) is dropped as `Unchecked` when rules, the policy, the
+/// fragment setting or SYN cookies would need it, and otherwise passed as
+/// [`Reason::L4Unseen`]; one whose transport header is cut short is passed as
+/// [`Reason::Malformed`] (the stack drops it) once the lists and limiter passed it.
 #[inline(always)]
 pub fn classify<V: PacketView + ?Sized, L: Lists, P: Rules, R: Limiter>(
     frame: &V,
@@ -34,20 +42,33 @@ pub fn classify<V: PacketView + ?Sized, L: Lists, P: Rules, R: Limiter>(
     rules: &P,
     limiter: &R,
 ) -> Reason {
-    match parse(frame) {
-        Frame::NonIp => Reason::NonIp,
-        Frame::Malformed => Reason::Malformed,
-        Frame::Ip(pkt) => {
-            if lists.allowed(&pkt.src) {
-                Reason::Allowed
-            } else if lists.blocked(&pkt.src) || limiter.banned(&pkt.src) {
-                Reason::Blocklist
-            } else if let Some(drop) = rules::check(rules, &pkt, frame.len() as u64) {
-                drop
-            } else {
-                limiter.police(&pkt, frame.len() as u64)
+    let pkt = match parse(frame) {
+        Frame::NonIp => return Reason::NonIp,
+        Frame::Malformed => return Reason::Malformed,
+        Frame::TooDeep => return Reason::Unchecked,
+        Frame::Ip(pkt) => pkt,
+    };
+    let len = frame.len() as u64;
+    if lists.allowed(&pkt.src) {
+        return Reason::Allowed;
+    }
+    if lists.blocked(&pkt.src) || limiter.banned(&pkt.src) {
+        return Reason::Blocklist;
+    }
+    let unseen = match pkt.l4 {
+        L4::Truncated => Reason::Malformed,
+        L4::Hidden if rules::needs_l4(rules) => return Reason::Unchecked,
+        L4::Hidden => Reason::L4Unseen,
+        _ => {
+            if let Some(r) = rules::check(rules, &pkt, len) {
+                return r;
             }
+            Reason::Passed
         }
+    };
+    match limiter.police(&pkt, len) {
+        Reason::Passed => unseen,
+        r => r,
     }
 }
 
@@ -101,6 +122,12 @@ mod tests {
         }
         fn hit(&self, _: u32, _: u64) {}
         fn syn_answer(&self, _: u16) -> bool {
+            false
+        }
+        fn any_rule(&self) -> bool {
+            self.0
+        }
+        fn syn_cookies(&self) -> bool {
             false
         }
     }
@@ -177,6 +204,85 @@ mod tests {
         assert_eq!(classify(&f[..], &blocked, &NoRules(true), &limiter), Reason::Blocklist);
     }
 
+    /// An IPv6 UDP packet from `src` behind `n` destination-options headers.
+    fn v6_behind_dest_opts(src: [u8; 16], n: usize) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&((n * 8 + 8) as u16).to_be_bytes());
+        f.push(if n == 0 { 17 } else { 60 });
+        f.push(64);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        for i in 0..n {
+            f.extend_from_slice(&[if i + 1 == n { 17 } else { 60 }, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        f.extend_from_slice(&[0x9c, 0x40, 0, 53, 0, 8, 0, 0]);
+        f
+    }
+
+    /// `v4_frame` behind `tags` VLAN tags with VLAN ID 0 (priority tags).
+    fn v4_tagged(src: [u8; 4], tags: usize) -> Vec<u8> {
+        let f = v4_frame(src);
+        let mut out = f[..12].to_vec();
+        for _ in 0..tags {
+            out.extend_from_slice(&[0x81, 0x00, 0, 0]);
+        }
+        out.extend_from_slice(&f[12..]);
+        out
+    }
+
+    #[test]
+    fn a_listed_source_is_dropped_behind_any_extension_chain() {
+        let src = [0x20, 0x01, 0x0d, 0xb8, 0xba, 0xd0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+        let other = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+        let blocked = Fake { allow: None, block: Some(Source::V6(src)), block_lookups: Cell::new(0) };
+        for n in [0, 6, 7, 20] {
+            let f = v6_behind_dest_opts(src, n);
+            assert_eq!(classify(&f[..], &blocked, &NoRules(false), &OFF), Reason::Blocklist, "{n} headers");
+            // An unlisted source: the ports matter only when something needs them.
+            let f = v6_behind_dest_opts(other, n);
+            let (quiet, strict) = if n > crate::parse::MAX_EXT_HEADERS {
+                (Reason::L4Unseen, Reason::Unchecked)
+            } else {
+                (Reason::Passed, Reason::Rule)
+            };
+            assert_eq!(classify(&f[..], &blocked, &NoRules(false), &OFF), quiet, "{n} headers, no rules");
+            assert_eq!(classify(&f[..], &blocked, &NoRules(true), &OFF), strict, "{n} headers, rules");
+            // The limiter decides on the source too.
+            let limiter = DropOne(Some(Source::V6(other)));
+            assert_eq!(classify(&f[..], &blocked, &NoRules(false), &limiter), Reason::RateLimit, "{n}");
+        }
+    }
+
+    #[test]
+    fn vlan_stacks_deeper_than_the_walk_are_dropped() {
+        let src = [192, 0, 2, 1];
+        let blocked = Fake { allow: None, block: Some(Source::V4(src)), block_lookups: Cell::new(0) };
+        let allowed = Fake { allow: Some(Source::V4(src)), block: None, block_lookups: Cell::new(0) };
+        for tags in 0..=crate::parse::MAX_VLAN_TAGS {
+            let f = v4_tagged(src, tags);
+            assert_eq!(classify(&f[..], &blocked, &NoRules(false), &OFF), Reason::Blocklist, "{tags}");
+            assert_eq!(classify(&f[..], &allowed, &NoRules(false), &OFF), Reason::Allowed, "{tags}");
+        }
+        for tags in crate::parse::MAX_VLAN_TAGS + 1..=5 {
+            let f = v4_tagged(src, tags);
+            // Not even an allowlisted source: what is behind the tags cannot be read.
+            assert_eq!(classify(&f[..], &allowed, &NoRules(false), &OFF), Reason::Unchecked, "{tags}");
+        }
+    }
+
+    #[test]
+    fn a_listed_source_with_a_cut_transport_header_is_still_dropped() {
+        let src = [192, 0, 2, 1];
+        let mut f = udp_frame(src);
+        f[14 + 3] = 24; // 4 bytes of UDP header
+        f.truncate(14 + 24);
+        let blocked = Fake { allow: None, block: Some(Source::V4(src)), block_lookups: Cell::new(0) };
+        let none = Fake { allow: None, block: None, block_lookups: Cell::new(0) };
+        assert_eq!(classify(&f[..], &blocked, &NoRules(true), &OFF), Reason::Blocklist);
+        assert_eq!(classify(&f[..], &none, &NoRules(true), &OFF), Reason::Malformed);
+    }
+
     #[test]
     fn only_lists_limits_rules_and_policy_drop() {
         let dropping: Vec<_> = Reason::ALL.into_iter().filter(|r| r.drops()).collect();
@@ -188,7 +294,8 @@ mod tests {
                 Reason::SynLimit,
                 Reason::Rule,
                 Reason::Policy,
-                Reason::Fragment
+                Reason::Fragment,
+                Reason::Unchecked
             ]
         );
         for (i, r) in Reason::ALL.iter().enumerate() {

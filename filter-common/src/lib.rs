@@ -184,10 +184,19 @@ pub enum Reason {
     /// announced window 0): passed with its sequence number moved up by one, so that
     /// SYNPROXY recognises the cookie and opens the connection (see `fg_ackprobe`).
     AckRepaired = 11,
+    /// A frame that could not be checked and so is dropped: its IP header lies behind
+    /// more VLAN tags than the walk follows, or its transport header behind more IPv6
+    /// extension headers than the walk follows while rules, the policy, the fragment
+    /// setting or SYN cookies would need it. (Its source passed the lists first.)
+    Unchecked = 12,
+    /// An IPv6 packet whose transport header lies behind more extension headers than
+    /// the walk follows, passed because its source passed the lists and the limiter
+    /// and nothing in force needed its ports.
+    L4Unseen = 13,
 }
 
 impl Reason {
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 14;
     pub const ALL: [Reason; Self::COUNT as usize] = [
         Reason::Passed,
         Reason::Allowed,
@@ -201,6 +210,8 @@ impl Reason {
         Reason::Fragment,
         Reason::SynProxy,
         Reason::AckRepaired,
+        Reason::Unchecked,
+        Reason::L4Unseen,
     ];
 
     /// Whether packets with this reason are dropped in the driver.
@@ -213,6 +224,7 @@ impl Reason {
                 | Reason::Rule
                 | Reason::Policy
                 | Reason::Fragment
+                | Reason::Unchecked
         )
     }
 
@@ -231,6 +243,8 @@ impl Reason {
             Reason::Fragment => "fragment",
             Reason::SynProxy => "syn_answered",
             Reason::AckRepaired => "ack_repaired",
+            Reason::Unchecked => "unchecked",
+            Reason::L4Unseen => "l4_unseen",
         }
     }
 }
@@ -277,7 +291,7 @@ pub const MODE_SKB: u32 = 2;
 
 /// Bumped when the layout of the pinned maps changes, so a controller never
 /// misreads maps pinned by another version.
-pub const META_VERSION: u32 = 4;
+pub const META_VERSION: u32 = 5;
 
 /// Controller bookkeeping, one entry in [`map_names::META`]. Only controllers
 /// read and write it, under the pin directory's lock.

@@ -12,8 +12,10 @@ pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
 
-/// VLAN tags parsed before giving up; a frame with more is treated as non-IP (the
-/// stack does not deliver such frames to IP either).
+/// VLAN tags walked before giving up. A frame with more is [`Frame::TooDeep`] and
+/// dropped: the kernel strips priority tags (VLAN ID 0) one after another and can
+/// deliver what is behind them, so a stack the filter cannot see through is one it
+/// cannot check.
 pub const MAX_VLAN_TAGS: usize = 2;
 
 /// Bounds-checked access to a frame.
@@ -54,7 +56,8 @@ const TCP_FLAGS_END: usize = 14;
 const UDP_HLEN: usize = 8;
 const ICMP_MIN: usize = 4;
 
-/// IPv6 extension headers followed before giving up; a longer chain is `Malformed`.
+/// IPv6 extension headers followed before giving up; behind a longer chain the
+/// transport header is [`L4::Hidden`] (the source was still read from the fixed header).
 pub const MAX_EXT_HEADERS: usize = 6;
 const NEXT_HOP_BY_HOP: u8 = 0;
 const NEXT_ROUTING: u8 = 43;
@@ -71,6 +74,12 @@ pub enum L4 {
     LaterFragment,
     /// A protocol floodgate does not look into (or an ESP/no-next-header payload).
     None,
+    /// Behind more IPv6 extension headers than the walk follows: the source is known,
+    /// the transport header (and even the final protocol) is not.
+    Hidden,
+    /// The transport header (or an extension header before it) is cut short by the
+    /// IP payload length or the frame: the stack drops such packets.
+    Truncated,
 }
 
 /// A well-formed IP packet, as far as the filter needs to know it.
@@ -97,10 +106,13 @@ impl Packet {
 pub enum Frame {
     /// A well-formed IPv4 or IPv6 packet.
     Ip(Packet),
-    /// Not IP (or too many VLAN tags to tell).
+    /// Not IP.
     NonIp,
-    /// Claims to be IP (or is too short to be Ethernet) but its headers do not fit.
+    /// Claims to be IP (or is too short to be Ethernet) but its IP header does not
+    /// fit or is inconsistent: the stack drops it, and its source is not trusted.
     Malformed,
+    /// More VLAN tags than [`MAX_VLAN_TAGS`]: the IP header, if any, is out of reach.
+    TooDeep,
 }
 
 impl PacketView for [u8] {
@@ -143,27 +155,34 @@ pub fn parse<V: PacketView + ?Sized>(v: &V) -> Frame {
     match proto {
         ETH_P_IP => parse_ipv4(v, l3),
         ETH_P_IPV6 => parse_ipv6(v, l3),
+        ETH_P_8021Q | ETH_P_8021AD => Frame::TooDeep,
         _ => Frame::NonIp,
     }
 }
 
 /// The transport header of `proto` at `l4`, with `room` bytes of IP payload left:
 /// its first four bytes and the TCP flags. A TCP, UDP or ICMP header that does not
-/// fit is as malformed as a short IP header.
+/// fit is [`L4::Truncated`].
 #[inline(always)]
-fn transport<V: PacketView + ?Sized>(v: &V, proto: u8, l4: usize, room: usize) -> Option<(L4, u8)> {
+fn transport<V: PacketView + ?Sized>(v: &V, src: Source, proto: u8, l4: usize, room: usize) -> Frame {
     let need = match proto {
         IPPROTO_TCP => TCP_FLAGS_END,
         IPPROTO_UDP => UDP_HLEN,
         IPPROTO_ICMP | IPPROTO_ICMPV6 => ICMP_MIN,
-        _ => return Some((L4::None, 0)),
+        _ => return Frame::Ip(Packet { src, tcp_flags: 0, proto, l4: L4::None }),
     };
+    let truncated = Frame::Ip(Packet { src, tcp_flags: 0, proto, l4: L4::Truncated });
     if room < need {
-        return None;
+        return truncated;
     }
-    let head = v.bytes::<4>(l4)?;
-    let flags = if proto == IPPROTO_TCP { v.bytes::<1>(l4 + 13)?[0] } else { 0 };
-    Some((L4::Head(head), flags))
+    let Some(head) = v.bytes::<4>(l4) else { return truncated };
+    let tcp_flags = if proto == IPPROTO_TCP {
+        let Some(f) = v.bytes::<1>(l4 + 13) else { return truncated };
+        f[0]
+    } else {
+        0
+    };
+    Frame::Ip(Packet { src, tcp_flags, proto, l4: L4::Head(head) })
 }
 
 #[inline(always)]
@@ -187,10 +206,7 @@ fn parse_ipv4<V: PacketView + ?Sized>(v: &V, l3: usize) -> Frame {
     if (be16([h[6], h[7]]) & 0x1fff) != 0 {
         return Frame::Ip(Packet { src, tcp_flags: 0, proto, l4: L4::LaterFragment });
     }
-    match transport(v, proto, l3 + hlen, total - hlen) {
-        Some((l4, tcp_flags)) => Frame::Ip(Packet { src, tcp_flags, proto, l4 }),
-        None => Frame::Malformed,
-    }
+    transport(v, src, proto, l3 + hlen, total - hlen)
 }
 
 #[inline(always)]
@@ -219,13 +235,15 @@ fn parse_ipv6<V: PacketView + ?Sized>(v: &V, l3: usize) -> Frame {
     };
     let src = Source::V6(src);
     let (mut proto, mut off) = (next[0], 0usize);
+    // From here on the source is trusted; what cannot be walked is Truncated/Hidden.
+    let truncated = |proto| Frame::Ip(Packet { src, tcp_flags: 0, proto, l4: L4::Truncated });
     // Walk the extension headers (offsets relative to the end of the fixed header).
     // Constant bound: the loop unrolls and the verifier sees every path.
     for _ in 0..MAX_EXT_HEADERS {
         let len = match proto {
             NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTS | NEXT_AUTH | NEXT_FRAGMENT => {
                 let Some(h) = v.bytes::<4>(l3 + IPV6_HLEN + off) else {
-                    return Frame::Malformed;
+                    return truncated(proto);
                 };
                 if proto == NEXT_FRAGMENT && (be16([h[2], h[3]]) & 0xfff8) != 0 {
                     return Frame::Ip(Packet { src, tcp_flags: 0, proto: h[0], l4: L4::LaterFragment });
@@ -242,17 +260,14 @@ fn parse_ipv6<V: PacketView + ?Sized>(v: &V, l3: usize) -> Frame {
         };
         off += len;
         if off > payload {
-            return Frame::Malformed;
+            return truncated(proto);
         }
     }
     if matches!(proto, NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTS | NEXT_AUTH | NEXT_FRAGMENT) {
-        // Longer chain than we follow: let the stack judge it.
-        return Frame::Malformed;
+        // Longer chain than we follow: the lists still judge the source.
+        return Frame::Ip(Packet { src, tcp_flags: 0, proto, l4: L4::Hidden });
     }
-    match transport(v, proto, l3 + IPV6_HLEN + off, payload - off) {
-        Some((l4, tcp_flags)) => Frame::Ip(Packet { src, tcp_flags, proto, l4 }),
-        None => Frame::Malformed,
-    }
+    transport(v, src, proto, l3 + IPV6_HLEN + off, payload - off)
 }
 
 #[cfg(test)]
@@ -336,10 +351,13 @@ mod tests {
     }
 
     #[test]
-    fn three_vlan_tags_are_not_ip() {
-        let tags = [ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q];
-        let f = frame(ETH_P_IP, &tags, &ipv4(SRC4, 5, 8));
-        assert_eq!(parse(&f[..]), Frame::NonIp);
+    fn more_vlan_tags_than_walked_are_too_deep() {
+        for tags in [&[ETH_P_8021AD, ETH_P_8021Q, ETH_P_8021Q][..], &[ETH_P_8021Q; 5]] {
+            let f = frame(ETH_P_IP, tags, &ipv4(SRC4, 5, 8));
+            assert_eq!(parse(&f[..]), Frame::TooDeep, "{tags:?}");
+            let f = frame(0x0806, tags, &[0u8; 28]);
+            assert_eq!(parse(&f[..]), Frame::TooDeep, "ARP behind {tags:?}");
+        }
     }
 
     #[test]
@@ -427,10 +445,14 @@ mod tests {
         assert!(matches!(parse(&f[..]), Frame::Ip(p) if p.is_syn()));
     }
 
+    fn truncated(src: Source, proto: u8) -> Frame {
+        Frame::Ip(Packet { src, tcp_flags: 0, proto, l4: L4::Truncated })
+    }
+
     #[test]
-    fn tcp_header_cut_before_its_flags_is_malformed() {
-        assert_eq!(parse(&tcp4(TCP_SYN, 0, 13)[..]), Frame::Malformed);
-        assert_eq!(parse(&tcp6(TCP_SYN, 13)[..]), Frame::Malformed);
+    fn tcp_header_cut_before_its_flags_is_truncated() {
+        assert_eq!(parse(&tcp4(TCP_SYN, 0, 13)[..]), truncated(Source::V4(SRC4), IPPROTO_TCP));
+        assert_eq!(parse(&tcp6(TCP_SYN, 13)[..]), truncated(Source::V6(SRC6), IPPROTO_TCP));
         assert!(matches!(parse(&tcp4(TCP_SYN, 0, 14)[..]), Frame::Ip(p) if p.is_syn()));
     }
 
@@ -507,9 +529,13 @@ mod tests {
             let want = Packet { src: Source::V6(SRC6), tcp_flags: 0, proto: IPPROTO_UDP, l4: udp };
             assert_eq!(parse(&f[..]), Frame::Ip(want), "{exts:?}");
         }
-        // One header more than the limit: left to the stack.
-        let long = [(NEXT_DEST_OPTS, 8); MAX_EXT_HEADERS + 1];
-        assert_eq!(parse(&udp6_behind(&long, 0)[..]), Frame::Malformed);
+        // Longer chains than the walk: the source is still known, the ports are not.
+        for n in [MAX_EXT_HEADERS + 1, 20] {
+            let long = vec![(NEXT_DEST_OPTS, 8); n];
+            let hidden =
+                Packet { src: Source::V6(SRC6), tcp_flags: 0, proto: NEXT_DEST_OPTS, l4: L4::Hidden };
+            assert_eq!(parse(&udp6_behind(&long, 0)[..]), Frame::Ip(hidden), "{n} headers");
+        }
         // A later fragment has no ports; its protocol is the fragment header's next.
         let later = parse(&udp6_behind(&[(NEXT_FRAGMENT, 8)], 100)[..]);
         let want = Packet { src: Source::V6(SRC6), tcp_flags: 0, proto: IPPROTO_UDP, l4: L4::LaterFragment };
@@ -517,7 +543,7 @@ mod tests {
         // A header claiming more than the payload holds.
         let mut f = udp6_behind(&[(NEXT_DEST_OPTS, 8)], 0);
         f[ETH_HLEN + IPV6_HLEN + 1] = 40;
-        assert_eq!(parse(&f[..]), Frame::Malformed);
+        assert_eq!(parse(&f[..]), truncated(Source::V6(SRC6), IPPROTO_UDP));
     }
 
     #[test]
@@ -539,7 +565,11 @@ mod tests {
             assert!(matches!(parse(&frame(ETH_P_IP, &[], &ok)[..]), Frame::Ip(_)), "{proto}");
             let mut short = ipv4(SRC4, 5, min - 1);
             short[9] = proto;
-            assert_eq!(parse(&frame(ETH_P_IP, &[], &short)[..]), Frame::Malformed, "{proto}");
+            assert_eq!(
+                parse(&frame(ETH_P_IP, &[], &short)[..]),
+                truncated(Source::V4(SRC4), proto),
+                "{proto}"
+            );
         }
     }
 

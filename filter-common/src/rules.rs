@@ -28,6 +28,13 @@ pub const fn port_bit(port: u16) -> (u32, u64) {
 /// Entries of the served map: two policy slots x tcp/udp x one bitmap.
 pub const SERVED_ENTRIES: u32 = 2 * 2 * PORT_WORDS;
 
+/// Entries of the whole-protocol rules map: one per [`Proto`], then
+/// [`RULES_IN_FORCE`].
+pub const PROTO_RULE_ENTRIES: u32 = 5;
+/// Slot of the whole-protocol rules map holding how many rules are in force, so the
+/// data path knows whether a packet whose ports it cannot see could match one.
+pub const RULES_IN_FORCE: u32 = 4;
+
 /// Bit of a port-table value that makes the rule drop (clear: pass).
 pub const RULE_DROP: u32 = 1 << 16;
 const RULE_ID_MASK: u32 = 0xffff;
@@ -150,6 +157,19 @@ pub trait Rules {
     /// Whether a SYN to TCP `port` is answered with a cookie now (`synproxy enable`,
     /// and the port's SYN rate above `--above`).
     fn syn_answer(&self, port: u16) -> bool;
+    /// Whether any rule is in force ([`RULES_IN_FORCE`]).
+    fn any_rule(&self) -> bool;
+    /// Whether SYN cookies are enabled (for any port).
+    fn syn_cookies(&self) -> bool;
+}
+
+/// Whether anything in force would look at the transport header (ports, protocol,
+/// flags, fragment offset): a packet whose transport header cannot be reached is then
+/// dropped ([`Reason::Unchecked`]) rather than passed unseen.
+#[inline(always)]
+pub fn needs_l4<R: Rules>(r: &R) -> bool {
+    let p = r.policy();
+    p.enforce != 0 || p.drop_fragments != 0 || r.any_rule() || r.syn_cookies()
 }
 
 /// ICMPv6 types of neighbour discovery (router/neighbour solicitation and
@@ -170,7 +190,8 @@ pub fn check<R: Rules>(r: &R, pkt: &Packet, len: u64) -> Option<Reason> {
             // No ports to match: the fragment setting decides alone.
             return if policy.drop_fragments != 0 { Some(Reason::Fragment) } else { None };
         }
-        L4::None => return None,
+        // Hidden and truncated headers are decided in classify, before this step.
+        L4::None | L4::Hidden | L4::Truncated => return None,
         L4::Head(h) => h,
     };
     let proto = Proto::of(pkt.proto, pkt.src.is_v6())?;
@@ -247,6 +268,12 @@ mod tests {
         }
         fn syn_answer(&self, port: u16) -> bool {
             self.syn_ports.contains(&port)
+        }
+        fn any_rule(&self) -> bool {
+            !self.ports.is_empty() || !self.protos.is_empty()
+        }
+        fn syn_cookies(&self) -> bool {
+            !self.syn_ports.is_empty()
         }
     }
 

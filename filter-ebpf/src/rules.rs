@@ -8,7 +8,8 @@ use aya_ebpf::{
 use filter_common::{
     ACTIVE_POLICY, Counter,
     rules::{
-        MAX_RULES, PORT_TABLE_ENTRIES, PORT_WORDS, PolicyConfig, Proto, Rules, SERVED_ENTRIES, port_bit,
+        MAX_RULES, PORT_TABLE_ENTRIES, PORT_WORDS, PROTO_RULE_ENTRIES, PolicyConfig, Proto, RULES_IN_FORCE,
+        Rules, SERVED_ENTRIES, port_bit,
     },
 };
 
@@ -17,7 +18,7 @@ use crate::{clock::Clock, lists::ACTIVE};
 #[map(name = "FG_PORT_RULES")]
 static PORT_RULES: Array<u32> = Array::with_max_entries(PORT_TABLE_ENTRIES, 0);
 #[map(name = "FG_PROTO_RULES")]
-static PROTO_RULES: Array<u32> = Array::with_max_entries(4, 0);
+static PROTO_RULES: Array<u32> = Array::with_max_entries(PROTO_RULE_ENTRIES, 0);
 #[map(name = "FG_RULE_COUNTERS")]
 static RULE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_RULES + 1, 0);
 #[map(name = "FG_POLICY")]
@@ -65,6 +66,16 @@ impl Rules for MapRules<'_> {
     #[inline(always)]
     fn syn_answer(&self, port: u16) -> bool {
         crate::synproxy::answer_now(port, self.clock)
+    }
+
+    #[inline(always)]
+    fn any_rule(&self) -> bool {
+        PROTO_RULES.get(RULES_IN_FORCE).is_some_and(|n| *n != 0)
+    }
+
+    #[inline(always)]
+    fn syn_cookies(&self) -> bool {
+        crate::synproxy::enabled()
     }
 
     #[inline(always)]

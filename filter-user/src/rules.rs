@@ -10,7 +10,7 @@ use std::fmt;
 use aya::maps::{MapError, PerCpuValues};
 use filter_common::{
     Counter,
-    rules::{Dir, MAX_RULES, Proto, RuleInfo, port_slot, rule_value},
+    rules::{Dir, MAX_RULES, Proto, RULES_IN_FORCE, RuleInfo, port_slot, rule_value},
 };
 use thiserror::Error;
 
@@ -270,10 +270,19 @@ impl FilterMaps {
             }
             planned.push(Rule { id, spec, hits: Counter::default() });
         }
+        // The count first: from now on packets whose ports cannot be seen are dropped.
+        self.set_rules_in_force(existing.len() + planned.len())?;
         for r in &planned {
             self.write_rule(r)?;
         }
         Ok(planned)
+    }
+
+    /// Records how many rules are in force, read by the data path
+    /// ([`filter_common::rules::needs_l4`]).
+    fn set_rules_in_force(&mut self, n: usize) -> Result<(), RuleError> {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.proto_rules.set(RULES_IN_FORCE, &n, 0).map_err(map_err("storing the rule count"))
     }
 
     fn write_rule(&mut self, r: &Rule) -> Result<(), RuleError> {
@@ -298,6 +307,7 @@ impl FilterMaps {
     /// Removes the rule named `which` (or with that id). Returns it.
     pub fn remove_rule(&mut self, which: &str) -> Result<Rule, RuleError> {
         let rules = self.rules()?;
+        let rules_left = rules.len().saturating_sub(1);
         let r = rules
             .into_iter()
             .find(|r| r.spec.name == which || which.parse::<u32>().is_ok_and(|id| id == r.id))
@@ -311,6 +321,7 @@ impl FilterMaps {
             }
         }
         self.rules.set(r.id, &RuleInfo::default(), 0).map_err(map_err("removing a rule"))?;
+        self.set_rules_in_force(rules_left)?;
         Ok(r)
     }
 }

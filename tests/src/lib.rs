@@ -4,5 +4,6 @@
 //! run them with `cargo xtask integration-test local`.
 
 pub mod frames;
+pub mod fuzz;
 pub mod harness;
 pub mod live;
