@@ -28,7 +28,7 @@ use floodgate::{
     lab::{FrameSpec, Netns, RawSender, build, veth_pair},
     loader::{self, Capacity, Mode},
     maps::FilterMaps,
-    pins::IfacePins,
+    pins::{self, IfacePins},
 };
 
 use super::output::grouped;
@@ -108,13 +108,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    let pins = IfacePins::new(SRV_IF)?;
-    if pins.exists() {
-        // Left by a demo that was killed: its namespace is gone, its pins are not.
-        loader::detach(&pins).context("removing a previous demo's pins")?;
+    // Left by a demo that was killed: its namespace is gone (the link lost its
+    // interface), its pins are not.
+    for stale in pins::all()?.iter().filter(|p| p.iface == SRV_IF && pins::link_ifindex(&p.dir) == Some(0)) {
+        loader::detach(stale).context("removing a previous demo's pins")?;
     }
     println!("floodgate demo: building the scene (namespaces fgdemo-srv, -net, -cli, -atk)");
     let scene = build_scene().context("building the demo's namespaces")?;
+    let pins = scene.srv.enter(|| IfacePins::new(SRV_IF))??;
     let result = play(&scene, &args);
     if pins.exists() {
         loader::detach(&pins).context("detaching the demo's filter")?;
@@ -162,7 +163,7 @@ fn play(scene: &Scene, args: &Args) -> anyhow::Result<()> {
         s.spawn(|| legit_client(client, &tally, &finished));
         let flood = s.spawn(|| flood(&sender, srv_mac, atk_mac, args, &tally, &finished));
 
-        let result = display(&maps, &tally, total, block_at, &finished);
+        let result = display(&maps, &attached.pins, &tally, total, block_at, &finished);
         done.store(true, Relaxed);
         flood.join().map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
         result
@@ -171,6 +172,7 @@ fn play(scene: &Scene, args: &Args) -> anyhow::Result<()> {
 
 fn display(
     maps: &FilterMaps,
+    pins: &IfacePins,
     tally: &Tally,
     total: Duration,
     block_at: u64,
@@ -221,7 +223,6 @@ fn display(
         if second == block_at {
             println!("      $ floodgate blocklist add {FLOOD_V4} {FLOOD_V6}");
             let nets = [FLOOD_V4.parse()?, FLOOD_V6.parse()?];
-            let pins = IfacePins::new(SRV_IF)?;
             let _lock = pins.lock()?;
             let mut writable = FilterMaps::from_pins(&pins.dir)?;
             writable.add(ListKind::Block, &nets, None, &mut |_, _| {})?;

@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("attached to {iface} in {} mode; maintaining until SIGINT/SIGTERM", mode_name(done.mode));
     let result = maintain(&iface);
     let cleaned = super::synproxy::cleanup(&iface);
-    let detached = pins::resolve(Some(&iface))
+    let detached = pins::resolve_for(Some(&iface), pins::Purpose::Detach)
         .map_err(anyhow::Error::from)
         .and_then(|p| loader::detach(&p).with_context(|| format!("detaching from {iface}")));
     result?;
