@@ -34,8 +34,9 @@ Typical use:
   floodgate synproxy enable --ports 80,443    # answer SYN floods with cookies in the driver
   floodgate detach -i eth0                    # remove everything floodgate put in place
 
-Pins live under /sys/fs/bpf/floodgate/IFACE/. Any command can run from another
-process or namespace: `nsenter --net=/run/netns/NAME floodgate ...` works.";
+Pins live under /sys/fs/bpf/floodgate/netns-DEV-INO/IFACE/, per network namespace: a
+command acts on the interfaces of its own namespace, so run it there with
+`nsenter --net=/run/netns/NAME floodgate ...`.";
 
 #[derive(Parser, Debug)]
 #[command(name = "floodgate", version, about = ABOUT, after_help = AFTER_HELP)]
