@@ -371,6 +371,7 @@ impl FilterMaps {
 
     /// Inserts `slots` into the inactive generation `g` (cleared beforehand by the
     /// caller); stops early when interrupted. The caller clears `g` on failure.
+    #[allow(clippy::too_many_arguments)]
     fn fill(
         &mut self,
         kind: ListKind,

@@ -6,6 +6,18 @@
 //! Everything runs in the current network namespace (the interface's, when floodgate
 //! is run through `nsenter --net`). Enable is all or nothing: a failed step undoes the
 //! earlier ones.
+//!
+//! Netfilter state is per namespace, not per interface: the table holds one base
+//! chain per protected interface (`if<IFINDEX>`, commented with the interface's name,
+//! matching `iif`), and the table's comment records the sysctl values from before
+//! the first `enable` in the namespace. The chains are the reference count: the
+//! sysctls are restored and the table removed only when the last one goes. Intent is
+//! recorded before acting: `enable` creates its chain (and the table with the saved
+//! values) in one nft transaction before it touches a sysctl or a map, and `disable`
+//! works from the chains and the table, not from the maps, so a process killed at any
+//! step leaves something the next `disable` or `detach` finds and undoes. A namespace
+//! lock (a file under /run named by the namespace's inode) serialises these steps
+//! between interfaces.
 
 use std::{
     io::Write as _,
@@ -56,6 +68,14 @@ pub enum SynProxyError {
     Nft(String),
     #[error("writing the SYN-cookie maps")]
     Map(#[source] aya::maps::MapError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("taking the namespace's SYN-cookie lock {path}")]
+    Lock {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// "80,443,8000-8010".
@@ -143,43 +163,229 @@ fn nft(script: &str) -> Result<String, SynProxyError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The table: ACKs to the protected ports that conntrack does not know (the answers
-/// to floodgate's SYN-ACKs) go to SYNPROXY, which checks the cookie and opens the
-/// connection to the listener. SYNs that reach the stack (below `--above`) are
-/// tracked as usual and never touch it.
-pub fn nft_script(ports: &[(u16, u16)], wscale: u8) -> String {
+/// The base chain of the interface with this ifindex.
+pub fn chain_name(ifindex: u32) -> String {
+    format!("if{ifindex}")
+}
+
+/// Sysctl values from before the first `enable` in a namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Saved {
+    /// None: conntrack was not loaded yet, so the sysctl did not exist; it is put
+    /// back to conntrack's default, 1.
+    pub tcp_loose: Option<i32>,
+    pub syncookies: i32,
+}
+
+impl Saved {
+    fn comment(&self) -> String {
+        let loose = self.tcp_loose.map_or("default".to_string(), |v| v.to_string());
+        format!("floodgate: nf_conntrack_tcp_loose={loose} tcp_syncookies={}", self.syncookies)
+    }
+
+    fn parse(comment: &str) -> Option<Saved> {
+        let rest = comment.strip_prefix("floodgate: ")?;
+        let (mut loose, mut cookies) = (None, None);
+        for part in rest.split_whitespace() {
+            match part.split_once('=')? {
+                ("nf_conntrack_tcp_loose", "default") => loose = Some(None),
+                ("nf_conntrack_tcp_loose", v) => loose = Some(Some(v.parse().ok()?)),
+                ("tcp_syncookies", v) => cookies = Some(v.parse().ok()?),
+                _ => {}
+            }
+        }
+        Some(Saved { tcp_loose: loose?, syncookies: cookies? })
+    }
+
+    /// Puts the sysctls back.
+    fn restore(&self) -> Result<(), SynProxyError> {
+        if std::path::Path::new(TCP_LOOSE).exists() {
+            write_int(TCP_LOOSE, self.tcp_loose.unwrap_or(1))?;
+        }
+        write_int(SYNCOOKIES, self.syncookies)
+    }
+
+    /// The values now, before floodgate changes them.
+    fn current() -> Result<Saved, SynProxyError> {
+        Ok(Saved { tcp_loose: read_int(TCP_LOOSE).ok(), syncookies: read_int(SYNCOOKIES)? })
+    }
+}
+
+/// floodgate's table in this namespace, as `nft list table` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableState {
+    pub exists: bool,
+    /// From the table's comment; None in a table made by an older floodgate.
+    pub saved: Option<Saved>,
+    /// Chains, each with its SYNPROXY rule's `{packets, bytes}`.
+    pub chains: Vec<(String, Option<(u64, u64)>)>,
+}
+
+impl TableState {
+    /// Parses `nft list table inet floodgate`.
+    pub fn parse(listing: &str) -> TableState {
+        let mut st = TableState { exists: true, ..TableState::default() };
+        let mut depth = 0usize;
+        for line in listing.lines().map(str::trim) {
+            if line.ends_with('{') {
+                depth += 1;
+                if depth == 2
+                    && let Some(name) = line.strip_prefix("chain ").and_then(|l| l.strip_suffix('{'))
+                {
+                    st.chains.push((name.trim().to_string(), None));
+                }
+                continue;
+            }
+            if line == "}" {
+                depth = depth.saturating_sub(1);
+                continue;
+            }
+            if depth == 1
+                && let Some(c) = line.strip_prefix("comment \"").and_then(|c| c.strip_suffix('"'))
+            {
+                st.saved = Saved::parse(c);
+            }
+            if depth == 2
+                && let Some(i) = line.find("counter packets ")
+                && let Some(last) = st.chains.last_mut()
+            {
+                let mut words = line[i..].split_whitespace().skip(2);
+                let packets = words.next().and_then(|w| w.parse().ok());
+                let bytes = words.nth(1).and_then(|w| w.parse().ok());
+                if let (Some(p), Some(b)) = (packets, bytes) {
+                    last.1 = Some((p, b));
+                }
+            }
+        }
+        st
+    }
+
+    fn has(&self, chain: &str) -> bool {
+        self.chains.iter().any(|(c, _)| c == chain)
+    }
+}
+
+/// Reads floodgate's table in this namespace (absent: `exists` false).
+pub fn table_state() -> Result<TableState, SynProxyError> {
+    let out = Command::new("nft")
+        .args(["list", "table", "inet", NFT_TABLE])
+        .output()
+        .map_err(|e| SynProxyError::Nft(format!("running nft: {e}")))?;
+    if out.status.success() {
+        return Ok(TableState::parse(&String::from_utf8_lossy(&out.stdout)));
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("No such file or directory") {
+        return Ok(TableState::default());
+    }
+    Err(SynProxyError::Nft(err.trim().replace('\n', "; ")))
+}
+
+/// The transaction that creates (or updates) one interface's chain, and the table
+/// with the saved sysctls when `saved` is given (a table without it is recreated).
+pub fn nft_script(
+    ifindex: u32,
+    iface: &str,
+    ports: &[(u16, u16)],
+    wscale: u8,
+    saved: Option<&Saved>,
+) -> String {
     let set: Vec<String> = ports.iter().map(|&(lo, hi)| portmap::range_text(lo, hi)).collect();
+    let chain = chain_name(ifindex);
+    // ifindex 0: maps loaded but not attached (tests, the bench): the whole namespace.
+    let iif = if ifindex == 0 { String::new() } else { format!("iif {ifindex} ") };
+    let table = match saved {
+        Some(s) => format!(
+            "table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\ntable inet {NFT_TABLE} {{ comment \"{}\"; }}\n",
+            s.comment()
+        ),
+        None => format!("table inet {NFT_TABLE} {{}}\n"),
+    };
+    // Interface names are shown in a comment only: keep quotes and controls out.
+    let name: String = iface.chars().filter(|c| !c.is_control() && *c != '"' && *c != '\\').collect();
     format!(
-        "table inet {NFT_TABLE} {{}}\n\
-         delete table inet {NFT_TABLE}\n\
-         table inet {NFT_TABLE} {{\n\
-         \tchain cookies {{\n\
-         \t\ttype filter hook input priority filter; policy accept;\n\
-         \t\ttcp dport {{ {} }} ct state invalid,untracked counter synproxy mss {NFT_MSS} wscale {wscale} timestamp sack-perm\n\
-         \t}}\n\
-         }}\n",
+        "{table}\
+         add chain inet {NFT_TABLE} {chain} {{ comment \"{name}\"; type filter hook input priority filter; policy accept; }}\n\
+         flush chain inet {NFT_TABLE} {chain}\n\
+         add rule inet {NFT_TABLE} {chain} {iif}tcp dport {{ {} }} ct state invalid,untracked counter \
+         synproxy mss {NFT_MSS} wscale {wscale} timestamp sack-perm\n",
         set.join(", ")
     )
+}
+
+/// The SYNPROXY rules' `{packets, bytes}` summed over the namespace's chains, if the
+/// table exists.
+pub fn nft_counter() -> Option<(u64, u64)> {
+    let st = table_state().ok()?;
+    if !st.exists {
+        return None;
+    }
+    Some(st.chains.iter().filter_map(|(_, c)| *c).fold((0, 0), |(p, b), (p2, b2)| (p + p2, b + b2)))
+}
+
+/// The interface's SYNPROXY rule's `{packets, bytes}`, if its chain exists.
+pub fn nft_counter_for(ifindex: u32) -> Option<(u64, u64)> {
+    let chain = chain_name(ifindex);
+    table_state().ok()?.chains.into_iter().find(|(c, _)| *c == chain).map(|(_, n)| n.unwrap_or((0, 0)))
+}
+
+/// An exclusive lock per network namespace (flock on a file named by the
+/// namespace's device and inode), held while the table and sysctls change.
+struct NsLock(#[allow(dead_code)] std::fs::File);
+
+impl NsLock {
+    fn take() -> Result<NsLock, SynProxyError> {
+        use std::os::{fd::AsRawFd as _, unix::fs::MetadataExt as _};
+        // thread-self: a thread that joined another namespace (setns) locks that one.
+        let ns = std::fs::metadata("/proc/thread-self/ns/net")
+            .map_err(|source| SynProxyError::Lock { path: "/proc/thread-self/ns/net".into(), source })?;
+        let dir = if std::path::Path::new("/run").is_dir() {
+            std::path::PathBuf::from("/run")
+        } else {
+            std::env::temp_dir()
+        };
+        let path = dir.join(format!("floodgate-netns-{}-{}.lock", ns.dev(), ns.ino()));
+        let err = |source| SynProxyError::Lock { path: path.display().to_string(), source };
+        let f =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(err)?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(err(std::io::Error::last_os_error()));
+        }
+        Ok(NsLock(f))
+    }
+}
+
+/// The interface's name in this namespace, for the chain's comment.
+fn iface_name(ifindex: u32) -> String {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: buf holds IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return format!("ifindex {ifindex}");
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+/// Removes one interface's chain; the last one out restores the sysctls (while the
+/// table still holds their saved values) and then removes the table. `fallback`: the
+/// saved values when the table has none (made by an older floodgate).
+fn remove_chain(st: &TableState, chain: &str, fallback: Option<Saved>) -> Result<(), SynProxyError> {
+    let others = st.chains.iter().filter(|(c, _)| c != chain && c.starts_with("if")).count();
+    if others > 0 && st.saved.is_some() {
+        nft(&format!("delete chain inet {NFT_TABLE} {chain}\n")).map(drop)
+    } else {
+        if let Some(saved) = st.saved.or(fallback) {
+            saved.restore()?;
+        }
+        delete_table()
+    }
 }
 
 /// Removes floodgate's table if it exists.
 fn delete_table() -> Result<(), SynProxyError> {
     nft(&format!("table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\n")).map(drop)
-}
-
-/// The SYNPROXY rule's `{packets, bytes}`, if the table exists.
-pub fn nft_counter() -> Option<(u64, u64)> {
-    let out = Command::new("nft").args(["-j", "list", "table", "inet", NFT_TABLE]).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["nftables"].as_array()?.iter().find_map(|item| {
-        item["rule"]["expr"].as_array()?.iter().find_map(|e| {
-            let c = &e["counter"];
-            Some((c["packets"].as_u64()?, c["bytes"].as_u64()?))
-        })
-    })
 }
 
 impl FilterMaps {
@@ -210,36 +416,61 @@ impl FilterMaps {
         Ok(())
     }
 
+    fn ifindex(&self) -> Result<u32, SynProxyError> {
+        Ok(self.read_meta()?.ifindex)
+    }
+
+    /// This interface's chain in the namespace's table, if present (left by an
+    /// `enable` or `disable` that did not finish, when the maps say off).
+    pub fn synproxy_chain(&self) -> Result<Option<(u64, u64)>, SynProxyError> {
+        let chain = chain_name(self.ifindex()?);
+        Ok(table_state()?.chains.into_iter().find(|(c, _)| *c == chain).map(|(_, n)| n.unwrap_or((0, 0))))
+    }
+
     /// Protects `ports`: netfilter first (so every answered SYN's ACK finds SYNPROXY),
     /// then the maps that make XDP answer. Re-enabling replaces the ports and rate.
+    /// Other interfaces of the namespace keep theirs.
     pub fn enable_synproxy(
         &mut self,
         ports: &[(u16, u16)],
         above_pps: u32,
     ) -> Result<SynProxyConfig, SynProxyError> {
+        let ifindex = self.ifindex()?;
+        let _lock = NsLock::take()?;
         let wscale = listener_wscale()?;
         let prev = self.synproxy_config()?;
-        nft(&nft_script(ports, wscale))?;
-        let undo_nft = |e: SynProxyError| {
-            if prev.enabled == 0 {
-                let _ = delete_table();
+        let st = table_state()?;
+        let chain = chain_name(ifindex);
+        let had_chain = st.has(&chain);
+        // The values to restore when the namespace's last chain goes: recorded with
+        // the table, before anything changes.
+        let (saved, new_table) = match st.saved {
+            Some(s) => (s, None),
+            None if st.exists && prev.enabled != 0 => {
+                let s = Saved {
+                    tcp_loose: (prev.old_tcp_loose >= 0).then_some(prev.old_tcp_loose),
+                    syncookies: prev.old_syncookies,
+                };
+                (s, Some(s))
+            }
+            None => {
+                let s = Saved::current()?;
+                (s, Some(s))
+            }
+        };
+        nft(&nft_script(ifindex, &iface_name(ifindex), ports, wscale, new_table.as_ref()))?;
+        let undo = |e: SynProxyError| {
+            if !had_chain
+                && prev.enabled == 0
+                && let Ok(st) = table_state()
+            {
+                let _ = remove_chain(&st, &chain, None);
             }
             e
         };
-        // The conntrack sysctl exists once the table has pulled in nf_conntrack.
-        let (old_loose, old_cookies) = if prev.enabled != 0 {
-            (prev.old_tcp_loose, prev.old_syncookies)
-        } else {
-            (read_int(TCP_LOOSE).map_err(undo_nft)?, read_int(SYNCOOKIES).map_err(undo_nft)?)
-        };
-        let restore = |e: SynProxyError| {
-            let _ = write_int(TCP_LOOSE, old_loose);
-            let _ = write_int(SYNCOOKIES, old_cookies);
-            undo_nft(e)
-        };
-        write_int(TCP_LOOSE, 0).map_err(restore)?;
-        if old_cookies == 0 {
-            write_int(SYNCOOKIES, 1).map_err(restore)?;
+        write_int(TCP_LOOSE, 0).map_err(undo)?;
+        if saved.syncookies == 0 {
+            write_int(SYNCOOKIES, 1).map_err(undo)?;
         }
         let above = if above_pps == 0 {
             Bucket::default()
@@ -252,31 +483,49 @@ impl FilterMaps {
             _pad: 0,
             above_pps,
             above,
-            old_tcp_loose: old_loose,
-            old_syncookies: old_cookies,
+            old_tcp_loose: saved.tcp_loose.unwrap_or(-1),
+            old_syncookies: saved.syncookies,
         };
         // Ports before the switch, so XDP never answers for a port SYNPROXY lacks.
-        self.write_ports(ports)
-            .and_then(|()| self.synproxy.set(0, &cfg, 0).map_err(SynProxyError::Map))
-            .map_err(restore)?;
+        let written =
+            self.write_ports(ports).and_then(|()| self.synproxy.set(0, &cfg, 0).map_err(SynProxyError::Map));
+        if let Err(e) = written {
+            if prev.enabled == 0 {
+                let _ = self.synproxy.set(0, &SynProxyConfig::default(), 0);
+                let _ = self.write_ports(&[]);
+            }
+            return Err(undo(e));
+        }
         Ok(cfg)
     }
 
-    /// Stops answering, removes the table and restores the sysctls. Returns whether
-    /// anything was enabled.
+    /// Stops answering, removes this interface's chain, and when it was the
+    /// namespace's last, restores the sysctls and removes the table. Works from what
+    /// is in place (the chain), not only from the maps, so it also undoes an `enable`
+    /// or `disable` that was killed halfway. Returns whether anything was enabled.
     pub fn disable_synproxy(&mut self) -> Result<bool, SynProxyError> {
+        let ifindex = self.ifindex()?;
+        let _lock = NsLock::take()?;
         let cfg = self.synproxy_config()?;
-        if cfg.enabled == 0 {
-            return Ok(false);
+        // XDP stops answering first: from now on no SYN-ACK goes out whose ACK would
+        // find no SYNPROXY. The saved values stay in the map as the fallback for a
+        // table made by an older floodgate.
+        if cfg.enabled != 0 {
+            self.synproxy.set(0, &SynProxyConfig { enabled: 0, ..cfg }, 0).map_err(SynProxyError::Map)?;
+            self.write_ports(&[])?;
         }
-        self.synproxy.set(0, &SynProxyConfig::default(), 0).map_err(SynProxyError::Map)?;
-        self.write_ports(&[])?;
-        delete_table()?;
-        if cfg.old_tcp_loose >= 0 {
-            write_int(TCP_LOOSE, cfg.old_tcp_loose)?;
+        let st = table_state()?;
+        let chain = chain_name(ifindex);
+        let legacy = st.exists && st.saved.is_none();
+        let fallback = (cfg.old_syncookies >= 0 && (cfg.enabled != 0 || legacy)).then_some(Saved {
+            tcp_loose: (cfg.old_tcp_loose >= 0).then_some(cfg.old_tcp_loose),
+            syncookies: cfg.old_syncookies,
+        });
+        let present = st.has(&chain) || (legacy && cfg.enabled != 0);
+        if present {
+            remove_chain(&st, &chain, fallback)?;
         }
-        write_int(SYNCOOKIES, cfg.old_syncookies)?;
-        Ok(true)
+        Ok(cfg.enabled != 0 || present)
     }
 }
 
@@ -290,9 +539,41 @@ mod tests {
         for bad in ["", "http", "80,,x", "9-3"] {
             assert!(parse_ports(bad).is_err(), "{bad}");
         }
-        let s = nft_script(&[(80, 80), (8000, 8010)], 10);
-        assert!(s.contains("tcp dport { 80, 8000-8010 } ct state invalid,untracked counter synproxy"), "{s}");
+        let saved = Saved { tcp_loose: None, syncookies: 0 };
+        let s = nft_script(7, "eth\"0", &[(80, 80), (8000, 8010)], 10, Some(&saved));
+        assert!(
+            s.contains("iif 7 tcp dport { 80, 8000-8010 } ct state invalid,untracked counter synproxy"),
+            "{s}"
+        );
         assert!(s.contains("wscale 10 timestamp sack-perm"), "{s}");
-        assert!(s.starts_with("table inet floodgate {}\ndelete table inet floodgate\n"), "{s}");
+        assert!(s.contains("add chain inet floodgate if7 { comment \"eth0\";"), "{s}");
+        assert!(
+            s.starts_with(
+                "table inet floodgate {}\ndelete table inet floodgate\ntable inet floodgate { comment \"floodgate: \
+                 nf_conntrack_tcp_loose=default tcp_syncookies=0\"; }\n"
+            ),
+            "{s}"
+        );
+        let s = nft_script(7, "eth0", &[(80, 80)], 10, None);
+        assert!(s.starts_with("table inet floodgate {}\nadd chain"), "{s}");
+    }
+
+    #[test]
+    fn table_listing_and_saved_values() {
+        let listing = "table inet floodgate {\n\tcomment \"floodgate: nf_conntrack_tcp_loose=1 tcp_syncookies=0\"\n\
+            \tchain if7 {\n\t\tcomment \"a\"\n\t\ttype filter hook input priority filter; policy accept;\n\
+            \t\tiif \"a\" tcp dport 80 ct state invalid,untracked counter packets 12 bytes 720 synproxy mss 1460\n\t}\n\
+            \tchain if9 {\n\t\tcomment \"b\"\n\t\ttype filter hook input priority filter; policy accept;\n\t}\n}\n";
+        let st = TableState::parse(listing);
+        assert!(st.exists);
+        assert_eq!(st.saved, Some(Saved { tcp_loose: Some(1), syncookies: 0 }));
+        assert_eq!(st.chains, vec![("if7".to_string(), Some((12, 720))), ("if9".to_string(), None)]);
+        for s in [Saved { tcp_loose: None, syncookies: 1 }, Saved { tcp_loose: Some(0), syncookies: 2 }] {
+            assert_eq!(Saved::parse(&s.comment()), Some(s));
+        }
+        assert_eq!(Saved::parse("something else"), None);
+        // An older floodgate's table: no comment, one chain.
+        let st = TableState::parse("table inet floodgate {\n\tchain cookies {\n\t}\n}\n");
+        assert_eq!((st.saved, st.chains.len()), (None, 1));
     }
 }

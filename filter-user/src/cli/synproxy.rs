@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::Subcommand;
 use floodgate::portmap::range_text;
-use floodgate::synproxy::{NFT_TABLE, nft_counter, parse_ports};
+use floodgate::synproxy::{NFT_TABLE, parse_ports};
 use serde_json::{Value, json};
 
 use super::{output::print_json, session::Session};
@@ -53,17 +53,20 @@ fn ports_text(ports: &[(u16, u16)]) -> String {
     items.join(",")
 }
 
-/// `synproxy` in `stats --json` and `synproxy show --json`.
+/// `synproxy` in `stats --json` and `synproxy show --json`. `nft_table`: this
+/// interface's chain is in place; `leftover_chain`: it is there although SYN cookies
+/// are off (an `enable` or `disable` cut short: `disable` removes it).
 pub fn describe(s: &Session) -> anyhow::Result<Value> {
     let cfg = s.maps.synproxy_config()?;
     let ports = s.maps.synproxy_ports()?;
-    let counter = nft_counter();
+    let counter = s.maps.synproxy_chain()?;
     Ok(json!({
         "enabled": cfg.enabled != 0,
         "ports": ports_text(&ports),
         "above_pps": cfg.above_pps,
         "wscale": cfg.wscale,
         "nft_table": cfg.enabled != 0 && counter.is_some(),
+        "leftover_chain": cfg.enabled == 0 && counter.is_some(),
         "synproxy_rule": counter.map(|(packets, bytes)| json!({ "packets": packets, "bytes": bytes })),
     }))
 }
@@ -89,9 +92,14 @@ pub fn run(cmd: SynProxyCommand) -> anyhow::Result<()> {
         }
         SynProxyCommand::Disable { interface } => {
             let mut s = Session::locked(interface.as_deref())?;
-            if s.maps.disable_synproxy()? {
+            let done = s
+                .maps
+                .disable_synproxy()
+                .with_context(|| format!("disabling SYN cookies on {} (run disable again)", s.pins.iface))?;
+            if done {
                 println!(
-                    "{}: SYN cookies off; table inet {NFT_TABLE} removed, sysctls restored",
+                    "{}: SYN cookies off; its chain in table inet {NFT_TABLE} removed (the table, and the \
+                     sysctls' old values, go with the namespace's last protected interface)",
                     s.pins.iface
                 );
             } else {
@@ -112,7 +120,13 @@ pub fn run(cmd: SynProxyCommand) -> anyhow::Result<()> {
                     if v["above_pps"] == 0 { String::new() } else { format!(" above {}/s", v["above_pps"]) },
                     v["wscale"],
                     // describe() listed the table already: no second nft run.
-                    if v["nft_table"] == true { "in place" } else { "MISSING (run enable again)" }
+                    if v["nft_table"] == true { "in place" } else { "chain MISSING (run enable again)" }
+                );
+            } else if v["leftover_chain"] == true {
+                println!(
+                    "{}: SYN cookies off, but its chain in nftables table inet {NFT_TABLE} is still in place \
+                     (an enable or disable was cut short): run `floodgate synproxy disable`",
+                    s.pins.iface
                 );
             } else {
                 println!("{}: SYN cookies off", s.pins.iface);
