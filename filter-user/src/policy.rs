@@ -3,6 +3,7 @@
 
 use filter_common::{
     ACTIVE_POLICY,
+    cidr::echo,
     rules::{PORT_WORDS, PolicyConfig, Proto},
 };
 use thiserror::Error;
@@ -15,9 +16,12 @@ use crate::{
 
 #[derive(Debug, Error)]
 pub enum PolicyError {
-    #[error("bad served port '{0}': expected PROTO/PORT or PROTO/LO-HI with PROTO tcp or udp, e.g. tcp/443")]
+    #[error(
+        "bad served port '{}': expected PROTO/PORT or PROTO/LO-HI with PROTO tcp or udp, e.g. tcp/443",
+        echo(.0)
+    )]
     Serve(String),
-    #[error("bad ephemeral range '{0}': expected auto, LO-HI or none")]
+    #[error("bad ephemeral range '{}': expected auto, LO-HI or none", echo(.0))]
     Ephemeral(String),
     #[error("reading the ephemeral port range from {path}")]
     LocalRange {

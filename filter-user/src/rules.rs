@@ -8,6 +8,7 @@
 use std::fmt;
 
 use aya::maps::{MapError, PerCpuValues};
+use filter_common::cidr::echo;
 use filter_common::{
     Counter,
     rules::{Dir, MAX_RULES, Proto, RULES_IN_FORCE, RuleInfo, port_slot, rule_value},
@@ -18,23 +19,24 @@ use crate::maps::FilterMaps;
 
 #[derive(Debug, Error)]
 pub enum RuleError {
-    #[error("unknown protocol '{0}': expected tcp, udp, icmp or icmpv6")]
+    #[error("unknown protocol '{}': expected tcp, udp, icmp or icmpv6", echo(.0))]
     Proto(String),
-    #[error("bad port '{0}': expected a port 0-65535 or a range LO-HI with LO <= HI")]
+    #[error("bad port '{}': expected a port 0-65535 or a range LO-HI with LO <= HI", echo(.0))]
     Port(String),
     #[error("{0} has no ports: leave out --src-port and --dst-port")]
     NoPorts(&'static str),
     #[error("a rule matches a source port or a destination port, not both: add two rules")]
     BothPorts,
     #[error(
-        "rule name '{0}' is not usable: 1 to 31 characters of letters, digits, '-', '_' or '.', not all digits"
+        "rule name '{}' is not usable: 1 to 31 characters of letters, digits, '-', '_' or '.', not all digits",
+        echo(.0)
     )]
     Name(String),
-    #[error("a rule named '{0}' exists already")]
+    #[error("a rule named '{}' exists already", echo(.0))]
     NameTaken(String),
     #[error("{new} overlaps rule {id} '{name}' ({existing}); remove it first or narrow the ports")]
     Overlap { new: String, id: u32, name: String, existing: String },
-    #[error("no rule with name or id '{0}' (see `floodgate rule list`)")]
+    #[error("no rule with name or id '{}' (see `floodgate rule list`)", echo(.0))]
     NotFound(String),
     #[error("all {0} rule slots are in use")]
     Full(u32),

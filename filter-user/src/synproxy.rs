@@ -25,6 +25,7 @@ use std::{
 };
 
 use filter_common::{
+    cidr::echo,
     limit::Bucket,
     synproxy::{SynProxyConfig, kernel_wscale},
 };
@@ -44,7 +45,7 @@ const NFT_MSS: u16 = 1460;
 
 #[derive(Debug, Error)]
 pub enum SynProxyError {
-    #[error("bad port list '{0}': expected ports or ranges separated by commas, e.g. 80,443")]
+    #[error("bad port list '{}': expected ports or ranges separated by commas, e.g. 80,443", echo(.0))]
     Ports(String),
     #[error(
         "net.ipv4.tcp_window_scaling is 0 in this namespace: the listener would not scale its window \
