@@ -5,8 +5,8 @@
 //!
 //! FLOODGATE_FUZZ_FRAMES sets the number of generated frames (default 1,000,000 on
 //! the host, 40,000 in the VMs); FLOODGATE_FUZZ_SEED replays a run. The frames in
-//! tests/corpus/xdp/*.hex (found bugs, one hex frame per line) run first in every
-//! configuration. A disagreement prints the frame as hex for that corpus.
+//! tests/corpus/xdp.hex (found bugs, one hex frame per line) run first in every
+//! configuration. A disagreement prints the frame as hex for that file.
 
 use std::{
     collections::HashMap,
@@ -194,23 +194,20 @@ fn bisect(h: &mut Harness, m: &Model, batch: &[Vec<u8>], c: &Config, seed: u64) 
     format!("[{}] seed {seed}: the batch's counters disagreed but no single frame does on replay", c.name)
 }
 
+/// The regression corpus, compiled in so that the VM guests (which have no source
+/// tree) replay it too.
+const CORPUS: &str = include_str!("../corpus/xdp.hex");
+
 fn corpus() -> Vec<Vec<u8>> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/xdp");
-    let mut files: Vec<_> =
-        std::fs::read_dir(&dir).expect("tests/corpus/xdp").filter_map(Result::ok).collect();
-    files.sort_by_key(|e| e.path());
     let mut out = Vec::new();
-    for e in files {
-        let text = std::fs::read_to_string(e.path()).expect("corpus file");
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let f = unhex(line).unwrap_or_else(|| panic!("{}:{}: not hex", e.path().display(), n + 1));
-            assert!(f.len() >= 14, "{}:{}: shorter than an Ethernet header", e.path().display(), n + 1);
-            out.push(f);
+    for (n, line) in CORPUS.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
         }
+        let f = unhex(line).unwrap_or_else(|| panic!("tests/corpus/xdp.hex:{}: not hex", n + 1));
+        assert!(f.len() >= 14, "tests/corpus/xdp.hex:{}: shorter than an Ethernet header", n + 1);
+        out.push(f);
     }
     out
 }
