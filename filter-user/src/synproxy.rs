@@ -16,8 +16,8 @@
 //! values) in one nft transaction before it touches a sysctl or a map, and `disable`
 //! works from the chains and the table, not from the maps, so a process killed at any
 //! step leaves something the next `disable` or `detach` finds and undoes. A namespace
-//! lock (a file under /run named by the namespace's inode) serialises these steps
-//! between interfaces.
+//! lock (flock on the namespace's nsfs file) serialises these steps between
+//! interfaces.
 
 use std::{
     io::Write as _,
@@ -330,25 +330,18 @@ pub fn nft_counter_for(ifindex: u32) -> Option<(u64, u64)> {
     table_state().ok()?.chains.into_iter().find(|(c, _)| *c == chain).map(|(_, n)| n.unwrap_or((0, 0)))
 }
 
-/// An exclusive lock per network namespace (flock on a file named by the
-/// namespace's device and inode), held while the table and sysctls change.
+/// An exclusive lock per network namespace, held while the table and sysctls
+/// change: flock on the namespace's own nsfs inode, which every process in the
+/// namespace opens as the same file, so nothing is created or left behind.
 struct NsLock(#[allow(dead_code)] std::fs::File);
 
 impl NsLock {
     fn take() -> Result<NsLock, SynProxyError> {
-        use std::os::{fd::AsRawFd as _, unix::fs::MetadataExt as _};
+        use std::os::fd::AsRawFd as _;
         // thread-self: a thread that joined another namespace (setns) locks that one.
-        let ns = std::fs::metadata("/proc/thread-self/ns/net")
-            .map_err(|source| SynProxyError::Lock { path: "/proc/thread-self/ns/net".into(), source })?;
-        let dir = if std::path::Path::new("/run").is_dir() {
-            std::path::PathBuf::from("/run")
-        } else {
-            std::env::temp_dir()
-        };
-        let path = dir.join(format!("floodgate-netns-{}-{}.lock", ns.dev(), ns.ino()));
-        let err = |source| SynProxyError::Lock { path: path.display().to_string(), source };
-        let f =
-            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(err)?;
+        const NS: &str = "/proc/thread-self/ns/net";
+        let err = |source| SynProxyError::Lock { path: NS.into(), source };
+        let f = std::fs::File::open(NS).map_err(err)?;
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(err(std::io::Error::last_os_error()));
