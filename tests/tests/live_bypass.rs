@@ -3,6 +3,7 @@
 //! priority tags (VLAN ID 0, which the kernel strips one by one) and IPv6 behind long
 //! destination-options chains (which the stack walks to the end).
 
+use floodgate::lab::packet::{csum_add, csum_fold};
 use integration_tests::live::{Lab, packets};
 
 const PORT: u16 = 5003;
@@ -84,5 +85,234 @@ fn deep_vlan_stacks_and_long_extension_chains_do_not_smuggle_a_listed_source() {
         assert_eq!(sink.count("2001:db8:feed::7"), 50, "{mode}: nothing more arrived");
         let after = lab.stats();
         assert_eq!(packets(&after, "dropped.unchecked") - packets(&before, "dropped.unchecked"), 50);
+    }
+}
+
+/// Offset of the IP header behind `tags` VLAN tags.
+fn l3_of(tags: usize) -> usize {
+    14 + 4 * tags
+}
+
+fn ipv4_csum(f: &mut [u8], l3: usize) {
+    let ihl = (f[l3] & 0x0f) as usize * 4;
+    f[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+    let c = csum_fold(csum_add(0, &f[l3..l3 + ihl]));
+    f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// IPv4 options (`words` 32-bit words of NOPs, the last ending in EOL).
+fn with_v4_options(f: &[u8], l3: usize, words: usize) -> Vec<u8> {
+    let mut out = f[..l3 + 20].to_vec();
+    let mut opts = vec![1u8; words * 4];
+    if let Some(last) = opts.last_mut() {
+        *last = 0;
+    }
+    out.extend_from_slice(&opts);
+    out.extend_from_slice(&f[l3 + 20..]);
+    out[l3] = 0x40 | (5 + words) as u8;
+    let total = (out.len() - l3) as u16;
+    out[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
+    ipv4_csum(&mut out, l3);
+    out
+}
+
+/// The IPv4 datagram in `f` split into two fragments after 16 bytes of payload.
+fn v4_fragments(f: &[u8], l3: usize) -> Vec<Vec<u8>> {
+    let payload = &f[l3 + 20..];
+    let piece = |data: &[u8], offset: u16, more: bool| {
+        let mut p = f[..l3 + 20].to_vec();
+        p.extend_from_slice(data);
+        let total = (20 + data.len()) as u16;
+        p[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
+        p[l3 + 4..l3 + 6].copy_from_slice(&0x1234u16.to_be_bytes());
+        let flags = (offset / 8) | if more { 0x2000 } else { 0 };
+        p[l3 + 6..l3 + 8].copy_from_slice(&flags.to_be_bytes());
+        ipv4_csum(&mut p, l3);
+        p
+    };
+    vec![piece(&payload[..16], 0, true), piece(&payload[16..], 16, false)]
+}
+
+/// IPv6 extension headers `exts` (0 hop-by-hop, 60 destination options, 44 an atomic
+/// fragment header) inserted before the transport header.
+fn with_v6_chain(f: &[u8], l3: usize, exts: &[u8]) -> Vec<u8> {
+    let mut out = f[..l3 + 40].to_vec();
+    let last = out[l3 + 6];
+    if let Some(first) = exts.first() {
+        out[l3 + 6] = *first;
+    }
+    for (i, ty) in exts.iter().enumerate() {
+        let next = exts.get(i + 1).copied().unwrap_or(last);
+        match ty {
+            44 => out.extend_from_slice(&[next, 0, 0, 0, 0, 0, 0x56, 0x78]),
+            _ => out.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]),
+        }
+    }
+    out.extend_from_slice(&f[l3 + 40..]);
+    let payload = (out.len() - l3 - 40) as u16;
+    out[l3 + 4..l3 + 6].copy_from_slice(&payload.to_be_bytes());
+    out
+}
+
+/// The IPv6 packet in `f` split into two fragments after 16 bytes of UDP.
+fn v6_fragments(f: &[u8], l3: usize) -> Vec<Vec<u8>> {
+    let udp = &f[l3 + 40..];
+    let piece = |data: &[u8], offset: u16, more: bool| {
+        let mut p = f[..l3 + 40].to_vec();
+        p[l3 + 6] = 44;
+        let off = offset | u16::from(more);
+        p.extend_from_slice(&[17, 0]);
+        p.extend_from_slice(&off.to_be_bytes());
+        p.extend_from_slice(&0x9abc_def0u32.to_be_bytes());
+        p.extend_from_slice(data);
+        let payload = (8 + data.len()) as u16;
+        p[l3 + 4..l3 + 6].copy_from_slice(&payload.to_be_bytes());
+        p
+    };
+    vec![piece(&udp[..16], 0, true), piece(&udp[16..], 16, false)]
+}
+
+/// One way of encoding a datagram; `n` picks a variant (tag count, chain length, ...).
+struct Encoding {
+    name: &'static str,
+    v6: bool,
+    make: fn(&Lab, &str, usize) -> Vec<Vec<u8>>,
+}
+
+fn tagged(lab: &Lab, src: &str, tags: usize, qinq: bool) -> (Vec<u8>, usize) {
+    let mut spec = lab.spec(src.parse().unwrap(), PORT);
+    spec.payload = vec![0x5a; 24];
+    // VLAN ID 0: priority tags, which the kernel strips without a VLAN device.
+    spec.vlans = (0..tags).map(|i| (if qinq && i == 0 { 0x88a8 } else { 0x8100 }, 0)).collect();
+    (floodgate::lab::build(&spec), l3_of(tags))
+}
+
+const ENCODINGS: [Encoding; 10] = [
+    Encoding { name: "v4 plain", v6: false, make: |l, s, _| vec![tagged(l, s, 0, false).0] },
+    Encoding {
+        name: "v4 options",
+        v6: false,
+
+        make: |l, s, n| {
+            let (f, l3) = tagged(l, s, 0, false);
+            vec![with_v4_options(&f, l3, 1 + n % 10)]
+        },
+    },
+    Encoding {
+        name: "v4 1-2 priority tags",
+        v6: false,
+
+        make: |l, s, n| vec![tagged(l, s, 1 + n % 2, n % 3 == 0).0],
+    },
+    Encoding {
+        name: "v4 3-5 priority tags",
+        v6: false,
+
+        make: |l, s, n| vec![tagged(l, s, 3 + n % 3, n % 2 == 0).0],
+    },
+    Encoding {
+        name: "v4 fragments",
+        v6: false,
+
+        make: |l, s, n| {
+            let (f, l3) = tagged(l, s, n % 3, false);
+            v4_fragments(&f, l3)
+        },
+    },
+    Encoding { name: "v6 plain", v6: true, make: |l, s, _| vec![tagged(l, s, 0, false).0] },
+    Encoding {
+        name: "v6 1-6 extension headers",
+        v6: true,
+
+        make: |l, s, n| {
+            let (f, l3) = tagged(l, s, 0, false);
+            let mut exts = vec![0u8];
+            exts.extend(std::iter::repeat_n(60, n % 6));
+            if n % 2 == 1 {
+                exts.insert(1, 44);
+            }
+            exts.truncate(1 + n % 6);
+            vec![with_v6_chain(&f, l3, &exts)]
+        },
+    },
+    Encoding {
+        name: "v6 7-20 extension headers",
+        v6: true,
+
+        make: |l, s, n| {
+            let (f, l3) = tagged(l, s, n % 3, false);
+            let mut exts = vec![0u8, 44];
+            exts.extend(std::iter::repeat_n(60, 5 + n % 14));
+            vec![with_v6_chain(&f, l3, &exts)]
+        },
+    },
+    Encoding {
+        name: "v6 3-5 priority tags",
+        v6: true,
+
+        make: |l, s, n| vec![tagged(l, s, 3 + n % 3, n % 2 == 1).0],
+    },
+    Encoding {
+        name: "v6 fragments",
+        v6: true,
+
+        make: |l, s, n| {
+            let (f, l3) = tagged(l, s, n % 3, false);
+            v6_fragments(&f, l3)
+        },
+    },
+];
+
+/// The source address of encoding `i`: each has its own, inside the listed ranges.
+fn source(i: usize, v6: bool) -> String {
+    if v6 { format!("2001:db8:bad::{:x}", 0x10 + i) } else { format!("203.0.113.{}", 10 + i) }
+}
+
+/// Every encoding, 24 variants each; the stack delivers each of them when nothing
+/// filters, and delivers none once the sources are blocklisted, in native and skb
+/// mode, however deep the tags or long the chains.
+#[test]
+fn every_encoding_of_a_listed_source_is_dropped_though_the_stack_would_deliver_it() {
+    const VARIANTS: usize = 24;
+    let lab = Lab::new("bpe");
+    let sink = lab.sink(PORT);
+    let mut frames = Vec::new();
+    let mut datagrams = Vec::new();
+    for (i, e) in ENCODINGS.iter().enumerate() {
+        for n in 0..VARIANTS {
+            frames.extend((e.make)(&lab, &source(i, e.v6), n));
+        }
+        datagrams.push(VARIANTS as u64);
+    }
+    // Without a filter: what the stack delivers.
+    lab.send(&frames, 1, 5_000);
+    sink.settle();
+    let mut report = String::new();
+    for (i, e) in ENCODINGS.iter().enumerate() {
+        let got = sink.count(&source(i, e.v6));
+        report.push_str(&format!("{}: {got}/{}; ", e.name, datagrams[i]));
+        // Otherwise the zero below would prove nothing.
+        assert!(got > 0, "the stack delivered no '{}' datagram even unfiltered: {report}", e.name);
+    }
+    eprintln!("unfiltered: {report}");
+    let base: Vec<u64> = ENCODINGS.iter().enumerate().map(|(i, e)| sink.count(&source(i, e.v6))).collect();
+    for mode in ["native", "skb"] {
+        lab.attach(mode);
+        lab.ok(&["blocklist", "add", "-i", &lab.srv_if, "203.0.113.0/24", "2001:db8:bad::/48"]);
+        let before = lab.stats();
+        lab.send(&frames, 1, 5_000);
+        sink.settle();
+        let after = lab.stats();
+        for (i, e) in ENCODINGS.iter().enumerate() {
+            let got = sink.count(&source(i, e.v6)) - base[i];
+            assert_eq!(got, 0, "{mode}: '{}' from a listed source reached the socket", e.name);
+        }
+        let delta = |k: &str| packets(&after, k) - packets(&before, k);
+        assert_eq!(
+            delta("dropped.blocklist") + delta("dropped.unchecked"),
+            frames.len() as u64,
+            "{mode}: every frame dropped in the driver"
+        );
+        lab.ok(&["detach", "-i", &lab.srv_if]);
     }
 }
