@@ -4,7 +4,7 @@
 //! verdict counters and the rule counters must agree, and nothing may abort.
 //!
 //! FLOODGATE_FUZZ_FRAMES sets the number of generated frames (default 1,000,000 on
-//! the host, 40,000 in the VMs); FLOODGATE_FUZZ_SEED replays a run. The frames in
+//! the host, 100,000 in the VMs); FLOODGATE_FUZZ_SEED replays a run. The frames in
 //! tests/corpus/xdp.hex (found bugs, one hex frame per line) run first in every
 //! configuration. A disagreement prints the frame as hex for that file.
 
@@ -218,7 +218,7 @@ fn program_and_model_agree_on_every_frame() {
     let total: usize = std::env::var("FLOODGATE_FUZZ_FRAMES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(if in_vm { 40_000 } else { 1_000_000 });
+        .unwrap_or(if in_vm { 100_000 } else { 1_000_000 });
     let seed: u64 =
         std::env::var("FLOODGATE_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
