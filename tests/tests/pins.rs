@@ -115,18 +115,19 @@ fn fg_env(ns: &Ns, root: Option<&str>, args: &[&str], timeout: Duration) -> (Run
         None => c.env_remove(PIN_ROOT_ENV),
     };
     let start = Instant::now();
-    let mut child = c.spawn().expect("running floodgate");
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            let out = child.wait_with_output().unwrap();
-            return (out.into(), start.elapsed());
+    let child = c.spawn().expect("running floodgate");
+    let pid = child.id() as i32;
+    // Output is read while the command runs (a full pipe would block it).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(timeout) {
+        Ok(out) => (out.unwrap().into(), start.elapsed()),
+        Err(_) => {
+            // SAFETY: killing our own child (nsenter execs floodgate: same pid).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let r = Run::from(rx.recv().unwrap().unwrap());
+            panic!("floodgate {args:?} still running after {timeout:?}; stderr: {}", r.stderr);
         }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("floodgate {args:?} still running after {timeout:?}: {:?}", Run::from(out));
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -461,7 +462,53 @@ fn pins_lock_readers_never_wait_and_writers_name_the_holder() {
     now.sort();
     assert_eq!(now, ["192.0.2.51/32", "192.0.2.9/32"]);
     assert_eq!(maps.expiry.keys().count(), 0, "the writer swept the expired entry");
+
+    // A real writer stopped (SIGSTOP) while it holds the lock, in the middle of a load.
+    let file = std::env::temp_dir().join("fgp-test-lock-load.txt");
+    let text: String =
+        (0..300_000u32).map(|i| format!("10.{}.{}.{}\n", i >> 16, (i >> 8) & 255, i & 255)).collect();
+    fs::write(&file, text).unwrap();
+    let mut c = a.ns.command(floodgate_bin().to_str().unwrap());
+    c.args(["blocklist", "load", "-i", "fgp5x", file.to_str().unwrap()])
+        .env(PIN_ROOT_ENV, root.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut writer = c.spawn().unwrap();
+    // nsenter execs floodgate in its own process: the child's pid is floodgate's.
+    let pid = writer.id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !holds_flock(pid) {
+        assert!(Instant::now() < deadline, "the load never took the lock");
+        assert!(writer.try_wait().unwrap().is_none(), "the load finished before it could be stopped");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    for args in [&["stats", "--json"][..], &["blocklist", "list", "--json"], &["status"]] {
+        let (r, _) = fg_env(&a, Some(root.path()), args, quick);
+        assert_eq!(r.code, Some(0), "{args:?} with a stopped writer: {r:?}");
+    }
+    let (r, took) =
+        fg_env(&a, Some(root.path()), &["allowlist", "add", "192.0.2.10"], Duration::from_secs(30));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains(&format!("pid {pid}")), "names the stopped writer: {}", r.stderr);
+    assert!(took < Duration::from_secs(20), "waited {took:?}");
+    assert!(writer.wait().unwrap().success(), "the load failed after SIGCONT");
+    let _ = fs::remove_file(&file);
+    let s = status(&a, &root);
+    assert_eq!(s[0]["lists"]["blocklist"]["ipv4"], 300_002, "{s:?}");
     ok(&a, &root, &["detach", "-i", "fgp5x"]);
+}
+
+/// Whether `pid` holds a flock, per /proc/locks.
+fn holds_flock(pid: u32) -> bool {
+    let text = fs::read_to_string("/proc/locks").unwrap_or_default();
+    text.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&"FLOCK") && f.get(4) == Some(&pid.to_string().as_str())
+    })
 }
 
 /// Raw bpf(2): an array map with a value size of the test's choosing, pinned.
