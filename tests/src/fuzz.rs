@@ -17,7 +17,7 @@ use ipnet::IpNet;
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -27,16 +27,16 @@ impl Rng {
 
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 
     /// True with probability `pct` percent.
     pub fn chance(&mut self, pct: u64) -> bool {
-        self.next() % 100 < pct
+        self.next_u64() % 100 < pct
     }
 
     pub fn byte(&mut self) -> u8 {
-        self.next() as u8
+        self.next_u64() as u8
     }
 
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
@@ -219,7 +219,7 @@ impl Pools {
     }
 
     fn port(&self, r: &mut Rng) -> u16 {
-        if r.chance(70) { r.pick(&self.ports) } else { r.next() as u16 }
+        if r.chance(70) { r.pick(&self.ports) } else { r.next_u64() as u16 }
     }
 }
 
@@ -281,7 +281,7 @@ fn transport(r: &mut Rng, p: &Pools, proto: u8, v6: bool) -> Vec<u8> {
             let mut h = Vec::new();
             h.extend_from_slice(&p.port(r).to_be_bytes());
             h.extend_from_slice(&p.port(r).to_be_bytes());
-            let len = if r.chance(90) { (8 + payload) as u16 } else { r.next() as u16 };
+            let len = if r.chance(90) { (8 + payload) as u16 } else { r.next_u64() as u16 };
             h.extend_from_slice(&len.to_be_bytes());
             h.extend(r.bytes(2 + payload));
             h
@@ -324,7 +324,7 @@ fn ipv4(r: &mut Rng, p: &Pools) -> Vec<u8> {
     let mut h = vec![0u8; 20];
     h[0] = if r.chance(97) { 0x40 } else { r.byte() & 0xf0 } | ihl as u8;
     h[1] = r.byte();
-    let total = if r.chance(90) { (hlen + l4.len()) as u16 } else { r.next() as u16 };
+    let total = if r.chance(90) { (hlen + l4.len()) as u16 } else { r.next_u64() as u16 };
     h[2..4].copy_from_slice(&total.to_be_bytes());
     h[4..6].copy_from_slice(&r.bytes(2));
     let frag: u16 = match r.below(20) {
@@ -382,7 +382,7 @@ fn ipv6(r: &mut Rng, p: &Pools) -> Vec<u8> {
     let l4 = transport(r, p, proto, true);
     let payload = chain.len() + l4.len();
     let mut h = vec![if r.chance(97) { 0x60 } else { r.byte() & 0xf0 }, r.byte(), r.byte(), r.byte()];
-    let plen = if r.chance(90) { payload as u16 } else { r.next() as u16 };
+    let plen = if r.chance(90) { payload as u16 } else { r.next_u64() as u16 };
     h.extend_from_slice(&plen.to_be_bytes());
     h.push(first);
     h.push(r.byte());
@@ -411,14 +411,14 @@ pub fn frame(r: &mut Rng, p: &Pools) -> Vec<u8> {
         0..=8 => 0x0800u16,
         9..=17 => 0x86dd,
         18 => r.pick(&[0x0806u16, 0x88cc, 0x8847, 0x9100]),
-        _ => r.next() as u16,
+        _ => r.next_u64() as u16,
     };
     let mut types: Vec<u16> =
         (0..tags).map(|_| if r.chance(95) { r.pick(&[0x8100u16, 0x88a8]) } else { 0x9100 }).collect();
     types.push(l3);
     f.extend_from_slice(&types[0].to_be_bytes());
     for t in &types[1..] {
-        let tci: u16 = if r.chance(50) { 0 } else { r.next() as u16 };
+        let tci: u16 = if r.chance(50) { 0 } else { r.next_u64() as u16 };
         f.extend_from_slice(&tci.to_be_bytes());
         f.extend_from_slice(&t.to_be_bytes());
     }
@@ -446,7 +446,7 @@ pub fn hex(frame: &[u8]) -> String {
 
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()

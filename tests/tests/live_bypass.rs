@@ -49,7 +49,7 @@ fn deep_vlan_stacks_and_long_extension_chains_do_not_smuggle_a_listed_source() {
         // chain reaches the socket), so a zero below means the filter dropped them.
         let clean6 = behind_dest_opts(&lab.frame("2001:db8:feed::7", PORT), 7);
         let before = lab.stats();
-        lab.send(&[clean6.clone()], 50, 5_000);
+        lab.send(std::slice::from_ref(&clean6), 50, 5_000);
         sink.settle();
         assert_eq!(sink.count("2001:db8:feed::7"), 50, "{mode}: a clean source behind 7 headers");
         let after = lab.stats();
@@ -80,7 +80,7 @@ fn deep_vlan_stacks_and_long_extension_chains_do_not_smuggle_a_listed_source() {
         // With a rule in force the clean source's ports would matter: dropped unseen.
         lab.ok(&["rule", "preset", "reflection", "-i", &lab.srv_if]);
         let before = lab.stats();
-        lab.send(&[clean6.clone()], 50, 5_000);
+        lab.send(std::slice::from_ref(&clean6), 50, 5_000);
         sink.settle();
         assert_eq!(sink.count("2001:db8:feed::7"), 50, "{mode}: nothing more arrived");
         let after = lab.stats();
