@@ -172,13 +172,20 @@ fn v6_fragments(f: &[u8], l3: usize) -> Vec<Vec<u8>> {
     vec![piece(&udp[..16], 0, true), piece(&udp[16..], 16, false)]
 }
 
-/// One way of encoding a datagram; `n` picks a variant (tag count, chain length, ...).
+/// One way of encoding a datagram, for the address families in `families` (false:
+/// IPv4, true: IPv6); `n` picks a variant (tag count, option length, chain length).
 struct Encoding {
     name: &'static str,
-    v6: bool,
-    make: fn(&Lab, &str, usize) -> Vec<Vec<u8>>,
+    families: &'static [bool],
+    make: Make,
 }
 
+type Make = fn(&Lab, &str, usize) -> Vec<Vec<u8>>;
+
+const BOTH: &[bool] = &[false, true];
+
+/// A UDP datagram from `src` to the sink behind `tags` priority tags (the outermost
+/// 802.1ad when `qinq`); returns the frame and its IP header's offset.
 fn tagged(lab: &Lab, src: &str, tags: usize, qinq: bool) -> (Vec<u8>, usize) {
     let mut spec = lab.spec(src.parse().unwrap(), PORT);
     spec.payload = vec![0x5a; 24];
@@ -187,85 +194,72 @@ fn tagged(lab: &Lab, src: &str, tags: usize, qinq: bool) -> (Vec<u8>, usize) {
     (floodgate::lab::build(&spec), l3_of(tags))
 }
 
-const ENCODINGS: [Encoding; 10] = [
-    Encoding { name: "v4 plain", v6: false, make: |l, s, _| vec![tagged(l, s, 0, false).0] },
-    Encoding {
-        name: "v4 options",
-        v6: false,
+/// The datagram in two fragments, behind 0-2 priority tags.
+fn fragmented(lab: &Lab, src: &str, n: usize) -> Vec<Vec<u8>> {
+    let (f, l3) = tagged(lab, src, n % 3, false);
+    if src.contains(':') { v6_fragments(&f, l3) } else { v4_fragments(&f, l3) }
+}
 
+/// `len` extension headers: hop-by-hop first, an atomic fragment header second (for
+/// odd `n`), destination options after.
+fn chain(lab: &Lab, src: &str, n: usize, tags: usize, len: usize) -> Vec<Vec<u8>> {
+    let (f, l3) = tagged(lab, src, tags, false);
+    let mut exts = vec![0u8];
+    if n % 2 == 1 {
+        exts.push(44);
+    }
+    exts.resize(len.max(exts.len()), 60);
+    exts.truncate(len);
+    vec![with_v6_chain(&f, l3, &exts)]
+}
+
+const ENCODINGS: [Encoding; 7] = [
+    Encoding { name: "plain", families: BOTH, make: |l, s, _| vec![tagged(l, s, 0, false).0] },
+    Encoding {
+        name: "1-2 priority tags",
+        families: BOTH,
+        make: |l, s, n| vec![tagged(l, s, 1 + n % 2, n % 3 == 0).0],
+    },
+    Encoding {
+        name: "3-5 priority tags",
+        families: BOTH,
+        make: |l, s, n| vec![tagged(l, s, 3 + n % 3, n % 2 == 0).0],
+    },
+    Encoding { name: "fragments", families: BOTH, make: fragmented },
+    Encoding {
+        name: "options",
+        families: &[false],
         make: |l, s, n| {
             let (f, l3) = tagged(l, s, 0, false);
             vec![with_v4_options(&f, l3, 1 + n % 10)]
         },
     },
     Encoding {
-        name: "v4 1-2 priority tags",
-        v6: false,
-
-        make: |l, s, n| vec![tagged(l, s, 1 + n % 2, n % 3 == 0).0],
+        name: "1-6 extension headers",
+        families: &[true],
+        make: |l, s, n| chain(l, s, n, 0, 1 + n % 6),
     },
     Encoding {
-        name: "v4 3-5 priority tags",
-        v6: false,
-
-        make: |l, s, n| vec![tagged(l, s, 3 + n % 3, n % 2 == 0).0],
-    },
-    Encoding {
-        name: "v4 fragments",
-        v6: false,
-
-        make: |l, s, n| {
-            let (f, l3) = tagged(l, s, n % 3, false);
-            v4_fragments(&f, l3)
-        },
-    },
-    Encoding { name: "v6 plain", v6: true, make: |l, s, _| vec![tagged(l, s, 0, false).0] },
-    Encoding {
-        name: "v6 1-6 extension headers",
-        v6: true,
-
-        make: |l, s, n| {
-            let (f, l3) = tagged(l, s, 0, false);
-            let mut exts = vec![0u8];
-            exts.extend(std::iter::repeat_n(60, n % 6));
-            if n % 2 == 1 {
-                exts.insert(1, 44);
-            }
-            exts.truncate(1 + n % 6);
-            vec![with_v6_chain(&f, l3, &exts)]
-        },
-    },
-    Encoding {
-        name: "v6 7-20 extension headers",
-        v6: true,
-
-        make: |l, s, n| {
-            let (f, l3) = tagged(l, s, n % 3, false);
-            let mut exts = vec![0u8, 44];
-            exts.extend(std::iter::repeat_n(60, 5 + n % 14));
-            vec![with_v6_chain(&f, l3, &exts)]
-        },
-    },
-    Encoding {
-        name: "v6 3-5 priority tags",
-        v6: true,
-
-        make: |l, s, n| vec![tagged(l, s, 3 + n % 3, n % 2 == 1).0],
-    },
-    Encoding {
-        name: "v6 fragments",
-        v6: true,
-
-        make: |l, s, n| {
-            let (f, l3) = tagged(l, s, n % 3, false);
-            v6_fragments(&f, l3)
-        },
+        name: "7-20 extension headers",
+        families: &[true],
+        make: |l, s, n| chain(l, s, n, n % 3, 7 + n % 14),
     },
 ];
 
-/// The source address of encoding `i`: each has its own, inside the listed ranges.
-fn source(i: usize, v6: bool) -> String {
-    if v6 { format!("2001:db8:bad::{:x}", 0x10 + i) } else { format!("203.0.113.{}", 10 + i) }
+/// Each (encoding, family) with its own source address inside the listed ranges.
+fn cases() -> Vec<(String, String, Make)> {
+    let mut out = Vec::new();
+    for (i, e) in ENCODINGS.iter().enumerate() {
+        for &v6 in e.families {
+            let (name, src) = if v6 {
+                (format!("v6 {}", e.name), format!("2001:db8:bad::{:x}", 0x10 + i))
+            } else {
+                (format!("v4 {}", e.name), format!("203.0.113.{}", 10 + i))
+            };
+            out.push((name, src, e.make));
+        }
+    }
+    out
 }
 
 /// Every encoding, 24 variants each; the stack delivers each of them when nothing
@@ -276,26 +270,25 @@ fn every_encoding_of_a_listed_source_is_dropped_though_the_stack_would_deliver_i
     const VARIANTS: usize = 24;
     let lab = Lab::new("bpe");
     let sink = lab.sink(PORT);
+    let cases = cases();
     let mut frames = Vec::new();
-    let mut datagrams = Vec::new();
-    for (i, e) in ENCODINGS.iter().enumerate() {
+    for (_, src, make) in &cases {
         for n in 0..VARIANTS {
-            frames.extend((e.make)(&lab, &source(i, e.v6), n));
+            frames.extend(make(&lab, src, n));
         }
-        datagrams.push(VARIANTS as u64);
     }
     // Without a filter: what the stack delivers.
     lab.send(&frames, 1, 5_000);
     sink.settle();
     let mut report = String::new();
-    for (i, e) in ENCODINGS.iter().enumerate() {
-        let got = sink.count(&source(i, e.v6));
-        report.push_str(&format!("{}: {got}/{}; ", e.name, datagrams[i]));
+    for (name, src, _) in &cases {
+        let got = sink.count(src);
+        report.push_str(&format!("{name}: {got}/{VARIANTS}; "));
         // Otherwise the zero below would prove nothing.
-        assert!(got > 0, "the stack delivered no '{}' datagram even unfiltered: {report}", e.name);
+        assert!(got > 0, "the stack delivered no '{name}' datagram even unfiltered: {report}");
     }
     eprintln!("unfiltered: {report}");
-    let base: Vec<u64> = ENCODINGS.iter().enumerate().map(|(i, e)| sink.count(&source(i, e.v6))).collect();
+    let base: Vec<u64> = cases.iter().map(|(_, src, _)| sink.count(src)).collect();
     for mode in ["native", "skb"] {
         lab.attach(mode);
         lab.ok(&["blocklist", "add", "-i", &lab.srv_if, "203.0.113.0/24", "2001:db8:bad::/48"]);
@@ -303,9 +296,8 @@ fn every_encoding_of_a_listed_source_is_dropped_though_the_stack_would_deliver_i
         lab.send(&frames, 1, 5_000);
         sink.settle();
         let after = lab.stats();
-        for (i, e) in ENCODINGS.iter().enumerate() {
-            let got = sink.count(&source(i, e.v6)) - base[i];
-            assert_eq!(got, 0, "{mode}: '{}' from a listed source reached the socket", e.name);
+        for ((name, src, _), base) in cases.iter().zip(&base) {
+            assert_eq!(sink.count(src) - base, 0, "{mode}: '{name}' from a listed source reached the socket");
         }
         let delta = |k: &str| packets(&after, k) - packets(&before, k);
         assert_eq!(
