@@ -263,6 +263,7 @@ impl FilterMaps {
     /// interrupted. Nothing is marked yet: a writer that finds nothing to do, or
     /// refuses, writes nothing.
     fn prepare(&mut self) -> Result<Meta, StoreError> {
+        Self::check_interrupt()?;
         let mut meta = self.read_meta_raw()?;
         if Self::unverified(&meta) {
             self.recover(&mut meta)?;
@@ -549,7 +550,7 @@ impl FilterMaps {
         self.check_capacity(kind, &meta, meta.counts[kind as usize], adding)?;
         let result = Added {
             added: new.len(),
-            already_present: nets.len() - new.len() - update.len(),
+            already_present: nets.len().saturating_sub(new.len() + update.len()),
             updated: update.len(),
         };
         let mut counts = meta.counts[kind as usize];

@@ -299,6 +299,36 @@ fn crash_list_edits_killed_at_random_moments_are_all_or_nothing() {
     // Ctrl-C: the same guarantee, and a clean message. (SIGTERM and SIGHUP take the
     // same handler.)
     kill_loop(&lab, &mut rng, "load, Ctrl-C", &load, libc::SIGINT, kills() / 2, &prep, &base, &full);
+    // Ctrl-C once the change is under way (its marker is set): caught, rolled back, and
+    // said so in one line.
+    let maps = lab.maps();
+    let mut caught = false;
+    for _ in 0..5 {
+        prep();
+        let mut child = spawn(&lab, &load);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while maps.meta.get(&0, 0).map(|m| m._pad).unwrap_or(0) == 0
+            && child.try_wait().unwrap().is_none()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        signal(&child, libc::SIGINT);
+        let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        if status.success() {
+            continue; // finished before the signal: try again
+        }
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("interrupted; the list was left as it was"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert_eq!(listed(&lab, "blocklist"), base);
+        assert_eq!(raw_meta(&lab)._pad, 0, "the rollback ended the change");
+        caught = true;
+        break;
+    }
+    assert!(caught, "no Ctrl-C landed during a change in 5 tries");
 }
 
 /// Counts left wrong by an older floodgate (or anything else) are recounted, never

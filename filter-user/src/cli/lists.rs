@@ -94,7 +94,8 @@ extern "C" fn on_interrupt(_: libc::c_int) {
 
 /// Ctrl-C, SIGTERM or SIGHUP during a change: the change stops before it becomes
 /// visible and leaves the list as it was, or, past that point, finishes (a SIGKILL
-/// leaves one or the other too; see `store`).
+/// leaves one or the other too; see `store`). Installed once the lock is held: before
+/// that, the default action (exit) changes nothing either, and stops a wait for it.
 fn catch_interrupts() {
     // SAFETY: the handler only stores to an atomic.
     unsafe {
@@ -127,14 +128,12 @@ fn added_line(name: &str, from: &str, r: &Added, meta: &Meta, kind: ListKind) ->
 
 pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     let name = kind.name();
-    if !matches!(cmd, ListCommand::List { .. }) {
-        catch_interrupts();
-    }
     match cmd {
         ListCommand::Add { interface, entries, ttl } => {
             // Everything is parsed before the maps are touched.
             let nets = parse_all(&entries)?;
             let mut s = Session::locked(interface.as_deref())?;
+            catch_interrupts();
             let r = s
                 .maps
                 .add(kind, &nets, ttl, &mut progress_bar("adding"))
@@ -144,6 +143,7 @@ pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
         ListCommand::Remove { interface, entries } => {
             let nets = parse_all(&entries)?;
             let mut s = Session::locked(interface.as_deref())?;
+            catch_interrupts();
             let n = s
                 .maps
                 .remove(kind, &nets)
@@ -161,6 +161,7 @@ pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                 );
             }
             let mut s = Session::locked(interface.as_deref())?;
+            catch_interrupts();
             let file = cidr::echo(&file);
             let ctx = || format!("loading {file} into the {name} of {}", s.pins.iface);
             let mut bar = progress_bar("loading");
