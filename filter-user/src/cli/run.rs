@@ -86,8 +86,8 @@ fn maintain(iface: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Session::locked sweeps expired entries and bans (once it holds the lock).
 fn sweep(iface: &str) -> anyhow::Result<()> {
-    let mut s = Session::locked(Some(iface))?;
-    s.maps.sweep().with_context(|| format!("removing expired entries on {iface}"))?;
+    drop(Session::locked(Some(iface))?);
     Ok(())
 }
