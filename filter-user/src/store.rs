@@ -818,6 +818,33 @@ mod tests {
     }
 
     #[test]
+    fn expiry_times_and_counts_never_wrap() {
+        let ten_years = crate::duration::MAX_DURATION;
+        assert_eq!(expiry_after(1_000, Duration::from_secs(1)).unwrap(), 1_000_001_000);
+        assert!(expiry_after(monotonic_ns(), ten_years).is_ok());
+        assert!(matches!(
+            expiry_after(u64::MAX - 5, Duration::from_nanos(6)),
+            Err(StoreError::TtlTooLong(_))
+        ));
+        assert!(expiry_after(0, Duration::from_secs(u64::MAX)).is_err());
+        let mut c = [1u32, 0];
+        assert!(matches!(adjust(&mut c, [2, 0], false), Err(StoreError::Count)));
+        assert!(matches!(adjust(&mut c, [0, 1], false), Err(StoreError::Count)));
+        assert!(matches!(adjust(&mut [u32::MAX, 0], [1, 0], true), Err(StoreError::Count)));
+        let mut c = [5u32, 7];
+        adjust(&mut c, [2, 3], false).unwrap();
+        assert_eq!(c, [3, 4]);
+    }
+
+    #[test]
+    fn unverified_counts_are_noticed() {
+        let meta = Meta { max_entries: 10, counts: [[3, 4], [0, 0]], ..Meta::default() };
+        assert!(!FilterMaps::unverified(&meta));
+        assert!(FilterMaps::unverified(&Meta { _pad: CHANGING, ..meta }));
+        assert!(FilterMaps::unverified(&Meta { counts: [[u32::MAX, 0], [0, 0]], ..meta }));
+    }
+
+    #[test]
     fn dedup_keeps_first_occurrence_order() {
         let nets: Vec<IpNet> =
             ["192.0.2.1/32", "2001:db8::/32", "192.0.2.1/32"].iter().map(|s| s.parse().unwrap()).collect();
