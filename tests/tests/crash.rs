@@ -65,6 +65,15 @@ impl TempFile {
     }
 }
 
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
@@ -604,6 +613,35 @@ fn crash_synproxy_per_namespace_and_killed_midway() {
         outcomes[1],
         outcomes[2]
     );
+    // nft failing during disable: the chain stays recorded (show says so), and a later
+    // detach still removes it. (This once cleared the state first: show said off and
+    // detach left the table and sysctls behind.)
+    lab.ok(&["synproxy", "enable", "-i", &a, "--ports", "80"]);
+    let fake = std::env::temp_dir().join(format!("fgc-{}-fakebin", std::process::id()));
+    std::fs::create_dir_all(&fake).unwrap();
+    let _fake_dir = TempDir(fake.clone());
+    let nft = fake.join("nft");
+    std::fs::write(&nft, "#!/bin/sh\necho 'Error: injected failure' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&nft, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", fake.display(), std::env::var("PATH").unwrap_or_default());
+    let out = lab
+        .srv
+        .command(floodgate_bin().to_str().unwrap())
+        .args(["synproxy", "disable", "-i", &a])
+        .envs(lab.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "disable with a failing nft: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("injected failure"), "{out:?}");
+    let v = synproxy_shown(&lab, &a);
+    assert_eq!((v["enabled"].as_bool(), v["leftover_chain"].as_bool()), (Some(false), Some(true)), "{v}");
+    let shown = lab.ok(&["synproxy", "show", "-i", &a]);
+    assert!(shown.contains("run `floodgate synproxy disable`"), "{shown}");
+    lab.ok(&["detach", "-i", &a]);
+    let t = nft_table(&lab);
+    assert!(!t.contains(&format!("chain if{ia}")) && t.contains(&format!("chain if{ib}")), "{t}");
+
     // The last interface out restores the values from before the first enable.
     lab.ok(&["synproxy", "disable", "-i", &b]);
     assert_eq!(nft_table(&lab), "", "the table outlived the last interface");
