@@ -19,8 +19,13 @@ impl Session {
     /// lock and holds it until dropped, and removes expired entries first (so expiry
     /// needs no long-running process: any writer cleans up).
     pub fn locked(iface: Option<&str>) -> anyhow::Result<Self> {
+        Self::locked_within(iface, pins::LOCK_WAIT)
+    }
+
+    /// As [`Session::locked`], waiting at most `wait` for the lock.
+    pub fn locked_within(iface: Option<&str>, wait: std::time::Duration) -> anyhow::Result<Self> {
         let pins = pins::resolve(iface)?;
-        let lock = pins.lock()?;
+        let lock = pins.lock_within(wait)?;
         let mut maps = FilterMaps::open_pins(&pins)?;
         maps.sweep().with_context(|| format!("removing expired entries on {}", pins.iface))?;
         Ok(Session { pins, maps, _lock: Some(lock) })
