@@ -494,7 +494,7 @@ poweroff -f
 /// Boots `k` with `initrd`; echoes the console and collects the results.
 fn boot(k: &'static Kernel, tree: &KernelTree, initrd: &Path) -> anyhow::Result<KernelRun> {
     let timeout = Duration::from_secs(
-        std::env::var("FLOODGATE_VM_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(900),
+        std::env::var("FLOODGATE_VM_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(1500),
     );
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let kvm = Path::new("/dev/kvm").exists()
