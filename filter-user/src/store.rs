@@ -725,8 +725,25 @@ impl FilterMaps {
 
     /// The live entries of a list (expired ones are left out even before the sweep
     /// deletes them), IPv4 before IPv6, each in address order.
+    ///
+    /// Readers take no lock: a writer may switch generations and clear the old one
+    /// while this reads. A read is kept only if the generation it read was still the
+    /// active one when it ended; otherwise it is read again (the new generation is
+    /// complete from the moment of the switch).
     pub fn entries(&self, kind: ListKind) -> Result<Vec<Entry>, StoreError> {
-        let g = self.generation(kind)?;
+        const TRIES: usize = 20;
+        let mut last = Vec::new();
+        for _ in 0..TRIES {
+            let g = self.generation(kind)?;
+            last = self.entries_of(kind, g)?;
+            if self.generation(kind)? == g {
+                break;
+            }
+        }
+        Ok(last)
+    }
+
+    fn entries_of(&self, kind: ListKind, g: u32) -> Result<Vec<Entry>, StoreError> {
         let now = monotonic_ns();
         let mut out = Vec::new();
         for slot in self.slots(kind, g)? {

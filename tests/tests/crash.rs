@@ -663,3 +663,50 @@ fn kill_wait(mut child: Child) {
     signal(&child, libc::SIGKILL);
     child.wait().expect("wait");
 }
+
+/// Readers take no lock, so a `list` may run while a writer switches generations and
+/// clears the old one: it must still print a whole list, the one before the switch or
+/// the one after, never a part of the old one.
+#[test]
+fn crash_readers_see_whole_lists_while_writers_switch() {
+    let lab = Lab::new("fgc-l");
+    lab.attach("native");
+    let n = if std::env::var_os("FLOODGATE_VM").is_some() { 1_000 } else { 5_000 };
+    let base = entries(n, 0x11);
+    let file = TempFile::new("readers", &lines(&base));
+    lab.ok(&["blocklist", "load", "-i", &lab.srv_if, file.path()]);
+    let base: BTreeSet<String> = base.iter().map(|c| norm(c)).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (reads, writes) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            // Each add of two entries rewrites the whole list into the other generation,
+            // then clears the old one: the moment a reader must not mistake for a list.
+            let mut writes = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (a, b) = (writes / 200, writes % 200);
+                lab.ok(&[
+                    "blocklist",
+                    "add",
+                    "-i",
+                    &lab.srv_if,
+                    &format!("198.18.{a}.{b}"),
+                    &format!("198.19.{a}.{b}"),
+                ]);
+                writes += 1;
+            }
+            writes
+        });
+        let started = Instant::now();
+        let mut reads = 0;
+        while started.elapsed() < Duration::from_secs(8) {
+            let got = listed(&lab, "blocklist");
+            let missing = base.difference(&got).count();
+            assert_eq!(missing, 0, "a list read during a switch lacked {missing} of {} entries", base.len());
+            reads += 1;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (reads, writer.join().unwrap())
+    });
+    eprintln!("{reads} reads during {writes} writes, each read whole");
+    assert!(writes >= 3 && reads >= 3, "{reads} reads, {writes} writes");
+}
