@@ -30,19 +30,29 @@ pub fn l3_offset(tags: usize) -> usize {
 /// An IPv4 UDP frame whose header carries `opt_words` 32-bit words of options
 /// (NOPs), with lengths and checksum adjusted.
 pub fn ipv4_with_options(src: &str, opt_words: usize) -> Vec<u8> {
-    let plain = udp_from(src);
-    let mut f = plain[..34].to_vec();
-    f.extend(std::iter::repeat_n(1u8, opt_words * 4));
-    f.extend_from_slice(&plain[34..]);
-    let ihl = 5 + opt_words as u8;
-    f[14] = 0x40 | ihl;
-    let total = (f.len() - 14) as u16;
-    f[16..18].copy_from_slice(&total.to_be_bytes());
-    f[24..26].copy_from_slice(&[0, 0]);
-    let c =
-        floodgate::lab::packet::csum_fold(floodgate::lab::packet::csum_add(0, &f[14..14 + ihl as usize * 4]));
-    f[24..26].copy_from_slice(&c.to_be_bytes());
+    with_ipv4_options(&udp_from(src), l3_offset(0), opt_words)
+}
+
+/// `frame`, whose IPv4 header starts at `l3`, with `words` 32-bit words of NOP
+/// options inserted after the fixed header; IHL, total length and checksum adjusted.
+pub fn with_ipv4_options(frame: &[u8], l3: usize, words: usize) -> Vec<u8> {
+    let mut f = frame[..l3 + 20].to_vec();
+    f.extend(std::iter::repeat_n(1u8, words * 4));
+    f.extend_from_slice(&frame[l3 + 20..]);
+    f[l3] = 0x40 | (5 + words) as u8;
+    let total = (f.len() - l3) as u16;
+    f[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
+    fix_ipv4_checksum(&mut f, l3);
     f
+}
+
+/// Recomputes the checksum of the IPv4 header at `l3`.
+pub fn fix_ipv4_checksum(f: &mut [u8], l3: usize) {
+    use floodgate::lab::packet::{csum_add, csum_fold};
+    let ihl = (f[l3] & 0x0f) as usize * 4;
+    f[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+    let c = csum_fold(csum_add(0, &f[l3..l3 + ihl]));
+    f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
 }
 
 /// An Ethernet frame of another protocol (ARP, LLDP, ...), padded to 60 bytes.

@@ -3,8 +3,10 @@
 //! priority tags (VLAN ID 0, which the kernel strips one by one) and IPv6 behind long
 //! destination-options chains (which the stack walks to the end).
 
-use floodgate::lab::packet::{csum_add, csum_fold};
-use integration_tests::live::{Lab, packets};
+use integration_tests::{
+    frames::{fix_ipv4_checksum, l3_offset, with_ipv4_options},
+    live::{Lab, packets},
+};
 
 const PORT: u16 = 5003;
 
@@ -88,34 +90,6 @@ fn deep_vlan_stacks_and_long_extension_chains_do_not_smuggle_a_listed_source() {
     }
 }
 
-/// Offset of the IP header behind `tags` VLAN tags.
-fn l3_of(tags: usize) -> usize {
-    14 + 4 * tags
-}
-
-fn ipv4_csum(f: &mut [u8], l3: usize) {
-    let ihl = (f[l3] & 0x0f) as usize * 4;
-    f[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
-    let c = csum_fold(csum_add(0, &f[l3..l3 + ihl]));
-    f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-}
-
-/// IPv4 options (`words` 32-bit words of NOPs, the last ending in EOL).
-fn with_v4_options(f: &[u8], l3: usize, words: usize) -> Vec<u8> {
-    let mut out = f[..l3 + 20].to_vec();
-    let mut opts = vec![1u8; words * 4];
-    if let Some(last) = opts.last_mut() {
-        *last = 0;
-    }
-    out.extend_from_slice(&opts);
-    out.extend_from_slice(&f[l3 + 20..]);
-    out[l3] = 0x40 | (5 + words) as u8;
-    let total = (out.len() - l3) as u16;
-    out[l3 + 2..l3 + 4].copy_from_slice(&total.to_be_bytes());
-    ipv4_csum(&mut out, l3);
-    out
-}
-
 /// The IPv4 datagram in `f` split into two fragments after 16 bytes of payload.
 fn v4_fragments(f: &[u8], l3: usize) -> Vec<Vec<u8>> {
     let payload = &f[l3 + 20..];
@@ -127,7 +101,7 @@ fn v4_fragments(f: &[u8], l3: usize) -> Vec<Vec<u8>> {
         p[l3 + 4..l3 + 6].copy_from_slice(&0x1234u16.to_be_bytes());
         let flags = (offset / 8) | if more { 0x2000 } else { 0 };
         p[l3 + 6..l3 + 8].copy_from_slice(&flags.to_be_bytes());
-        ipv4_csum(&mut p, l3);
+        fix_ipv4_checksum(&mut p, l3);
         p
     };
     vec![piece(&payload[..16], 0, true), piece(&payload[16..], 16, false)]
@@ -191,7 +165,7 @@ fn tagged(lab: &Lab, src: &str, tags: usize, qinq: bool) -> (Vec<u8>, usize) {
     spec.payload = vec![0x5a; 24];
     // VLAN ID 0: priority tags, which the kernel strips without a VLAN device.
     spec.vlans = (0..tags).map(|i| (if qinq && i == 0 { 0x88a8 } else { 0x8100 }, 0)).collect();
-    (floodgate::lab::build(&spec), l3_of(tags))
+    (floodgate::lab::build(&spec), l3_offset(tags))
 }
 
 /// The datagram in two fragments, behind 0-2 priority tags.
@@ -231,7 +205,7 @@ const ENCODINGS: [Encoding; 7] = [
         families: &[false],
         make: |l, s, n| {
             let (f, l3) = tagged(l, s, 0, false);
-            vec![with_v4_options(&f, l3, 1 + n % 10)]
+            vec![with_ipv4_options(&f, l3, 1 + n % 10)]
         },
     },
     Encoding {
