@@ -42,13 +42,26 @@ pub fn classify<V: PacketView + ?Sized, L: Lists, P: Rules, R: Limiter>(
     rules: &P,
     limiter: &R,
 ) -> Reason {
-    let pkt = match parse(frame) {
-        Frame::NonIp => return Reason::NonIp,
-        Frame::Malformed => return Reason::Malformed,
-        Frame::TooDeep => return Reason::Unchecked,
-        Frame::Ip(pkt) => pkt,
-    };
-    let len = frame.len() as u64;
+    match parse(frame) {
+        Frame::NonIp => Reason::NonIp,
+        Frame::Malformed => Reason::Malformed,
+        Frame::TooDeep => Reason::Unchecked,
+        Frame::Ip(pkt) => decide(&pkt, frame.len() as u64, lists, rules, limiter),
+    }
+}
+
+/// [`classify`] after parsing: the verdict for an IP packet of `len` bytes. The XDP
+/// program runs it in a program of its own (see filter-ebpf's main.rs), so the
+/// verifier checks it once rather than once per parse path.
+#[inline(always)]
+pub fn decide<L: Lists, P: Rules, R: Limiter>(
+    pkt: &Packet,
+    len: u64,
+    lists: &L,
+    rules: &P,
+    limiter: &R,
+) -> Reason {
+    let pkt = *pkt;
     if lists.allowed(&pkt.src) {
         return Reason::Allowed;
     }

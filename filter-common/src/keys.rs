@@ -1,10 +1,28 @@
-//! Keys of the list maps.
+//! Keys of the list maps, and the word that says which generation of a list is active.
 //!
-//! Each list (block, allow) keeps exact hosts (/32, /128) in a hash map, one lookup
-//! whatever the list size, and shorter prefixes in an LPM trie. Every key starts with
-//! a generation (0 or 1): `--replace` fills the inactive generation while packets
-//! keep matching the active one, then flips [`crate::map_names::ACTIVE`] with one
-//! 4-byte write, so packets see the old list or the new one, never a mixture.
+//! Each list (block, allow) keeps its permanent IPv4 entries compiled into arrays
+//! ([`crate::compiled`]), and everything else (entries with a TTL, single additions
+//! until the next rewrite, IPv6) in an LPM trie per family. Every trie key starts with
+//! a generation (0 or 1), and the arrays have a region per generation: a rewrite fills
+//! the inactive generation while packets keep matching the active one, then flips
+//! [`crate::map_names::ACTIVE`] with one 4-byte write, so packets see the old list or
+//! the new one, never a mixture.
+
+/// Bit 0 of a list's word in [`crate::map_names::ACTIVE`]: the active generation. The
+/// other bits say which parts of that generation may hold entries, so the data path
+/// does not probe what is empty: a flag may be set for an empty part, never clear for
+/// a part with entries.
+pub const ACTIVE_GENERATION: u32 = 1;
+/// The compiled IPv4 arrays hold entries.
+pub const HAS_COMPILED_V4: u32 = 1 << 1;
+/// The IPv4 trie holds entries.
+pub const HAS_TRIE_V4: u32 = 1 << 2;
+/// The IPv6 trie holds entries.
+pub const HAS_TRIE_V6: u32 = 1 << 3;
+/// The bits above this count the list's switches (wrapping), so a reader that saw the
+/// same word before and after reading a generation knows no switch happened between,
+/// not even two (see the controller's `store::entries`).
+pub const SWITCH_SHIFT: u32 = 8;
 
 /// Value stored with every list entry.
 #[repr(C)]
@@ -45,40 +63,10 @@ pub const MAX_EXPIRED_HOPS: usize = 4;
 /// Bits the generation takes at the front of an LPM key.
 pub const GEN_PREFIX_BITS: u32 = 8;
 
-/// Exact IPv4 host key in a host hash map.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct HostV4 {
-    pub generation: u32,
-    pub addr: [u8; 4],
-}
-
-/// Exact IPv6 host key in a host hash map.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct HostV6 {
-    pub generation: u32,
-    pub addr: [u8; 16],
-}
-
 /// LPM trie data for IPv4: generation byte, then the address in network order.
 pub type NetV4 = [u8; 5];
 /// LPM trie data for IPv6: generation byte, then the address in network order.
 pub type NetV6 = [u8; 17];
-
-impl HostV4 {
-    #[inline(always)]
-    pub const fn new(generation: u32, addr: [u8; 4]) -> Self {
-        Self { generation, addr }
-    }
-}
-
-impl HostV6 {
-    #[inline(always)]
-    pub const fn new(generation: u32, addr: [u8; 16]) -> Self {
-        Self { generation, addr }
-    }
-}
 
 /// LPM data for an IPv4 address (or prefix) in a generation.
 #[inline(always)]

@@ -6,6 +6,7 @@
 //! thing on both sides.
 #![cfg_attr(not(any(test, feature = "user")), no_std)]
 
+pub mod compiled;
 pub mod decide;
 pub mod keys;
 pub mod limit;
@@ -69,32 +70,28 @@ pub mod map_names {
     pub const TAILS: &str = "FG_TAILS";
     /// Per-CPU working memory of the SYN-cookie answerer.
     pub const SYN_SCRATCH: &str = "FG_SYN_SCRATCH";
+    /// Per-CPU: the packet the entry parsed, for the decision it tail-calls.
+    pub const PACKET: &str = "FG_PACKET";
     /// Zero-window probes seen per cookie handshake ([`crate::synproxy::ProbeKey`]).
     pub const PROBES: &str = "FG_PROBES";
-    pub const BLOCK_V4_HOST: &str = "FG_BLK_V4_HOST";
     pub const BLOCK_V4_NET: &str = "FG_BLK_V4_NET";
-    pub const BLOCK_V6_HOST: &str = "FG_BLK_V6_HOST";
     pub const BLOCK_V6_NET: &str = "FG_BLK_V6_NET";
-    pub const ALLOW_V4_HOST: &str = "FG_ALW_V4_HOST";
     pub const ALLOW_V4_NET: &str = "FG_ALW_V4_NET";
-    pub const ALLOW_V6_HOST: &str = "FG_ALW_V6_HOST";
     pub const ALLOW_V6_NET: &str = "FG_ALW_V6_NET";
+    /// The compiled IPv4 lists ([`crate::compiled`]): directory, ranges, and the
+    /// bitmap of prefixes of /16 and shorter.
+    pub const V4_DIR: &str = "FG_V4_DIR";
+    pub const V4_RANGES: &str = "FG_V4_RANGES";
+    pub const V4_SHORT: &str = "FG_V4_SHORT";
 
-    /// The eight list maps, sized by `attach --max-entries`.
-    pub const LISTS: [&str; 8] = [
-        BLOCK_V4_HOST,
-        BLOCK_V4_NET,
-        BLOCK_V6_HOST,
-        BLOCK_V6_NET,
-        ALLOW_V4_HOST,
-        ALLOW_V4_NET,
-        ALLOW_V6_HOST,
-        ALLOW_V6_NET,
-    ];
+    /// The lists' tries (entries with a TTL, single additions, IPv6), sized by
+    /// `attach --max-entries`.
+    pub const LISTS: [&str; 4] = [BLOCK_V4_NET, BLOCK_V6_NET, ALLOW_V4_NET, ALLOW_V6_NET];
 
     /// Every map in the object.
     pub const ALL: [&str; 31] = [
         COUNTERS,
+        PACKET,
         SYN_SCRATCH,
         PROBES,
         SYNPROXY,
@@ -117,14 +114,13 @@ pub mod map_names {
         GLOBAL,
         EVENTS,
         EXPIRY,
-        BLOCK_V4_HOST,
         BLOCK_V4_NET,
-        BLOCK_V6_HOST,
         BLOCK_V6_NET,
-        ALLOW_V4_HOST,
         ALLOW_V4_NET,
-        ALLOW_V6_HOST,
         ALLOW_V6_NET,
+        V4_DIR,
+        V4_RANGES,
+        V4_SHORT,
     ];
 }
 
@@ -144,11 +140,13 @@ pub const BAN_ENTRIES: u32 = 65_536;
 
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "floodgate";
-/// The programs the entry tail-calls, by their slot in `FG_TAILS`: the SYN-cookie
-/// answerer, and the repairer of zero-window probes after a lost handshake ACK.
-pub const TAIL_PROGRAMS: [&str; 2] = ["fg_synproxy", "fg_ackprobe"];
+/// The programs reached by tail call, by their slot in `FG_TAILS`: the SYN-cookie
+/// answerer, the repairer of zero-window probes after a lost handshake ACK, and the
+/// decision the entry hands every parsed IP packet to.
+pub const TAIL_PROGRAMS: [&str; 3] = ["fg_synproxy", "fg_ackprobe", "fg_decide"];
 pub const TAIL_SYNPROXY: u32 = 0;
 pub const TAIL_ACKPROBE: u32 = 1;
+pub const TAIL_DECIDE: u32 = 2;
 
 /// Entries per list and address family when `attach` is given no `--max-entries`.
 pub const DEFAULT_MAX_ENTRIES: u32 = 1_000_000;
@@ -291,7 +289,7 @@ pub const MODE_SKB: u32 = 2;
 
 /// Bumped when the layout of the pinned maps changes, so a controller never
 /// misreads maps pinned by another version.
-pub const META_VERSION: u32 = 5;
+pub const META_VERSION: u32 = 6;
 
 /// Controller bookkeeping, one entry in [`map_names::META`]. Only controllers
 /// read and write it, under the pin directory's lock.
@@ -318,8 +316,6 @@ mod pod {
     // SAFETY: repr(C), integer fields only, no padding (sizes asserted below).
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::Meta {}
-    unsafe impl aya::Pod for super::HostV4 {}
-    unsafe impl aya::Pod for super::HostV6 {}
     unsafe impl aya::Pod for super::ListValue {}
     unsafe impl aya::Pod for super::EntryKey {}
     unsafe impl aya::Pod for super::limit::LimitConfig {}
@@ -332,8 +328,6 @@ mod pod {
 
     const _: () = assert!(core::mem::size_of::<super::Counter>() == 16);
     const _: () = assert!(core::mem::size_of::<super::Meta>() == 48);
-    const _: () = assert!(core::mem::size_of::<super::HostV4>() == 8);
-    const _: () = assert!(core::mem::size_of::<super::HostV6>() == 20);
     const _: () = assert!(core::mem::size_of::<super::ListValue>() == 16);
     const _: () = assert!(core::mem::size_of::<super::EntryKey>() == 28);
     const _: () = assert!(core::mem::size_of::<super::limit::LimitConfig>() == 136);

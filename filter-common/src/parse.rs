@@ -101,6 +101,66 @@ impl Packet {
     }
 }
 
+/// A [`Packet`] as plain, fully initialised bytes: the form in which the XDP entry
+/// hands it to the decision program through a per-CPU map (an enum copied as is
+/// would carry uninitialised padding, which the verifier refuses to store).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketRecord {
+    pub addr: [u8; 16],
+    pub head: [u8; 4],
+    pub v6: u8,
+    pub tcp_flags: u8,
+    pub proto: u8,
+    /// 0 Head, 1 LaterFragment, 2 None, 3 Hidden, 4 Truncated.
+    pub l4: u8,
+}
+
+impl Packet {
+    #[inline(always)]
+    pub fn record(&self) -> PacketRecord {
+        let mut r = PacketRecord { tcp_flags: self.tcp_flags, proto: self.proto, ..PacketRecord::default() };
+        match self.src {
+            Source::V4(a) => r.addr[..4].copy_from_slice(&a),
+            Source::V6(a) => {
+                r.addr = a;
+                r.v6 = 1;
+            }
+        }
+        r.l4 = match self.l4 {
+            L4::Head(h) => {
+                r.head = h;
+                0
+            }
+            L4::LaterFragment => 1,
+            L4::None => 2,
+            L4::Hidden => 3,
+            L4::Truncated => 4,
+        };
+        r
+    }
+}
+
+impl PacketRecord {
+    #[inline(always)]
+    pub fn packet(&self) -> Packet {
+        let src = if self.v6 != 0 {
+            Source::V6(self.addr)
+        } else {
+            Source::V4([self.addr[0], self.addr[1], self.addr[2], self.addr[3]])
+        };
+        let l4 = match self.l4 {
+            0 => L4::Head(self.head),
+            1 => L4::LaterFragment,
+            2 => L4::None,
+            3 => L4::Hidden,
+            // Never written; the most cautious reading.
+            _ => L4::Truncated,
+        };
+        Packet { src, tcp_flags: self.tcp_flags, proto: self.proto, l4 }
+    }
+}
+
 /// What parsing found in a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Frame {

@@ -1,21 +1,26 @@
-//! The allow and block lists as the data path sees them: for each family an exact-host
-//! hash map (one lookup however long the list) and an LPM trie for shorter prefixes,
-//! both keyed by the list's active generation (see filter_common::keys).
+//! The allow and block lists as the data path sees them. Per list, one read of its
+//! active word gives the generation and which parts hold entries; only those are
+//! searched: the compiled IPv4 arrays (permanent IPv4 entries, two or three cache
+//! lines per lookup whatever the list size), and an LPM trie per family (entries with
+//! a TTL, single additions, IPv6), keyed by generation (see filter_common::keys).
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, lpm_trie::Key},
+    maps::{Array, LpmTrie, lpm_trie::Key},
 };
 use filter_common::{
-    ACTIVE_ENTRIES, DEFAULT_MAX_ENTRIES, EntryKey, GEN_PREFIX_BITS, HostV4, HostV6, ListKind, ListValue,
-    Lists, MAX_EXPIRED_HOPS, Meta, NetV4, NetV6, Source, net_v4, net_v6,
+    ACTIVE_ENTRIES, ACTIVE_GENERATION, DEFAULT_MAX_ENTRIES, EntryKey, GEN_PREFIX_BITS, HAS_COMPILED_V4,
+    HAS_TRIE_V4, HAS_TRIE_V6, ListKind, ListValue, Lists, MAX_EXPIRED_HOPS, Meta, NetV4, NetV6, Source,
+    compiled::{DIR_REGION, REGIONS, SHORT_WORDS, V4Table, contains_v4, region},
+    net_v4, net_v6,
 };
 
 use crate::clock::Clock;
 
-/// Kernel capacity of each list map: room for both generations during `--replace`.
-/// `attach --max-entries` overrides it; NO_PREALLOC means only stored entries cost memory.
+/// Kernel capacity of each trie: room for both generations during a rewrite.
+/// `attach --max-entries` overrides it; tries allocate per entry, so only stored
+/// entries cost memory.
 const MAP_CAPACITY: u32 = 2 * DEFAULT_MAX_ENTRIES;
 
 #[map(name = "FG_ACTIVE")]
@@ -24,31 +29,48 @@ pub static ACTIVE: Array<u32> = Array::with_max_entries(ACTIVE_ENTRIES, 0);
 // Read by the controller only; declared here so they are created and pinned with the rest.
 #[map(name = "FG_META")]
 static META: Array<Meta> = Array::with_max_entries(1, 0);
+/// An LPM trie with full-length keys only: memory per stored entry, unlike a hash
+/// map's bucket array sized for its capacity.
 #[map(name = "FG_EXPIRY")]
-static EXPIRY: HashMap<EntryKey, u64> = HashMap::with_max_entries(MAP_CAPACITY, BPF_F_NO_PREALLOC);
+static EXPIRY: LpmTrie<EntryKey, u64> = LpmTrie::with_max_entries(MAP_CAPACITY, 0);
+#[map(name = "FG_V4_SHORT")]
+static V4_SHORT: Array<u64> = Array::with_max_entries(REGIONS * SHORT_WORDS, BPF_F_MMAPABLE);
 
-#[map(name = "FG_BLK_V4_HOST")]
-static BLOCK_V4_HOST: HashMap<HostV4, ListValue> = HashMap::with_max_entries(MAP_CAPACITY, BPF_F_NO_PREALLOC);
+// Written by the controller through mmap, a whole region at a time. Arrays of u32
+// words stored two to a u64 element: the kernel gives every array element at least
+// 8 bytes, so a u32 array would take twice the memory.
+#[map(name = "FG_V4_DIR")]
+static V4_DIR: Array<u64> = Array::with_max_entries(REGIONS * DIR_REGION / 2, BPF_F_MMAPABLE);
+/// Sized for `4 * --max-entries` words by the loader.
+#[map(name = "FG_V4_RANGES")]
+static V4_RANGES: Array<u64> = Array::with_max_entries(REGIONS * DEFAULT_MAX_ENTRIES / 2, BPF_F_MMAPABLE);
+
+/// Word `i` of an array of u32 words stored two to an element (little-endian).
+#[inline(always)]
+fn word(a: &Array<u64>, i: u32) -> Option<u32> {
+    a.get(i >> 1).map(|&w| (w >> ((i & 1) * 32)) as u32)
+}
+
 #[map(name = "FG_BLK_V4_NET")]
 static BLOCK_V4_NET: LpmTrie<NetV4, ListValue> = LpmTrie::with_max_entries(MAP_CAPACITY, 0);
-#[map(name = "FG_BLK_V6_HOST")]
-static BLOCK_V6_HOST: HashMap<HostV6, ListValue> = HashMap::with_max_entries(MAP_CAPACITY, BPF_F_NO_PREALLOC);
 #[map(name = "FG_BLK_V6_NET")]
 static BLOCK_V6_NET: LpmTrie<NetV6, ListValue> = LpmTrie::with_max_entries(MAP_CAPACITY, 0);
-
-#[map(name = "FG_ALW_V4_HOST")]
-static ALLOW_V4_HOST: HashMap<HostV4, ListValue> = HashMap::with_max_entries(MAP_CAPACITY, BPF_F_NO_PREALLOC);
 #[map(name = "FG_ALW_V4_NET")]
 static ALLOW_V4_NET: LpmTrie<NetV4, ListValue> = LpmTrie::with_max_entries(MAP_CAPACITY, 0);
-#[map(name = "FG_ALW_V6_HOST")]
-static ALLOW_V6_HOST: HashMap<HostV6, ListValue> = HashMap::with_max_entries(MAP_CAPACITY, BPF_F_NO_PREALLOC);
 #[map(name = "FG_ALW_V6_NET")]
 static ALLOW_V6_NET: LpmTrie<NetV6, ListValue> = LpmTrie::with_max_entries(MAP_CAPACITY, 0);
 
-#[inline(always)]
-fn generation(kind: ListKind) -> Option<u32> {
-    // One 4-byte read: the controller flips it as a whole.
-    ACTIVE.get(kind as u32).copied()
+struct Compiled;
+
+impl V4Table for Compiled {
+    #[inline(always)]
+    fn dir(&self, i: u32) -> Option<u32> {
+        word(&V4_DIR, i)
+    }
+    #[inline(always)]
+    fn range(&self, i: u32) -> Option<u32> {
+        word(&V4_RANGES, i)
+    }
 }
 
 /// Whether `v` is a live hit in a trie of `bits`-long addresses, stepping over up to
@@ -71,36 +93,26 @@ fn trie_hit<K: Copy>(trie: &LpmTrie<K, ListValue>, data: K, bits: u32, clock: &C
     false
 }
 
-#[inline(always)]
-fn host_hit(v: Option<*const ListValue>, clock: &Clock) -> bool {
-    match v {
-        // SAFETY: a pointer into a live map value, read once.
-        Some(p) => {
-            let v = unsafe { *p };
-            v.expires == 0 || v.live(clock.now())
-        }
-        None => false,
-    }
-}
-
 // Map references are passed down rather than stored in a table: a static holding
 // pointers to maps would need data relocations, which BPF loaders do not do.
 #[inline(always)]
 fn contains(
-    generation: Option<u32>,
+    kind: ListKind,
     src: &Source,
     clock: &Clock,
-    v4: (&HashMap<HostV4, ListValue>, &LpmTrie<NetV4, ListValue>),
-    v6: (&HashMap<HostV6, ListValue>, &LpmTrie<NetV6, ListValue>),
+    v4: &LpmTrie<NetV4, ListValue>,
+    v6: &LpmTrie<NetV6, ListValue>,
 ) -> bool {
-    let Some(g) = generation else { return false };
+    // One 4-byte read: the controller flips generation and flags as a whole.
+    let Some(&word) = ACTIVE.get(kind as u32) else { return false };
+    let g = word & ACTIVE_GENERATION;
     match src {
         Source::V4(a) => {
-            host_hit(v4.0.get_ptr(&HostV4::new(g, *a)), clock) || trie_hit(v4.1, net_v4(g, *a), 32, clock)
+            (word & HAS_COMPILED_V4 != 0
+                && contains_v4(&Compiled, region(kind as u32, g) * DIR_REGION, u32::from_be_bytes(*a)))
+                || (word & HAS_TRIE_V4 != 0 && trie_hit(v4, net_v4(g, *a), 32, clock))
         }
-        Source::V6(a) => {
-            host_hit(v6.0.get_ptr(&HostV6::new(g, *a)), clock) || trie_hit(v6.1, net_v6(g, *a), 128, clock)
-        }
+        Source::V6(a) => word & HAS_TRIE_V6 != 0 && trie_hit(v6, net_v6(g, *a), 128, clock),
     }
 }
 
@@ -111,23 +123,11 @@ pub struct MapLists<'a> {
 impl Lists for MapLists<'_> {
     #[inline(always)]
     fn allowed(&self, src: &Source) -> bool {
-        contains(
-            generation(ListKind::Allow),
-            src,
-            self.clock,
-            (&ALLOW_V4_HOST, &ALLOW_V4_NET),
-            (&ALLOW_V6_HOST, &ALLOW_V6_NET),
-        )
+        contains(ListKind::Allow, src, self.clock, &ALLOW_V4_NET, &ALLOW_V6_NET)
     }
 
     #[inline(always)]
     fn blocked(&self, src: &Source) -> bool {
-        contains(
-            generation(ListKind::Block),
-            src,
-            self.clock,
-            (&BLOCK_V4_HOST, &BLOCK_V4_NET),
-            (&BLOCK_V6_HOST, &BLOCK_V6_NET),
-        )
+        contains(ListKind::Block, src, self.clock, &BLOCK_V4_NET, &BLOCK_V6_NET)
     }
 }

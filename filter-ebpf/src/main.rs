@@ -17,19 +17,62 @@ mod synproxy;
 mod view;
 
 use aya_ebpf::{bindings::xdp_action, macros::map, macros::xdp, maps::PerCpuArray, programs::XdpContext};
-use filter_common::{Counter, Reason, TAIL_ACKPROBE, TAIL_SYNPROXY, classify, synproxy::MAX_PURE_ACK_FRAME};
+use filter_common::{
+    Counter, Frame, Reason, TAIL_ACKPROBE, TAIL_DECIDE, TAIL_SYNPROXY,
+    decide::decide,
+    parse::{PacketRecord, parse},
+    synproxy::MAX_PURE_ACK_FRAME,
+};
 
 use crate::{clock::Clock, limiter::MapLimiter, lists::MapLists, rules::MapRules, view::XdpView};
 
 #[map(name = "FG_COUNTERS")]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
 
+/// The parsed packet, handed from `floodgate` to `fg_decide` on the same CPU (a
+/// program and the programs it tail-calls run without migrating).
+#[map(name = "FG_PACKET")]
+static PACKET: PerCpuArray<PacketRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// The entry: parses the frame and hands an IP packet to `fg_decide`. Parsing and
+/// deciding live in two programs because the verifier walks every parse path (VLAN
+/// tags, IPv4 options, IPv6 extension headers) through all the code after it; split,
+/// it checks the decision once, from a packet it knows nothing about.
 #[xdp]
 pub fn floodgate(ctx: XdpContext) -> u32 {
     let view = XdpView::new(&ctx);
+    let pkt = match parse(&view) {
+        Frame::Ip(pkt) => pkt,
+        Frame::NonIp => return verdict(Reason::NonIp, view.frame_len()),
+        Frame::Malformed => return verdict(Reason::Malformed, view.frame_len()),
+        Frame::TooDeep => return verdict(Reason::Unchecked, view.frame_len()),
+    };
+    if let Some(slot) = PACKET.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; nothing else runs on this CPU until we return.
+        unsafe { *slot = pkt.record() };
+        // SAFETY: a tail call with this program's own context.
+        #[allow(clippy::let_unit_value)]
+        let _ = unsafe { synproxy::TAILS.tail_call(&ctx, TAIL_DECIDE) };
+    }
+    // Only when fg_decide is not in its slot, which `attach` fills before it attaches.
+    verdict(Reason::Passed, view.frame_len())
+}
+
+/// The decision on a parsed IP packet: lists, rules, policy, limiter.
+#[xdp]
+pub fn fg_decide(ctx: XdpContext) -> u32 {
+    let view = XdpView::new(&ctx);
+    let Some(pkt) = PACKET.get(0).map(PacketRecord::packet) else {
+        return verdict(Reason::Passed, view.frame_len());
+    };
     let clock = Clock::new();
-    let reason =
-        classify(&view, &MapLists { clock: &clock }, &MapRules::new(&clock), &MapLimiter::new(&clock));
+    let reason = decide(
+        &pkt,
+        view.frame_len() as u64,
+        &MapLists { clock: &clock },
+        &MapRules::new(&clock),
+        &MapLimiter::new(&clock),
+    );
     // fg_synproxy answers (and counts) the SYN; fg_ackprobe looks for a zero-window
     // probe among small passed frames while SYN cookies are on (and counts the frame). Either returns here only
     // if its slot is empty, and then the frame goes on as usual.
@@ -45,10 +88,15 @@ pub fn floodgate(ctx: XdpContext) -> u32 {
         // (Its result type differs between the bpf and host builds.)
         #[allow(clippy::let_unit_value)]
         let _ = unsafe { synproxy::TAILS.tail_call(&ctx, tail) };
-        record(Reason::Passed, view.frame_len());
-        return xdp_action::XDP_PASS;
+        return verdict(Reason::Passed, view.frame_len());
     }
-    record(reason, view.frame_len());
+    verdict(reason, view.frame_len())
+}
+
+/// Counts the verdict and returns its action.
+#[inline(always)]
+fn verdict(reason: Reason, bytes: usize) -> u32 {
+    record(reason, bytes);
     if reason.drops() { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
 }
 

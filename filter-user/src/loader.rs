@@ -29,7 +29,7 @@ use crate::{
 
 /// Largest `--max-entries`: each list map is sized for twice this (both generations
 /// during a replace), and the kernel counts entries in a u32.
-pub const MAX_MAX_ENTRIES: u32 = 1 << 30;
+pub const MAX_MAX_ENTRIES: u32 = 1 << 28;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -286,6 +286,9 @@ pub fn load(cap: Capacity) -> Result<Ebpf, AttachError> {
         loader.map_max_entries(name, cap.entries * 2);
     }
     loader.map_max_entries(map_names::EXPIRY, cap.entries * 2);
+    // A region of ranges per list and generation (filter_common::compiled).
+    // (two u32 words to an element).
+    loader.map_max_entries(map_names::V4_RANGES, cap.entries * filter_common::compiled::REGIONS / 2);
     loader.map_max_entries(map_names::RATE, cap.sources);
     let mut ebpf = loader.load(object::bytes()).map_err(AttachError::Load)?;
     program(&mut ebpf)?.load().map_err(AttachError::Verify)?;

@@ -4,14 +4,17 @@
 
 use std::path::Path;
 
-use crate::pins::{self, IfacePins};
+use crate::{
+    compiled::CompiledMaps,
+    pins::{self, IfacePins},
+};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
 };
 use filter_common::{
-    Counter, EntryKey, HostV4, HostV6, ListKind, ListValue, META_VERSION, Meta, NetV4, NetV6,
+    Counter, EntryKey, ListKind, ListValue, META_VERSION, Meta, NetV4, NetV6,
     limit::{Ban, LimitConfig, SourceKey, SourceState},
     map_names,
     rules::{PolicyConfig, RuleInfo},
@@ -42,12 +45,40 @@ pub enum OpenError {
     },
 }
 
-/// The four maps of one list.
+/// The tries of one list (its compiled IPv4 part is in [`FilterMaps::compiled`]).
 pub struct ListMaps {
-    pub v4_host: HashMap<MapData, HostV4, ListValue>,
     pub v4_net: LpmTrie<MapData, NetV4, ListValue>,
-    pub v6_host: HashMap<MapData, HostV6, ListValue>,
     pub v6_net: LpmTrie<MapData, NetV6, ListValue>,
+}
+
+/// Expiry times of list entries added with a TTL, by entry. An LPM trie used for
+/// exact keys only: unlike a hash map it costs memory per stored entry, not per
+/// entry of capacity.
+pub struct ExpiryIndex(pub LpmTrie<MapData, EntryKey, u64>);
+
+/// Every key of the expiry index has its full length.
+const EXPIRY_BITS: u32 = (size_of::<EntryKey>() * 8) as u32;
+
+impl ExpiryIndex {
+    pub fn get(&self, k: &EntryKey, flags: u64) -> Result<u64, MapError> {
+        self.0.get(&Key::new(EXPIRY_BITS, *k), flags)
+    }
+
+    pub fn insert(&mut self, k: &EntryKey, v: &u64, flags: u64) -> Result<(), MapError> {
+        self.0.insert(&Key::new(EXPIRY_BITS, *k), v, flags)
+    }
+
+    pub fn remove(&mut self, k: &EntryKey) -> Result<(), MapError> {
+        self.0.remove(&Key::new(EXPIRY_BITS, *k))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = Result<EntryKey, MapError>> + '_ {
+        self.0.keys().map(|k| k.map(|k| k.data()))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Result<(EntryKey, u64), MapError>> + '_ {
+        self.0.iter().map(|r| r.map(|(k, v)| (k.data(), v)))
+    }
 }
 
 pub struct FilterMaps {
@@ -56,7 +87,9 @@ pub struct FilterMaps {
     pub meta: Array<MapData, Meta>,
     pub block: ListMaps,
     pub allow: ListMaps,
-    pub expiry: HashMap<MapData, EntryKey, u64>,
+    /// Both lists' compiled IPv4 arrays, mapped into this process.
+    pub compiled: CompiledMaps,
+    pub expiry: ExpiryIndex,
     pub limits: Array<MapData, LimitConfig>,
     /// FG_RATE is an LRU hash; aya opens it as a HashMap (same syscalls).
     pub rate: HashMap<MapData, SourceKey, SourceState>,
@@ -103,23 +136,21 @@ impl FilterMaps {
         fn typed<T: TryFrom<Map, Error = MapError>>(name: &'static str, map: Map) -> Result<T, OpenError> {
             T::try_from(map).map_err(|source| OpenError::Type { name, source })
         }
-        let mut list = |h4, n4, h6, n6| -> Result<ListMaps, OpenError> {
-            Ok(ListMaps {
-                v4_host: typed(h4, get(h4)?)?,
-                v4_net: typed(n4, get(n4)?)?,
-                v6_host: typed(h6, get(h6)?)?,
-                v6_net: typed(n6, get(n6)?)?,
-            })
+        let mut list = |n4, n6| -> Result<ListMaps, OpenError> {
+            Ok(ListMaps { v4_net: typed(n4, get(n4)?)?, v6_net: typed(n6, get(n6)?)? })
         };
-        let block = list(BLOCK_V4_HOST, BLOCK_V4_NET, BLOCK_V6_HOST, BLOCK_V6_NET)?;
-        let allow = list(ALLOW_V4_HOST, ALLOW_V4_NET, ALLOW_V6_HOST, ALLOW_V6_NET)?;
+        let block = list(BLOCK_V4_NET, BLOCK_V6_NET)?;
+        let allow = list(ALLOW_V4_NET, ALLOW_V6_NET)?;
+        let compiled = CompiledMaps::new(get(V4_DIR)?, get(V4_RANGES)?, get(V4_SHORT)?)
+            .map_err(|(name, source)| OpenError::Type { name, source })?;
         Ok(Self {
             counters: typed(COUNTERS, get(COUNTERS)?)?,
             active: typed(ACTIVE, get(ACTIVE)?)?,
             meta: typed(META, get(META)?)?,
             block,
             allow,
-            expiry: typed(EXPIRY, get(EXPIRY)?)?,
+            compiled,
+            expiry: ExpiryIndex(typed(EXPIRY, get(EXPIRY)?)?),
             limits: typed(LIMITS, get(LIMITS)?)?,
             rate: typed(RATE, get(RATE)?)?,
             heavy: typed(HEAVY, get(HEAVY)?)?,

@@ -5,14 +5,19 @@
 //! map, and undoes its own changes if the kernel refuses one midway, so a command
 //! either applies whole or leaves the lists as they were.
 //!
+//! Where entries live: a list's permanent IPv4 entries are compiled into arrays
+//! ([`filter_common::compiled`]) that are written whole; entries with a TTL, IPv6
+//! entries, and single additions (until the next rewrite folds them into the compiled
+//! arrays) live in the list's LPM tries.
+//!
 //! The same holds when the process is killed at any moment (SIGKILL included): a
-//! change of one entry is one map write; a change of several is written into the
-//! inactive generation and made visible by one write of the active index. The
+//! change of one entry in a trie is one map write; any other change is written into
+//! the inactive generation and made visible by one write of the active index. The
 //! bookkeeping (counts, expiry index) is marked while a change is under way, and the
 //! next writer rebuilds it from the maps when a change was cut short (see [`CHANGING`]).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::atomic::{AtomicBool, Ordering::Relaxed},
     time::Duration,
@@ -20,8 +25,10 @@ use std::{
 
 use aya::maps::{MapError, lpm_trie::Key};
 use filter_common::{
-    EntryKey, Family, GEN_PREFIX_BITS, HostV4, HostV6, ListKind, ListValue, META_VERSION, Meta, net_v4,
-    net_v6, split_net_v4, split_net_v6,
+    ACTIVE_GENERATION, EntryKey, Family, GEN_PREFIX_BITS, HAS_COMPILED_V4, HAS_TRIE_V4, HAS_TRIE_V6,
+    ListKind, ListValue, META_VERSION, Meta, SWITCH_SHIFT,
+    compiled::{CompileError, PrefixV4, compile_v4, region},
+    net_v4, net_v6, split_net_v4, split_net_v6,
 };
 use ipnet::IpNet;
 use thiserror::Error;
@@ -57,49 +64,49 @@ pub enum StoreError {
     Count,
     #[error("a TTL of {0} s does not fit the data path's clock")]
     TtlTooLong(u64),
+    #[error("the {list} changed during each of {tries} reads (a writer is busy with it)")]
+    Busy { list: &'static str, tries: usize },
+    #[error("the {list} cannot be compiled")]
+    Compile {
+        list: &'static str,
+        #[source]
+        source: CompileError,
+    },
 }
 
-/// Where an entry lives: exact hosts in the hash maps, shorter prefixes in the tries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// An entry: a prefix of either family (a host is a /32 or /128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Slot {
-    V4Host([u8; 4]),
-    V4Net(u8, [u8; 4]),
-    V6Host([u8; 16]),
-    V6Net(u8, [u8; 16]),
+    V4(u8, [u8; 4]),
+    V6(u8, [u8; 16]),
 }
 
 impl Slot {
     fn of(net: &IpNet) -> Self {
         match net {
-            IpNet::V4(n) if n.prefix_len() == 32 => Slot::V4Host(n.addr().octets()),
-            IpNet::V4(n) => Slot::V4Net(n.prefix_len(), n.network().octets()),
-            IpNet::V6(n) if n.prefix_len() == 128 => Slot::V6Host(n.addr().octets()),
-            IpNet::V6(n) => Slot::V6Net(n.prefix_len(), n.network().octets()),
+            IpNet::V4(n) => Slot::V4(n.prefix_len(), n.network().octets()),
+            IpNet::V6(n) => Slot::V6(n.prefix_len(), n.network().octets()),
         }
     }
 
     fn family(&self) -> Family {
         match self {
-            Slot::V4Host(_) | Slot::V4Net(..) => Family::V4,
-            Slot::V6Host(_) | Slot::V6Net(..) => Family::V6,
+            Slot::V4(..) => Family::V4,
+            Slot::V6(..) => Family::V6,
         }
     }
 
     fn net(&self) -> IpNet {
         let (addr, len) = match *self {
-            Slot::V4Host(a) => (IpAddr::V4(Ipv4Addr::from(a)), 32),
-            Slot::V4Net(l, a) => (IpAddr::V4(Ipv4Addr::from(a)), l),
-            Slot::V6Host(a) => (IpAddr::V6(Ipv6Addr::from(a)), 128),
-            Slot::V6Net(l, a) => (IpAddr::V6(Ipv6Addr::from(a)), l),
+            Slot::V4(l, a) => (IpAddr::V4(Ipv4Addr::from(a)), l),
+            Slot::V6(l, a) => (IpAddr::V6(Ipv6Addr::from(a)), l),
         };
         IpNet::new(addr, len).expect("valid prefix length")
     }
 
     fn prefix_len(&self) -> u32 {
         match *self {
-            Slot::V4Host(_) => 32,
-            Slot::V6Host(_) => 128,
-            Slot::V4Net(l, _) | Slot::V6Net(l, _) => l as u32,
+            Slot::V4(l, _) | Slot::V6(l, _) => l as u32,
         }
     }
 
@@ -109,14 +116,33 @@ impl Slot {
         ListValue { prefix_len: self.prefix_len(), _pad: 0, expires }
     }
 
+    fn compiled(&self) -> Option<PrefixV4> {
+        match *self {
+            Slot::V4(l, a) => Some((u32::from_be_bytes(a), l)),
+            Slot::V6(..) => None,
+        }
+    }
+
+    fn from_compiled((a, l): PrefixV4) -> Self {
+        Slot::V4(l, a.to_be_bytes())
+    }
+
+    /// The active-word flag of the trie this entry goes into.
+    fn trie_flag(&self) -> u32 {
+        match self {
+            Slot::V4(..) => HAS_TRIE_V4,
+            Slot::V6(..) => HAS_TRIE_V6,
+        }
+    }
+
     fn expiry_key(&self, kind: ListKind) -> EntryKey {
         let mut addr = [0u8; 16];
         let family = match *self {
-            Slot::V4Host(a) | Slot::V4Net(_, a) => {
+            Slot::V4(_, a) => {
                 addr[..4].copy_from_slice(&a);
                 4
             }
-            Slot::V6Host(a) | Slot::V6Net(_, a) => {
+            Slot::V6(_, a) => {
                 addr = a;
                 6
             }
@@ -133,14 +159,27 @@ impl Slot {
         let mut a4 = [0u8; 4];
         a4.copy_from_slice(&k.addr[..4]);
         let slot = match (k.family, k.prefix_len) {
-            (4, 32) => Slot::V4Host(a4),
-            (4, l) if l < 32 => Slot::V4Net(l as u8, a4),
-            (6, 128) => Slot::V6Host(k.addr),
-            (6, l) if l < 128 => Slot::V6Net(l as u8, k.addr),
+            (4, l) if l <= 32 => Slot::V4(l as u8, a4),
+            (6, l) if l <= 128 => Slot::V6(l as u8, k.addr),
             _ => return None,
         };
         Some((kind, slot))
     }
+}
+
+/// Where an entry of a generation is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Trie,
+    Compiled,
+}
+
+/// A generation's entries, for membership tests while a command runs (one read of
+/// each map rather than a syscall per entry tested).
+struct Members {
+    /// Sorted.
+    compiled: Vec<Slot>,
+    trie: HashMap<Slot, ListValue>,
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, which the data path
@@ -254,7 +293,9 @@ impl FilterMaps {
     fn count_active(&self) -> Result<[[u32; 2]; 2], StoreError> {
         let mut counts = [[0u32; 2]; 2];
         for kind in ListKind::ALL {
-            counts[kind as usize] = per_family(&self.slots(kind, self.generation(kind)?)?)?;
+            let g = self.generation(kind)?;
+            let slots: Vec<Slot> = self.slots(kind, g)?.into_iter().map(|(s, _)| s).collect();
+            counts[kind as usize] = per_family(&slots)?;
         }
         Ok(counts)
     }
@@ -310,7 +351,7 @@ impl FilterMaps {
 
     /// Makes the expiry index agree with the entry `slot` of generation `g`.
     fn fix_index(&mut self, kind: ListKind, g: u32, slot: &Slot) -> Result<(), StoreError> {
-        let expires = self.lookup(kind, g, slot)?.map_or(0, |v| v.expires);
+        let expires = self.trie_lookup(kind, g, slot)?.map_or(0, |v| v.expires);
         let key = slot.expiry_key(kind);
         match self.expiry.get(&key, 0) {
             Ok(e) if e == expires => Ok(()),
@@ -319,22 +360,48 @@ impl FilterMaps {
         }
     }
 
+    /// A list's word in the active map: generation and flags (see filter_common::keys).
+    fn active_word(&self, kind: ListKind) -> Result<u32, StoreError> {
+        self.active.get(&(kind as u32), 0).map_err(StoreError::Meta)
+    }
+
     fn generation(&self, kind: ListKind) -> Result<u32, StoreError> {
-        self.active.get(&(kind as u32), 0).map(|g| g & 1).map_err(StoreError::Meta)
+        Ok(self.active_word(kind)? & ACTIVE_GENERATION)
+    }
+
+    /// Sets flags in the active word, before entries they announce are written.
+    fn announce(&mut self, kind: ListKind, flags: u32) -> Result<(), StoreError> {
+        let w = self.active_word(kind)?;
+        if w & flags != flags {
+            self.active.set(kind as u32, &(w | flags), 0).map_err(StoreError::Meta)?;
+        }
+        Ok(())
     }
 
     fn map_err(kind: ListKind, op: &'static str) -> impl Fn(MapError) -> StoreError {
         move |source| StoreError::Map { op, list: kind.name(), source }
     }
 
-    /// The exact entry `slot` in generation `g`, if present.
-    fn lookup(&self, kind: ListKind, g: u32, slot: &Slot) -> Result<Option<ListValue>, StoreError> {
+    /// The entries of generation `g`, for membership tests.
+    fn members(&self, kind: ListKind, g: u32) -> Result<Members, StoreError> {
+        let mut compiled: Vec<Slot> =
+            self.compiled.read(region(kind as u32, g)).into_iter().map(Slot::from_compiled).collect();
+        compiled.sort_unstable();
+        let mut trie = HashMap::new();
+        for slot in self.trie_slots(kind, g)? {
+            if let Some(v) = self.trie_lookup(kind, g, &slot)? {
+                trie.insert(slot, v);
+            }
+        }
+        Ok(Members { compiled, trie })
+    }
+
+    /// The exact entry `slot` in generation `g`'s trie, if present.
+    fn trie_lookup(&self, kind: ListKind, g: u32, slot: &Slot) -> Result<Option<ListValue>, StoreError> {
         let m = self.list(kind);
         let found = match *slot {
-            Slot::V4Host(a) => m.v4_host.get(&HostV4::new(g, a), 0),
-            Slot::V6Host(a) => m.v6_host.get(&HostV6::new(g, a), 0),
-            Slot::V4Net(l, a) => m.v4_net.get(&Key::new(GEN_PREFIX_BITS + l as u32, net_v4(g, a)), 0),
-            Slot::V6Net(l, a) => m.v6_net.get(&Key::new(GEN_PREFIX_BITS + l as u32, net_v6(g, a)), 0),
+            Slot::V4(l, a) => m.v4_net.get(&Key::new(GEN_PREFIX_BITS + l as u32, net_v4(g, a)), 0),
+            Slot::V6(l, a) => m.v6_net.get(&Key::new(GEN_PREFIX_BITS + l as u32, net_v6(g, a)), 0),
         };
         match found {
             Ok(v) if v.prefix_len == slot.prefix_len() => Ok(Some(v)),
@@ -343,14 +410,20 @@ impl FilterMaps {
         }
     }
 
+    /// The entry `slot` in generation `g` and where it is stored, if present.
+    fn lookup(m: &Members, slot: &Slot) -> Option<(Place, ListValue)> {
+        if let Some(v) = m.trie.get(slot) {
+            return Some((Place::Trie, *v));
+        }
+        m.compiled.binary_search(slot).is_ok().then(|| (Place::Compiled, slot.value(0)))
+    }
+
     fn insert(&mut self, kind: ListKind, g: u32, slot: &Slot, expires: u64) -> Result<(), StoreError> {
         let v = slot.value(expires);
         let m = self.list_mut(kind);
         match *slot {
-            Slot::V4Host(a) => m.v4_host.insert(&HostV4::new(g, a), &v, 0),
-            Slot::V6Host(a) => m.v6_host.insert(&HostV6::new(g, a), &v, 0),
-            Slot::V4Net(l, a) => m.v4_net.insert(&Key::new(GEN_PREFIX_BITS + l as u32, net_v4(g, a)), &v, 0),
-            Slot::V6Net(l, a) => m.v6_net.insert(&Key::new(GEN_PREFIX_BITS + l as u32, net_v6(g, a)), &v, 0),
+            Slot::V4(l, a) => m.v4_net.insert(&Key::new(GEN_PREFIX_BITS + l as u32, net_v4(g, a)), &v, 0),
+            Slot::V6(l, a) => m.v6_net.insert(&Key::new(GEN_PREFIX_BITS + l as u32, net_v6(g, a)), &v, 0),
         }
         .map_err(Self::map_err(kind, "insert"))
     }
@@ -358,10 +431,8 @@ impl FilterMaps {
     fn delete(&mut self, kind: ListKind, g: u32, slot: &Slot) -> Result<(), StoreError> {
         let m = self.list_mut(kind);
         match *slot {
-            Slot::V4Host(a) => m.v4_host.remove(&HostV4::new(g, a)),
-            Slot::V6Host(a) => m.v6_host.remove(&HostV6::new(g, a)),
-            Slot::V4Net(l, a) => m.v4_net.remove(&Key::new(GEN_PREFIX_BITS + l as u32, net_v4(g, a))),
-            Slot::V6Net(l, a) => m.v6_net.remove(&Key::new(GEN_PREFIX_BITS + l as u32, net_v6(g, a))),
+            Slot::V4(l, a) => m.v4_net.remove(&Key::new(GEN_PREFIX_BITS + l as u32, net_v4(g, a))),
+            Slot::V6(l, a) => m.v6_net.remove(&Key::new(GEN_PREFIX_BITS + l as u32, net_v6(g, a))),
         }
         .map_err(Self::map_err(kind, "delete"))
     }
@@ -370,58 +441,69 @@ impl FilterMaps {
         if INTERRUPT.load(Relaxed) { Err(StoreError::Interrupted) } else { Ok(()) }
     }
 
-    /// Inserts `slots` into the inactive generation `g` (cleared beforehand by the
-    /// caller); stops early when interrupted. The caller clears `g` on failure.
-    #[allow(clippy::too_many_arguments)]
-    fn fill(
+    /// Writes generation `n` (cleared beforehand) from `entries`: permanent IPv4
+    /// entries compiled, the rest into the tries. Returns the flags of what it holds.
+    /// Stops early when interrupted; the caller clears `n` on failure.
+    fn build(
         &mut self,
         kind: ListKind,
-        g: u32,
-        slots: &[Slot],
-        expires: u64,
-        done: &mut u64,
-        total: u64,
+        n: u32,
+        entries: &[(Slot, u64)],
         progress: Progress<'_>,
-    ) -> Result<(), StoreError> {
-        for slot in slots {
+    ) -> Result<u32, StoreError> {
+        let (compiled, trie): (Vec<_>, Vec<_>) =
+            entries.iter().partition(|(s, expires)| *expires == 0 && s.compiled().is_some());
+        let prefixes: Vec<PrefixV4> = compiled.iter().filter_map(|(s, _)| s.compiled()).collect();
+        let c = compile_v4(&prefixes, self.compiled.capacity())
+            .map_err(|source| StoreError::Compile { list: kind.name(), source })?;
+        let mut flags = 0;
+        if !prefixes.is_empty() {
+            self.compiled.write(region(kind as u32, n), &c);
+            flags |= HAS_COMPILED_V4;
+        }
+        let total = entries.len() as u64;
+        let mut done = compiled.len() as u64;
+        progress(done, total);
+        for (slot, expires) in trie {
             if expires != 0 {
-                self.index_expiry(kind, slot, expires)?;
+                self.index_expiry(kind, &slot, expires)?;
             }
-            self.insert(kind, g, slot, expires)?;
-            *done += 1;
+            self.insert(kind, n, &slot, expires)?;
+            flags |= slot.trie_flag();
+            done += 1;
             if done.is_multiple_of(4096) {
                 Self::check_interrupt()?;
-                progress(*done, total);
+                progress(done, total);
             }
         }
-        Ok(())
+        progress(total, total);
+        Ok(flags)
     }
 
-    /// Builds the inactive generation as the active one `g` without `drop` and with
-    /// `set` (entries new or with a new expiry, all with `expires`), then switches
-    /// packets to it with one 4-byte write. Until that write packets see exactly the
-    /// old list; after it, exactly the new one: a process killed at any moment leaves
-    /// one or the other. Returns the generation now active; the caller commits the
-    /// bookkeeping, then clears the old generation.
-    fn rewrite(
+    /// Builds the inactive generation from `entries`, then switches packets to it with
+    /// one 4-byte write. Until that write packets see exactly the old list; after it,
+    /// exactly the new one: a process killed at any moment leaves one or the other.
+    /// Returns the generation now active; the caller commits the bookkeeping, then
+    /// clears the old generation.
+    fn switch_to(
         &mut self,
         kind: ListKind,
         g: u32,
-        set: &[Slot],
-        expires: u64,
-        drop: &HashSet<Slot>,
+        entries: &[(Slot, u64)],
         progress: Progress<'_>,
     ) -> Result<u32, StoreError> {
         let n = g ^ 1;
-        let result = self.build_next(kind, g, n, set, expires, drop, progress).and_then(|()| {
+        let result = self.clear_generation(kind, n).and_then(|()| {
+            let flags = self.build(kind, n, entries, progress)?;
             Self::check_interrupt()?;
-            self.active.set(kind as u32, &n, 0).map_err(StoreError::Meta)
+            let switches = (self.active_word(kind)? >> SWITCH_SHIFT).wrapping_add(1);
+            self.active.set(kind as u32, &(n | flags | switches << SWITCH_SHIFT), 0).map_err(StoreError::Meta)
         });
         if let Err(e) = result {
             // Nothing was switched: undo the inactive generation and any expiry the
             // index was told about, so the list and its index are as before.
             let _ = self.clear_generation(kind, n);
-            for slot in set {
+            for (slot, _) in entries {
                 let _ = self.fix_index(kind, g, slot);
             }
             return Err(e);
@@ -429,39 +511,37 @@ impl FilterMaps {
         Ok(n)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn build_next(
+    /// The active generation `g` without `drop` (sorted) and with `set` (entries new or
+    /// with a new expiry, all with `expires`), written as the next generation (see
+    /// [`FilterMaps::switch_to`]). Permanent IPv4 entries added singly since the last
+    /// rewrite move from the trie into the compiled arrays on the way.
+    fn rewrite(
         &mut self,
         kind: ListKind,
         g: u32,
-        n: u32,
         set: &[Slot],
         expires: u64,
-        drop: &HashSet<Slot>,
+        drop: &[Slot],
         progress: Progress<'_>,
-    ) -> Result<(), StoreError> {
-        // A change that died halfway may have left entries in the inactive generation.
-        self.clear_generation(kind, n)?;
-        let replaced: HashSet<Slot> = set.iter().copied().collect();
-        let old = self.slots(kind, g)?;
-        let total = (old.len() + set.len()) as u64;
-        let mut done = 0u64;
-        for slot in &old {
-            if !drop.contains(slot)
-                && !replaced.contains(slot)
-                && let Some(v) = self.lookup(kind, g, slot)?
-            {
-                self.insert(kind, n, slot, v.expires)?;
+    ) -> Result<u32, StoreError> {
+        let mut replaced = set.to_vec();
+        replaced.sort_unstable();
+        let mut entries = Vec::with_capacity(set.len());
+        for (slot, place) in self.slots(kind, g)? {
+            if drop.binary_search(&slot).is_ok() || replaced.binary_search(&slot).is_ok() {
+                continue;
             }
-            done += 1;
-            if done.is_multiple_of(4096) {
-                Self::check_interrupt()?;
-                progress(done, total);
-            }
+            let expires = match place {
+                Place::Compiled => 0,
+                Place::Trie => match self.trie_lookup(kind, g, &slot)? {
+                    Some(v) => v.expires,
+                    None => continue,
+                },
+            };
+            entries.push((slot, expires));
         }
-        self.fill(kind, n, set, expires, &mut done, total, progress)?;
-        progress(total, total);
-        Ok(())
+        entries.extend(set.iter().map(|s| (*s, expires)));
+        self.switch_to(kind, g, &entries, progress)
     }
 
     fn check_capacity(
@@ -502,10 +582,11 @@ impl FilterMaps {
         r.map_err(Self::map_err(kind, "expiry index"))
     }
 
-    /// Changes one entry in place (one map write, atomic by itself), keeping the
+    /// Changes one trie entry in place (one map write, atomic by itself), keeping the
     /// expiry index a superset of the expiring entries at every moment: the index is
     /// written before an expiring entry and cleared after a permanent one.
     fn set_one(&mut self, kind: ListKind, g: u32, slot: &Slot, expires: u64) -> Result<(), StoreError> {
+        self.announce(kind, slot.trie_flag())?;
         if expires != 0 {
             self.index_expiry(kind, slot, expires)?;
             self.insert(kind, g, slot, expires)
@@ -520,9 +601,9 @@ impl FilterMaps {
     /// take the new expiry (none, for a permanent add). Capacity is checked before
     /// anything is written.
     ///
-    /// All or nothing, also when the process is killed: one changed entry is one map
-    /// write; more are written into a new generation (a copy of the active one plus the
-    /// additions) that packets switch to at once (see [`FilterMaps::rewrite`]).
+    /// All or nothing, also when the process is killed: one changed entry is one trie
+    /// write; more are written into a new generation (the active one plus the
+    /// additions) that packets switch to at once (see [`FilterMaps::switch_to`]).
     pub fn add(
         &mut self,
         kind: ListKind,
@@ -536,13 +617,14 @@ impl FilterMaps {
             Some(t) => expiry_after(monotonic_ns(), t)?,
             None => 0,
         };
+        let members = self.members(kind, g)?;
         let unique = dedup(nets);
         let mut new = Vec::with_capacity(unique.len());
         let mut update = Vec::new();
         for slot in &unique {
-            match self.lookup(kind, g, slot)? {
+            match Self::lookup(&members, slot) {
                 None => new.push(*slot),
-                Some(v) if v.expires != 0 && v.expires != expires => update.push(*slot),
+                Some((_, v)) if v.expires != 0 && v.expires != expires => update.push(*slot),
                 Some(_) => {}
             }
         }
@@ -568,12 +650,9 @@ impl FilterMaps {
             }
             _ => {
                 self.mark(&mut meta)?;
-                match self.rewrite(kind, g, &changed, expires, &HashSet::new(), progress) {
-                    Ok(_) => {}
-                    Err(e) => {
-                        self.commit(&mut meta)?;
-                        return Err(e);
-                    }
+                if let Err(e) = self.rewrite(kind, g, &changed, expires, &[], progress) {
+                    self.commit(&mut meta)?;
+                    return Err(e);
                 }
                 meta.counts[kind as usize] = counts;
                 self.commit(&mut meta)?;
@@ -593,11 +672,15 @@ impl FilterMaps {
     pub fn remove(&mut self, kind: ListKind, nets: &[IpNet]) -> Result<usize, StoreError> {
         let mut meta = self.prepare()?;
         let g = self.generation(kind)?;
+        let members = self.members(kind, g)?;
         let unique = dedup(nets);
         let mut missing = Vec::new();
+        let mut in_trie = 0;
         for slot in &unique {
-            if self.lookup(kind, g, slot)?.is_none() {
-                missing.push(slot.net().to_string());
+            match Self::lookup(&members, slot) {
+                None => missing.push(slot.net().to_string()),
+                Some((Place::Trie, _)) => in_trie += 1,
+                Some((Place::Compiled, _)) => {}
             }
         }
         if !missing.is_empty() {
@@ -616,18 +699,20 @@ impl FilterMaps {
             adjust(&mut counts, removing, false)?;
         }
         self.mark(&mut meta)?;
-        if let [slot] = unique[..] {
-            self.delete(kind, g, &slot)?;
+        // One trie entry goes with one write; anything in the compiled arrays, or more
+        // than one entry, takes a rewrite.
+        let in_place = unique.len() == 1 && in_trie == 1;
+        if in_place {
+            self.delete(kind, g, &unique[0])?;
         } else {
-            let drop: HashSet<Slot> = unique.iter().copied().collect();
-            if let Err(e) = self.rewrite(kind, g, &[], 0, &drop, &mut |_, _| {}) {
+            if let Err(e) = self.rewrite(kind, g, &[], 0, &unique, &mut |_, _| {}) {
                 self.commit(&mut meta)?;
                 return Err(e);
             }
         }
         meta.counts[kind as usize] = counts;
         self.commit(&mut meta)?;
-        if unique.len() > 1 {
+        if !in_place {
             self.clear_generation(kind, g)?;
         }
         for slot in &unique {
@@ -649,28 +734,17 @@ impl FilterMaps {
     ) -> Result<usize, StoreError> {
         let mut meta = self.prepare()?;
         let old = self.generation(kind)?;
-        let new = old ^ 1;
         let unique = dedup(nets);
         let counts = per_family(&unique)?;
         self.check_capacity(kind, &meta, [0, 0], counts)?;
         self.mark(&mut meta)?;
-        let total = unique.len() as u64;
-        let result = self.clear_generation(kind, new).and_then(|()| {
-            let mut done = 0;
-            self.fill(kind, new, &unique, 0, &mut done, total, progress)?;
-            progress(total, total);
-            Self::check_interrupt()?;
-            self.active.set(kind as u32, &new, 0).map_err(StoreError::Meta)
-        });
-        if let Err(e) = result {
-            let _ = self.clear_generation(kind, new);
+        let entries: Vec<(Slot, u64)> = unique.iter().map(|s| (*s, 0)).collect();
+        if let Err(e) = self.switch_to(kind, old, &entries, progress) {
             self.commit(&mut meta)?;
             return Err(e);
         }
         meta.counts[kind as usize] = counts;
         self.commit(&mut meta)?;
-        // Packets that read the old index just before the flip finish within
-        // microseconds; the scan below takes far longer before it deletes anything.
         self.clear_generation(kind, old)?;
         // The new list is permanent: forget the old list's expiry times.
         let stale: Vec<EntryKey> =
@@ -681,44 +755,58 @@ impl FilterMaps {
         Ok(unique.len())
     }
 
-    /// Every entry of generation `g`, in map order.
-    fn slots(&self, kind: ListKind, g: u32) -> Result<Vec<Slot>, StoreError> {
+    /// Every trie entry of generation `g`, in map order.
+    fn trie_slots(&self, kind: ListKind, g: u32) -> Result<Vec<Slot>, StoreError> {
         let m = self.list(kind);
         let err = Self::map_err(kind, "listing");
         let mut out = Vec::new();
-        for k in m.v4_host.keys() {
-            let k = k.map_err(&err)?;
-            if k.generation == g {
-                out.push(Slot::V4Host(k.addr));
-            }
-        }
-        for k in m.v6_host.keys() {
-            let k = k.map_err(&err)?;
-            if k.generation == g {
-                out.push(Slot::V6Host(k.addr));
-            }
-        }
         for k in m.v4_net.keys() {
             let k = k.map_err(&err)?;
             let (kg, a) = split_net_v4(&k.data());
             if kg == g && k.prefix_len() >= GEN_PREFIX_BITS {
-                out.push(Slot::V4Net((k.prefix_len() - GEN_PREFIX_BITS) as u8, a));
+                out.push(Slot::V4((k.prefix_len() - GEN_PREFIX_BITS) as u8, a));
             }
         }
         for k in m.v6_net.keys() {
             let k = k.map_err(&err)?;
             let (kg, a) = split_net_v6(&k.data());
             if kg == g && k.prefix_len() >= GEN_PREFIX_BITS {
-                out.push(Slot::V6Net((k.prefix_len() - GEN_PREFIX_BITS) as u8, a));
+                out.push(Slot::V6((k.prefix_len() - GEN_PREFIX_BITS) as u8, a));
             }
         }
         Ok(out)
     }
 
+    /// Every entry of generation `g` and where it is stored. An entry is in one place
+    /// only, except a permanent IPv4 entry re-added singly while compiled (it is then
+    /// reported once, from the trie).
+    fn slots(&self, kind: ListKind, g: u32) -> Result<Vec<(Slot, Place)>, StoreError> {
+        let trie = self.trie_slots(kind, g)?;
+        let in_trie: HashSet<Slot> = trie.iter().copied().collect();
+        let mut out: Vec<(Slot, Place)> = trie.into_iter().map(|s| (s, Place::Trie)).collect();
+        out.extend(
+            self.compiled
+                .read(region(kind as u32, g))
+                .into_iter()
+                .map(Slot::from_compiled)
+                .filter(|s| !in_trie.contains(s))
+                .map(|s| (s, Place::Compiled)),
+        );
+        Ok(out)
+    }
+
+    /// Deletes generation `g`'s trie entries and empties its compiled region. The
+    /// compiled region of a generation just switched away from is emptied too:
+    /// packets that read the active word before the switch finish within
+    /// microseconds, and the trie scan before it takes far longer.
     fn clear_generation(&mut self, kind: ListKind, g: u32) -> Result<(), StoreError> {
         // Collect first: deleting while walking makes the kernel restart the walk.
-        for slot in self.slots(kind, g)? {
+        for slot in self.trie_slots(kind, g)? {
             self.delete(kind, g, &slot)?;
+        }
+        let r = region(kind as u32, g);
+        if !self.compiled.is_empty(r) {
+            self.compiled.clear(r);
         }
         Ok(())
     }
@@ -727,28 +815,29 @@ impl FilterMaps {
     /// deletes them), IPv4 before IPv6, each in address order.
     ///
     /// Readers take no lock: a writer may switch generations and clear the old one
-    /// while this reads. A read is kept only if the generation it read was still the
-    /// active one when it ended; otherwise it is read again (the new generation is
-    /// complete from the moment of the switch).
+    /// while this reads. A read is kept only if the list's active word (generation and
+    /// switch count) was the same when it ended; otherwise it is read again (the new
+    /// generation is complete from the moment of the switch). A list that switches
+    /// during every one of many reads gives [`StoreError::Busy`], never a partial list:
+    /// the caller can then read under the interface lock.
     pub fn entries(&self, kind: ListKind) -> Result<Vec<Entry>, StoreError> {
-        const TRIES: usize = 20;
-        let mut last = Vec::new();
+        const TRIES: usize = 50;
         for _ in 0..TRIES {
-            let g = self.generation(kind)?;
-            last = self.entries_of(kind, g)?;
-            if self.generation(kind)? == g {
-                break;
+            let w = self.active_word(kind)?;
+            let read = self.entries_of(kind, w & ACTIVE_GENERATION)?;
+            if self.active_word(kind)? >> SWITCH_SHIFT == w >> SWITCH_SHIFT {
+                return Ok(read);
             }
         }
-        Ok(last)
+        Err(StoreError::Busy { list: kind.name(), tries: TRIES })
     }
 
     fn entries_of(&self, kind: ListKind, g: u32) -> Result<Vec<Entry>, StoreError> {
         let now = monotonic_ns();
         let mut out = Vec::new();
-        for slot in self.slots(kind, g)? {
-            let expires = if self.expiry.get(&slot.expiry_key(kind), 0).is_ok() {
-                self.lookup(kind, g, &slot)?.map(|v| v.expires).unwrap_or(0)
+        for (slot, place) in self.slots(kind, g)? {
+            let expires = if place == Place::Trie && self.expiry.get(&slot.expiry_key(kind), 0).is_ok() {
+                self.trie_lookup(kind, g, &slot)?.map(|v| v.expires).unwrap_or(0)
             } else {
                 0
             };
@@ -779,7 +868,7 @@ impl FilterMaps {
                 };
                 let g = self.generation(kind)?;
                 // Only if the entry still carries that expiry (not re-added since).
-                if self.lookup(kind, g, &slot)?.is_some_and(|v| v.expires == exp) {
+                if self.trie_lookup(kind, g, &slot)?.is_some_and(|v| v.expires == exp) {
                     let mut counts = meta.counts[kind as usize];
                     let mut one = [0; 2];
                     one[slot.family() as usize] = 1;
@@ -814,9 +903,12 @@ pub fn net_order(a: &IpNet, b: &IpNet) -> std::cmp::Ordering {
     }
 }
 
+/// The entries, each once, sorted.
 fn dedup(nets: &[IpNet]) -> Vec<Slot> {
-    let mut seen = HashSet::with_capacity(nets.len());
-    nets.iter().map(Slot::of).filter(|s| seen.insert(*s)).collect()
+    let mut slots: Vec<Slot> = nets.iter().map(Slot::of).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    slots
 }
 
 #[cfg(test)]
@@ -824,14 +916,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_round_trip_and_split_by_length() {
+    fn slots_round_trip() {
         for s in ["192.0.2.1/32", "192.0.2.0/24", "0.0.0.0/0", "2001:db8::1/128", "2001:db8::/32", "::/0"] {
             let n: IpNet = s.parse().unwrap();
-            assert_eq!(Slot::of(&n).net(), n);
+            let slot = Slot::of(&n);
+            assert_eq!(slot.net(), n);
+            assert_eq!(
+                Slot::from_expiry_key(&slot.expiry_key(ListKind::Allow)),
+                Some((ListKind::Allow, slot))
+            );
+            if let Some(p) = slot.compiled() {
+                assert_eq!(Slot::from_compiled(p), slot);
+            }
         }
-        assert!(matches!(Slot::of(&"192.0.2.1/32".parse().unwrap()), Slot::V4Host(_)));
-        assert!(matches!(Slot::of(&"192.0.2.0/31".parse().unwrap()), Slot::V4Net(31, _)));
-        assert!(matches!(Slot::of(&"2001:db8::/127".parse().unwrap()), Slot::V6Net(127, _)));
     }
 
     #[test]
@@ -862,7 +959,7 @@ mod tests {
     }
 
     #[test]
-    fn dedup_keeps_first_occurrence_order() {
+    fn dedup_keeps_each_entry_once() {
         let nets: Vec<IpNet> =
             ["192.0.2.1/32", "2001:db8::/32", "192.0.2.1/32"].iter().map(|s| s.parse().unwrap()).collect();
         assert_eq!(dedup(&nets).len(), 2);

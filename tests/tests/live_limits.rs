@@ -340,7 +340,7 @@ fn run_attaches_sweeps_and_detaches_on_sigterm() {
     lab.ok(&["blocklist", "add", "192.0.2.91"]);
     let ttl_key = || {
         let maps = lab.maps();
-        maps.block.v4_host.keys().count() + maps.expiry.keys().count()
+        maps.block.v4_net.keys().count() + maps.expiry.keys().count()
     };
     assert_eq!(ttl_key(), 3, "two hosts and one expiry record stored");
     // Within about two seconds of expiry, `run` (not this test) deletes the entry.

@@ -38,6 +38,10 @@ fn list_maps_get_the_requested_capacity() {
         // Room for both generations of a replace.
         assert_eq!(data.info().unwrap().max_entries(), 6000, "{name}");
     }
+    // A region of ranges per list and generation.
+    let ranges = ebpf.map(map_names::V4_RANGES).expect("ranges");
+    let aya::maps::Map::Array(d) = ranges else { panic!("{} is not an array", map_names::V4_RANGES) };
+    assert_eq!(d.info().unwrap().max_entries(), 6_000, "two u32 words to an element");
 }
 
 #[test]

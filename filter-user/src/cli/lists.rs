@@ -177,9 +177,16 @@ pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
             }
         }
         ListCommand::List { interface, json } => {
-            let s = Session::read(interface.as_deref())?;
-            let entries =
-                s.maps.entries(kind).with_context(|| format!("reading the {name} of {}", s.pins.iface))?;
+            let mut s = Session::read(interface.as_deref())?;
+            let entries = match s.maps.entries(kind) {
+                // Switched under every lock-free read: read once more between writers.
+                Err(store::StoreError::Busy { .. }) => {
+                    s = Session::locked(interface.as_deref())?;
+                    s.maps.entries(kind)
+                }
+                other => other,
+            }
+            .with_context(|| format!("reading the {name} of {}", s.pins.iface))?;
             let now = monotonic_ns();
             let left = |expires: u64| Duration::from_nanos(expires.saturating_sub(now));
             // (CIDR, remaining, reason) per entry; auto-bans only exist on the blocklist.
