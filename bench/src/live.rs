@@ -648,7 +648,9 @@ pub fn run(quick: bool) -> anyhow::Result<Vec<Section>> {
         "2b. Live ratios (issue 13), same run",
         &["ratio", "median", "per round min..max", "goal"],
     );
-    let pairs: [(&str, Filter, Filter, Option<(bool, f64)>); 8] = [
+    /// A goal on a ratio: (at most, bound) or (at least, bound).
+    type Goal = Option<(bool, f64)>;
+    let pairs: [(&str, Filter, Filter, Goal); 8] = [
         ("floodgate 1M hit / bare XDP_DROP", Filter::Native1M, Filter::BareDrop, Some((true, 1.5))),
         ("nftables 1M / floodgate 1M hit", Filter::Nft1M, Filter::Native1M, Some((false, 8.0))),
         ("ipset 1M / floodgate 1M hit", Filter::Ipt1M, Filter::Native1M, None),
