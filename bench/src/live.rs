@@ -286,8 +286,9 @@ fn nft_hook(ns: &str, name: &str, on: bool) -> anyhow::Result<()> {
     };
     let path = std::env::temp_dir().join(format!("fgb-live-{name}-{}.nft", if on { "on" } else { "off" }));
     std::fs::write(&path, script)?;
-    run_in(ns, "nft", &["-f", path.to_str().unwrap()])?;
-    Ok(())
+    let r = run_in(ns, "nft", &["-f", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    r.map(drop)
 }
 
 /// `ipset restore` input for a hash:net set.
