@@ -23,7 +23,7 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(name = "floodgate-bench")]
 struct Args {
-    /// Fewer and shorter runs (under two minutes); lists stop at 1M entries.
+    /// Fewer and shorter runs (a few minutes); lists stop at 1M entries.
     #[arg(long)]
     quick: bool,
     /// Where report.md and report.json go.

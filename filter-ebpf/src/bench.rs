@@ -3,6 +3,8 @@
 //!
 //! - `fgb_pass`: an empty XDP_PASS, the floor of BPF_PROG_TEST_RUN costs, and the
 //!   program on the receiving veth when measuring nftables, iptables or no filter.
+//! - `fgb_drop`: an empty XDP_DROP, the floor of the live drop path (the least any
+//!   filter dropping in the driver can cost per frame).
 //! - `fgb_gen`: the live-frames generator: restores the frame from `FGB_TEMPLATE` if
 //!   one is set (live-frames mode recycles pages without restoring them, and a
 //!   receiver that rewrites frames in place, as floodgate's SYN cookies do, would
@@ -14,7 +16,9 @@
 //!
 //! The rewrite draws the source from `bpf_get_prandom_u32() & FGB_CFG[0]`, so a mask
 //! of 0 repeats one source at exactly the same cost: random and repeated sources are
-//! compared on equal work. Sources: 198.18.0.0/15 for IPv4, 2001:db8::/32 for IPv6.
+//! compared on equal work. Sources: 2001:db8::/32 for IPv6; for IPv4 the bits of
+//! `FGB_CFG[3]` come from that draw and the others from `FGB_CFG[2]` (both 0, the
+//! default: 198.18.0.0/15; base 0 and span u32::MAX: the whole 32-bit space).
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -24,9 +28,14 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-/// 0: the source mask; 1: the template's length (0: no template).
+/// 0: the source mask; 1: the template's length (0: no template); 2: the IPv4
+/// source's fixed bits; 3: its random bits (0: base 198.18.0.0, span 0x1ffff).
 #[map(name = "FGB_CFG")]
-static CFG: Array<u32> = Array::with_max_entries(2, 0);
+static CFG: Array<u32> = Array::with_max_entries(4, 0);
+
+/// The IPv4 sources when `FGB_CFG[3]` is 0: 198.18.0.0/15.
+const V4_BASE: u32 = 0xc612_0000;
+const V4_SPAN: u32 = 0x0001_ffff;
 
 /// Longest frame `fgb_gen` restores.
 const TEMPLATE_LEN: usize = 128;
@@ -40,6 +49,11 @@ static JUMP: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[xdp]
 pub fn fgb_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+#[xdp]
+pub fn fgb_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
 }
 
 #[xdp]
@@ -125,6 +139,10 @@ unsafe fn swap_words(p: *mut u8, words: [(usize, u32); 2], comp: [usize; 2]) {
 #[inline(always)]
 fn rewrite(ctx: &XdpContext) {
     let mask = CFG.get(0).copied().unwrap_or(0);
+    let (base, span) = match CFG.get(3).copied().unwrap_or(0) {
+        0 => (V4_BASE, V4_SPAN),
+        span => (CFG.get(2).copied().unwrap_or(0), span),
+    };
     let (data, end) = (ctx.data(), ctx.data_end());
     let p = data as *mut u8;
     if data + 14 > end {
@@ -136,7 +154,8 @@ fn rewrite(ctx: &XdpContext) {
         let r = bpf_get_prandom_u32() & mask;
         if ethertype == 0x0800 && data + 36 <= end {
             // Source 26..30, IP id 18 (IP header checksum), source port 34 (L4).
-            swap_words(p, [(26, 0xc612 | ((r >> 16) & 1)), (28, r & 0xffff)], [18, 34]);
+            let src = (base & !span) | (r & span);
+            swap_words(p, [(26, src >> 16), (28, src & 0xffff)], [18, 34]);
         } else if ethertype == 0x86dd && data + 56 <= end {
             // Source 22..38: bytes 4..8 of it (the /64 varies); source port 54.
             swap_words(p, [(26, r >> 16), (28, r & 0xffff)], [54, 0]);
