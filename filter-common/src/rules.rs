@@ -208,11 +208,15 @@ pub fn check<R: Rules>(r: &R, pkt: &Packet, len: u64) -> Option<Reason> {
             pass_id = v & RULE_ID_MASK;
         }
     };
-    if proto.has_ports() {
-        consider(r.port_rule(port_slot(proto, Dir::Src, sport)));
-        consider(r.port_rule(port_slot(proto, Dir::Dst, dport)));
+    // The port table is 2 MiB: with random ports every lookup would miss the cache,
+    // so it is read only while some rule exists.
+    if r.any_rule() {
+        if proto.has_ports() {
+            consider(r.port_rule(port_slot(proto, Dir::Src, sport)));
+            consider(r.port_rule(port_slot(proto, Dir::Dst, dport)));
+        }
+        consider(r.proto_rule(proto));
     }
-    consider(r.proto_rule(proto));
     if drop_id != 0 && !is_nd(proto, head) {
         r.hit(drop_id, len);
         return Some(Reason::Rule);
