@@ -144,7 +144,11 @@ pub const DOOR_ENTRIES: u32 = 1 << 18;
 /// (random per attach, so nobody can aim sources at one slot).
 pub const GLOBAL_SYN: u32 = 0;
 pub const GLOBAL_SEED: u32 = 1;
-pub const GLOBAL_ENTRIES: u32 = 2;
+/// `FG_GLOBAL` index of the number of sources in `FG_HEAVY` (kept by the data path,
+/// the only writer of that map): while it is 0 the data path skips the lookup there,
+/// which for random sources would touch a cold bucket on every packet.
+pub const GLOBAL_HEAVY: u32 = 2;
+pub const GLOBAL_ENTRIES: u32 = 3;
 
 /// The doorkeeper hash of a source key: the slot is its low bits, the fingerprint
 /// its high half (never 0, so an empty slot matches nothing).

@@ -27,8 +27,8 @@ use aya_ebpf::{
 use filter_common::{
     ACTIVE_LIMITS, BAN_ENTRIES, DEFAULT_MAX_SOURCES, HEAVY_ENTRIES, Limiter, Packet, Reason, Source,
     limit::{
-        Ban, Cell64, DOOR_ENTRIES, Event, GLOBAL_ENTRIES, GLOBAL_SEED, GLOBAL_SYN, LimitConfig, LimitVerdict,
-        SourceCells, SourceKey, SourceState, ban_due, door_hash, police, take,
+        Ban, Cell64, DOOR_ENTRIES, Event, GLOBAL_ENTRIES, GLOBAL_HEAVY, GLOBAL_SEED, GLOBAL_SYN, LimitConfig,
+        LimitVerdict, SourceCells, SourceKey, SourceState, ban_due, door_hash, police, take,
     },
 };
 
@@ -155,13 +155,20 @@ impl<'a> MapLimiter<'a> {
         pkt: &Packet,
         len: u64,
     ) -> Option<(*mut SourceState, bool)> {
-        if let Some(p) = HEAVY.get_ptr_mut(key) {
+        let heavies = GLOBAL.get_ptr_mut(GLOBAL_HEAVY);
+        // SAFETY: live map value; a stale read only costs (or saves) one lookup.
+        if let Some(n) = heavies
+            && unsafe { core::ptr::read_volatile(n) } != 0
+            && let Some(p) = HEAVY.get_ptr_mut(key)
+        {
             // SAFETY: live map value.
             let last = unsafe { (*p).last_drop };
             if self.clock.now().wrapping_sub(last) < HEAVY_IDLE_NS {
                 return Some((p, true));
             }
-            let _ = HEAVY.remove(key);
+            if HEAVY.remove(key).is_ok() {
+                atomic_add(n, u64::MAX);
+            }
         }
         if let Some(p) = RATE.get_ptr_mut(key) {
             return Some((p, false));
@@ -283,9 +290,14 @@ impl Limiter for MapLimiter<'_> {
                 if !heavy {
                     // SAFETY: copy of a live map value.
                     let copy = unsafe { *state };
-                    if HEAVY.insert(&key, &copy, BPF_NOEXIST as u64).is_err() && HEAVY.get_ptr(&key).is_none()
-                    {
-                        event(Event::HeavyMapFull);
+                    match HEAVY.insert(&key, &copy, BPF_NOEXIST as u64) {
+                        Ok(()) => {
+                            if let Some(n) = GLOBAL.get_ptr_mut(GLOBAL_HEAVY) {
+                                atomic_add(n, 1);
+                            }
+                        }
+                        Err(_) if HEAVY.get_ptr(&key).is_none() => event(Event::HeavyMapFull),
+                        Err(_) => {}
                     }
                 }
                 if due {

@@ -27,8 +27,8 @@ use crate::{
     store::StoreError,
 };
 
-/// Largest `--max-entries`: each list map is sized for twice this (both generations
-/// during a replace), and the kernel counts entries in a u32.
+/// Largest `--max-entries`: the compiled arrays hold four regions of this many
+/// ranges, indexed with 31 bits (the directory's top bit marks a full /16).
 pub const MAX_MAX_ENTRIES: u32 = 1 << 28;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
