@@ -12,7 +12,7 @@ use aya_ebpf::{
 use filter_common::{
     ACTIVE_ENTRIES, ACTIVE_GENERATION, DEFAULT_MAX_ENTRIES, EntryKey, GEN_PREFIX_BITS, HAS_COMPILED_V4,
     HAS_TRIE_V4, HAS_TRIE_V6, ListKind, ListValue, Lists, MAX_EXPIRED_HOPS, Meta, NetV4, NetV6, Source,
-    compiled::{DIR_REGION, REGIONS, SHORT_WORDS, V4Table, contains_v4, region},
+    compiled::{DIR_FULL, DIR_REGION, REGIONS, SHORT_WORDS, V4Table, contains_v4, region},
     net_v4, net_v6,
 };
 
@@ -114,6 +114,25 @@ fn contains(
         }
         Source::V6(a) => word & HAS_TRIE_V6 != 0 && trie_hit(v6, net_v6(g, *a), 128, clock),
     }
+}
+
+/// Whether IPv4 source `a` is blocklisted by a /16 (or shorter) prefix of the
+/// compiled list while the allowlist is empty: one directory read, so the entry
+/// decides such frames (a flood from a listed range) without handing them on. Where
+/// this answers true, `classify` says [`filter_common::Reason::Blocklist`] too.
+#[inline(always)]
+pub fn blocked_by_full_bucket(a: &[u8; 4]) -> bool {
+    let (Some(&allow), Some(&block)) =
+        (ACTIVE.get(ListKind::Allow as u32), ACTIVE.get(ListKind::Block as u32))
+    else {
+        return false;
+    };
+    if allow & (HAS_COMPILED_V4 | HAS_TRIE_V4 | HAS_TRIE_V6) != 0 || block & HAS_COMPILED_V4 == 0 {
+        return false;
+    }
+    let bucket = u32::from(a[0]) << 8 | u32::from(a[1]);
+    let base = region(ListKind::Block as u32, block & ACTIVE_GENERATION) * DIR_REGION;
+    Compiled.dir(base + bucket).is_some_and(|d| d & DIR_FULL != 0)
 }
 
 pub struct MapLists<'a> {

@@ -18,7 +18,7 @@ mod view;
 
 use aya_ebpf::{bindings::xdp_action, macros::map, macros::xdp, maps::PerCpuArray, programs::XdpContext};
 use filter_common::{
-    Counter, Frame, Reason, TAIL_ACKPROBE, TAIL_DECIDE, TAIL_SYNPROXY,
+    Counter, Frame, Reason, Source, TAIL_ACKPROBE, TAIL_DECIDE, TAIL_SYNPROXY,
     decide::decide,
     parse::{PacketRecord, parse},
     synproxy::MAX_PURE_ACK_FRAME,
@@ -47,6 +47,12 @@ pub fn floodgate(ctx: XdpContext) -> u32 {
         Frame::Malformed => return verdict(Reason::Malformed, view.frame_len()),
         Frame::TooDeep => return verdict(Reason::Unchecked, view.frame_len()),
     };
+    // The common shape of a flood from a listed range, decided here.
+    if let Source::V4(a) = &pkt.src
+        && lists::blocked_by_full_bucket(a)
+    {
+        return verdict(Reason::Blocklist, view.frame_len());
+    }
     if let Some(slot) = PACKET.get_ptr_mut(0) {
         // SAFETY: this CPU's slot; nothing else runs on this CPU until we return.
         unsafe { *slot = pkt.record() };

@@ -639,9 +639,13 @@ impl FilterMaps {
         adjust(&mut counts, adding, true)?;
         let mut changed = new;
         changed.extend_from_slice(&update);
+        // A permanent IPv4 prefix of /16 or shorter (typically the range a flood comes
+        // from) is compiled at once: the data path then drops its sources after one
+        // directory read, in the entry program.
+        let wide = |s: &Slot| expires == 0 && matches!(s, Slot::V4(l, _) if *l <= 16);
         match changed.len() {
             0 => return Ok(result),
-            1 => {
+            1 if !wide(&changed[0]) => {
                 self.mark(&mut meta)?;
                 self.set_one(kind, g, &changed[0], expires)?;
                 meta.counts[kind as usize] = counts;

@@ -152,6 +152,24 @@ fn allow_wins_over_block() {
     h.expect(&udp_from("192.0.2.1"), Reason::Allowed, "allow only");
 }
 
+/// A source inside a listed /16 or shorter prefix is dropped by the entry program
+/// itself (one directory read) only while the allowlist is empty; an allowlist entry,
+/// of either family, sends it through the whole decision again.
+#[test]
+fn wide_prefixes_drop_in_the_entry_unless_the_allowlist_has_entries() {
+    let mut h = harness();
+    h.add(ListKind::Block, &["198.18.0.0/15"]);
+    h.expect(&udp_from("198.19.7.7"), Reason::Blocklist, "inside the /15, empty allowlist");
+    h.expect(&udp_from("198.20.0.1"), Reason::Passed, "just outside");
+    h.add(ListKind::Allow, &["198.19.7.7"]);
+    h.expect(&udp_from("198.19.7.7"), Reason::Allowed, "allowlisted inside the /15");
+    h.expect(&udp_from("198.18.0.1"), Reason::Blocklist, "the rest of the /15");
+    h.remove(ListKind::Allow, &["198.19.7.7"]);
+    h.add(ListKind::Allow, &["2001:db8::1"]);
+    h.expect(&udp_from("198.19.7.7"), Reason::Blocklist, "an IPv6 allowlist entry changes nothing here");
+    h.expect(&udp_from("2001:db8::1"), Reason::Allowed, "the IPv6 entry");
+}
+
 #[test]
 fn removal_takes_effect() {
     let mut h = harness();
