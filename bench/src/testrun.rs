@@ -304,7 +304,7 @@ fn sizes(quick: bool, runs: usize) -> anyhow::Result<Section> {
         s.notes.push("--quick stops at 1,000,000 entries; the full run adds 10,000,000.".into());
     }
     s.notes.push(
-        "One hot entry per hit case: with a flood from many sources the tries' and hash maps' cache misses add to these \
+        "One hot entry per hit case: with a flood from many sources the lists' cache misses add to these \
          (see the random-source rows below). fill s: making the list, loading the object, one `replace` of the list."
             .into(),
     );
