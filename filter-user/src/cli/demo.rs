@@ -227,6 +227,8 @@ fn display(
             let mut writable = FilterMaps::from_pins(&pins.dir)?;
             writable.add(ListKind::Block, &nets, None, &mut |_, _| {})?;
             blocked = true;
+            // Count from the moment the block is in force, not from before the command.
+            prev.3 = tally.flood_reached.load(Relaxed);
         }
     }
     let t = maps.totals()?;
