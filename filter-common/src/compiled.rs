@@ -50,11 +50,24 @@ pub const fn region(kind: u32, generation: u32) -> u32 {
     (kind & 1) * 2 + (generation & 1)
 }
 
+/// Where a list generation's region starts in the directory.
+#[inline(always)]
+pub const fn dir_base(kind: u32, generation: u32) -> u32 {
+    region(kind, generation) * DIR_REGION
+}
+
 /// Read access to the two arrays, over kernel maps in the data path and over slices
 /// on the host. Indices are absolute (regions included).
 pub trait V4Table {
     fn dir(&self, i: u32) -> Option<u32>;
     fn range(&self, i: u32) -> Option<u32>;
+}
+
+/// Whether `addr` (host order) lies in a bucket covered whole (by a listed prefix of
+/// /16 or shorter): the first step of [`contains_v4`], alone.
+#[inline(always)]
+pub fn in_full_bucket<T: V4Table>(t: &T, dir_base: u32, addr: u32) -> bool {
+    t.dir(dir_base + (addr >> 16)).is_some_and(|d| d & DIR_FULL != 0)
 }
 
 /// Whether `addr` (host order) is covered by the compiled list in the directory region

@@ -46,7 +46,7 @@ pub fn classify<V: PacketView + ?Sized, L: Lists, P: Rules, R: Limiter>(
         Frame::NonIp => Reason::NonIp,
         Frame::Malformed => Reason::Malformed,
         Frame::TooDeep => Reason::Unchecked,
-        Frame::Ip(pkt) => decide(&pkt, frame.len() as u64, lists, rules, limiter),
+        Frame::Ip(pkt) => decide(pkt, frame.len() as u64, lists, rules, limiter),
     }
 }
 
@@ -55,13 +55,12 @@ pub fn classify<V: PacketView + ?Sized, L: Lists, P: Rules, R: Limiter>(
 /// verifier checks it once rather than once per parse path.
 #[inline(always)]
 pub fn decide<L: Lists, P: Rules, R: Limiter>(
-    pkt: &Packet,
+    pkt: Packet,
     len: u64,
     lists: &L,
     rules: &P,
     limiter: &R,
 ) -> Reason {
-    let pkt = *pkt;
     if lists.allowed(&pkt.src) {
         return Reason::Allowed;
     }

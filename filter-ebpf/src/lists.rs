@@ -12,7 +12,7 @@ use aya_ebpf::{
 use filter_common::{
     ACTIVE_ENTRIES, ACTIVE_GENERATION, DEFAULT_MAX_ENTRIES, EntryKey, GEN_PREFIX_BITS, HAS_COMPILED_V4,
     HAS_TRIE_V4, HAS_TRIE_V6, ListKind, ListValue, Lists, MAX_EXPIRED_HOPS, Meta, NetV4, NetV6, Source,
-    compiled::{DIR_FULL, DIR_REGION, REGIONS, SHORT_WORDS, V4Table, contains_v4, region},
+    compiled::{DIR_REGION, REGIONS, SHORT_WORDS, V4Table, contains_v4, dir_base, in_full_bucket},
     net_v4, net_v6,
 };
 
@@ -109,7 +109,7 @@ fn contains(
     match src {
         Source::V4(a) => {
             (word & HAS_COMPILED_V4 != 0
-                && contains_v4(&Compiled, region(kind as u32, g) * DIR_REGION, u32::from_be_bytes(*a)))
+                && contains_v4(&Compiled, dir_base(kind as u32, g), u32::from_be_bytes(*a)))
                 || (word & HAS_TRIE_V4 != 0 && trie_hit(v4, net_v4(g, *a), 32, clock))
         }
         Source::V6(a) => word & HAS_TRIE_V6 != 0 && trie_hit(v6, net_v6(g, *a), 128, clock),
@@ -130,9 +130,8 @@ pub fn blocked_by_full_bucket(a: &[u8; 4]) -> bool {
     if allow & (HAS_COMPILED_V4 | HAS_TRIE_V4 | HAS_TRIE_V6) != 0 || block & HAS_COMPILED_V4 == 0 {
         return false;
     }
-    let bucket = u32::from(a[0]) << 8 | u32::from(a[1]);
-    let base = region(ListKind::Block as u32, block & ACTIVE_GENERATION) * DIR_REGION;
-    Compiled.dir(base + bucket).is_some_and(|d| d & DIR_FULL != 0)
+    let base = dir_base(ListKind::Block as u32, block & ACTIVE_GENERATION);
+    in_full_bucket(&Compiled, base, u32::from_be_bytes(*a))
 }
 
 pub struct MapLists<'a> {

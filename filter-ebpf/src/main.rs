@@ -73,7 +73,7 @@ pub fn fg_decide(ctx: XdpContext) -> u32 {
     };
     let clock = Clock::new();
     let reason = decide(
-        &pkt,
+        pkt,
         view.frame_len() as u64,
         &MapLists { clock: &clock },
         &MapRules::new(&clock),

@@ -52,15 +52,25 @@ impl<T: Copy> Mapped<T> {
         Ok(Self { ptr: NonNull::new(p.cast()).expect("mmap returned null"), len, _map: map })
     }
 
-    fn slice(&self) -> &[T] {
-        // SAFETY: the mapping is len elements long and lives as long as self. Other
-        // writers are excluded by the interface lock; the data path only reads.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    /// Words per region (the array holds [`REGIONS`] of them).
+    fn region_len(&self) -> usize {
+        self.len / REGIONS as usize
     }
 
-    fn slice_mut(&mut self) -> &mut [T] {
+    /// Region `r`'s words.
+    fn region(&self, r: u32) -> &[T] {
+        let n = self.region_len();
+        // SAFETY: the mapping is len elements long and lives as long as self. Other
+        // writers are excluded by the interface lock; the data path only reads.
+        let all = unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) };
+        &all[r as usize * n..][..n]
+    }
+
+    fn region_mut(&mut self, r: u32) -> &mut [T] {
+        let n = self.region_len();
         // SAFETY: as above.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        let all = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) };
+        &mut all[r as usize * n..][..n]
     }
 }
 
@@ -116,7 +126,7 @@ impl CompiledMaps {
         if ranges.len % REGIONS as usize != 0 {
             return Err(bad(V4_RANGES, format!("{V4_RANGES} has {} entries", ranges.len)));
         }
-        let capacity = (ranges.len / REGIONS as usize) as u32;
+        let capacity = ranges.region_len() as u32;
         Ok(Self { dir, ranges, short, capacity })
     }
 
@@ -124,22 +134,13 @@ impl CompiledMaps {
         self.capacity
     }
 
-    fn dir_of(&self, region: u32) -> &[u32] {
-        let s = (region * DIR_REGION) as usize;
-        &self.dir.slice()[s..s + DIR_REGION as usize]
-    }
-
     /// Writes a compiled list into `region`. The region must not be the one packets
     /// search (the caller flips to it afterwards).
     pub fn write(&mut self, region: u32, c: &CompiledV4) {
         let base = region * self.capacity;
-        let r0 = base as usize;
-        self.ranges.slice_mut()[r0..r0 + c.ranges.len()].copy_from_slice(&c.ranges);
-        let s0 = (region * SHORT_WORDS) as usize;
-        self.short.slice_mut()[s0..s0 + SHORT_WORDS as usize].copy_from_slice(&c.short);
-        let d0 = (region * DIR_REGION) as usize;
-        let dir = &mut self.dir.slice_mut()[d0..d0 + DIR_REGION as usize];
-        for (i, (out, &w)) in dir.iter_mut().zip(&c.dir).enumerate() {
+        self.ranges.region_mut(region)[..c.ranges.len()].copy_from_slice(&c.ranges);
+        self.short.region_mut(region).copy_from_slice(&c.short);
+        for (i, (out, &w)) in self.dir.region_mut(region).iter_mut().zip(&c.dir).enumerate() {
             // Range indices become absolute; the counts stay as they are.
             *out = if is_index(i) { ((w & !DIR_FULL) + base) | (w & DIR_FULL) } else { w };
         }
@@ -147,16 +148,14 @@ impl CompiledMaps {
 
     /// Empties `region`.
     pub fn clear(&mut self, region: u32) {
-        let d0 = (region * DIR_REGION) as usize;
-        self.dir.slice_mut()[d0..d0 + DIR_REGION as usize].fill(0);
-        let s0 = (region * SHORT_WORDS) as usize;
-        self.short.slice_mut()[s0..s0 + SHORT_WORDS as usize].fill(0);
+        self.dir.region_mut(region).fill(0);
+        self.short.region_mut(region).fill(0);
     }
 
     /// The prefixes stored in `region`.
     pub fn read(&self, region: u32) -> Vec<PrefixV4> {
         let base = region * self.capacity;
-        let d = self.dir_of(region);
+        let d = self.dir.region(region);
         let n = (d[DIR_TOP_COUNT as usize] as usize + d[DIR_NESTED_COUNT as usize] as usize)
             .min(self.capacity as usize);
         // Clamped, so that a region cut short by a crash cannot index out of range
@@ -166,21 +165,14 @@ impl CompiledMaps {
             .enumerate()
             .map(|(i, &w)| if is_index(i) { (w & !DIR_FULL).saturating_sub(base).min(n as u32) } else { w })
             .collect();
-        let r0 = base as usize;
-        let s0 = (region * SHORT_WORDS) as usize;
-        decompile_v4(
-            &dir,
-            &self.ranges.slice()[r0..r0 + n],
-            &self.short.slice()[s0..s0 + SHORT_WORDS as usize],
-        )
+        decompile_v4(&dir, &self.ranges.region(region)[..n], self.short.region(region))
     }
 
     /// Whether `region` holds anything.
     pub fn is_empty(&self, region: u32) -> bool {
-        let d = self.dir_of(region);
-        let s0 = (region * SHORT_WORDS) as usize;
+        let d = self.dir.region(region);
         d[DIR_TOP_COUNT as usize] == 0
             && d[DIR_NESTED_COUNT as usize] == 0
-            && self.short.slice()[s0..s0 + SHORT_WORDS as usize].iter().all(|&w| w == 0)
+            && self.short.region(region).iter().all(|&w| w == 0)
     }
 }

@@ -286,8 +286,8 @@ pub fn load(cap: Capacity) -> Result<Ebpf, AttachError> {
         loader.map_max_entries(name, cap.entries * 2);
     }
     loader.map_max_entries(map_names::EXPIRY, cap.entries * 2);
-    // A region of ranges per list and generation (filter_common::compiled).
-    // (two u32 words to an element).
+    // A region of ranges per list and generation (filter_common::compiled), two u32
+    // words to an element.
     loader.map_max_entries(map_names::V4_RANGES, cap.entries * filter_common::compiled::REGIONS / 2);
     loader.map_max_entries(map_names::RATE, cap.sources);
     let mut ebpf = loader.load(object::bytes()).map_err(AttachError::Load)?;

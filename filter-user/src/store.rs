@@ -174,8 +174,8 @@ enum Place {
     Compiled,
 }
 
-/// A generation's entries, for membership tests while a command runs (one read of
-/// each map rather than a syscall per entry tested).
+/// A generation's entries, read once per command for its membership tests and its
+/// rewrite (one read of each map rather than a syscall per entry tested).
 struct Members {
     /// Sorted.
     compiled: Vec<Slot>,
@@ -511,14 +511,17 @@ impl FilterMaps {
         Ok(n)
     }
 
-    /// The active generation `g` without `drop` (sorted) and with `set` (entries new or
-    /// with a new expiry, all with `expires`), written as the next generation (see
-    /// [`FilterMaps::switch_to`]). Permanent IPv4 entries added singly since the last
-    /// rewrite move from the trie into the compiled arrays on the way.
+    /// The active generation `g` (whose entries are `m`) without `drop` (sorted) and
+    /// with `set` (entries new or with a new expiry, all with `expires`), written as the
+    /// next generation (see [`FilterMaps::switch_to`]). Permanent IPv4 entries added
+    /// singly since the last rewrite move from the trie into the compiled arrays on the
+    /// way.
+    #[allow(clippy::too_many_arguments)]
     fn rewrite(
         &mut self,
         kind: ListKind,
         g: u32,
+        m: &Members,
         set: &[Slot],
         expires: u64,
         drop: &[Slot],
@@ -526,20 +529,11 @@ impl FilterMaps {
     ) -> Result<u32, StoreError> {
         let mut replaced = set.to_vec();
         replaced.sort_unstable();
-        let mut entries = Vec::with_capacity(set.len());
-        for (slot, place) in self.slots(kind, g)? {
-            if drop.binary_search(&slot).is_ok() || replaced.binary_search(&slot).is_ok() {
-                continue;
-            }
-            let expires = match place {
-                Place::Compiled => 0,
-                Place::Trie => match self.trie_lookup(kind, g, &slot)? {
-                    Some(v) => v.expires,
-                    None => continue,
-                },
-            };
-            entries.push((slot, expires));
-        }
+        let kept = |s: &Slot| drop.binary_search(s).is_err() && replaced.binary_search(s).is_err();
+        // An entry in both places (re-added singly while compiled) is taken once, from the trie.
+        let mut entries: Vec<(Slot, u64)> =
+            m.trie.iter().filter(|(s, _)| kept(s)).map(|(s, v)| (*s, v.expires)).collect();
+        entries.extend(m.compiled.iter().filter(|s| kept(s) && !m.trie.contains_key(s)).map(|s| (*s, 0)));
         entries.extend(set.iter().map(|s| (*s, expires)));
         self.switch_to(kind, g, &entries, progress)
     }
@@ -654,7 +648,7 @@ impl FilterMaps {
             }
             _ => {
                 self.mark(&mut meta)?;
-                if let Err(e) = self.rewrite(kind, g, &changed, expires, &[], progress) {
+                if let Err(e) = self.rewrite(kind, g, &members, &changed, expires, &[], progress) {
                     self.commit(&mut meta)?;
                     return Err(e);
                 }
@@ -709,7 +703,7 @@ impl FilterMaps {
         if in_place {
             self.delete(kind, g, &unique[0])?;
         } else {
-            if let Err(e) = self.rewrite(kind, g, &[], 0, &unique, &mut |_, _| {}) {
+            if let Err(e) = self.rewrite(kind, g, &members, &[], 0, &unique, &mut |_, _| {}) {
                 self.commit(&mut meta)?;
                 return Err(e);
             }
