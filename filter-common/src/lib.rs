@@ -185,7 +185,9 @@ pub enum Reason {
     /// A frame that could not be checked and so is dropped: its IP header lies behind
     /// more VLAN tags than the walk follows, or its transport header behind more IPv6
     /// extension headers than the walk follows while rules, the policy, the fragment
-    /// setting or SYN cookies would need it. (Its source passed the lists first.)
+    /// setting or SYN cookies would need it. (Its source passed the lists first.) Also
+    /// every IP frame while the decision program is missing from its tail-call slot
+    /// (never after a complete `attach`): unchecked frames never pass.
     Unchecked = 12,
     /// An IPv6 packet whose transport header lies behind more extension headers than
     /// the walk follows, passed because its source passed the lists and the limiter

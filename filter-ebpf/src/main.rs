@@ -60,8 +60,9 @@ pub fn floodgate(ctx: XdpContext) -> u32 {
         #[allow(clippy::let_unit_value)]
         let _ = unsafe { synproxy::TAILS.tail_call(&ctx, TAIL_DECIDE) };
     }
-    // Only when fg_decide is not in its slot, which `attach` fills before it attaches.
-    verdict(Reason::Passed, view.frame_len())
+    // Only when fg_decide is not in its slot (`attach` fills it before it attaches):
+    // the frame was never checked against the lists, so it must not pass.
+    verdict(Reason::Unchecked, view.frame_len())
 }
 
 /// The decision on a parsed IP packet: lists, rules, policy, limiter.
@@ -69,7 +70,7 @@ pub fn floodgate(ctx: XdpContext) -> u32 {
 pub fn fg_decide(ctx: XdpContext) -> u32 {
     let view = XdpView::new(&ctx);
     let Some(pkt) = PACKET.get(0).map(PacketRecord::packet) else {
-        return verdict(Reason::Passed, view.frame_len());
+        return verdict(Reason::Unchecked, view.frame_len());
     };
     let clock = Clock::new();
     let reason = decide(

@@ -170,6 +170,21 @@ fn wide_prefixes_drop_in_the_entry_unless_the_allowlist_has_entries() {
     h.expect(&udp_from("2001:db8::1"), Reason::Allowed, "the IPv6 entry");
 }
 
+/// The entry hands every IP frame to `fg_decide` by tail call. Should that slot ever be
+/// empty, frames were never checked against the lists: dropped as unchecked, not passed.
+#[test]
+fn a_missing_decision_program_fails_closed() {
+    let mut h = harness();
+    h.add(ListKind::Block, &[BLOCKED_V4]);
+    h.expect(&udp_from("192.0.2.1"), Reason::Passed, "clean source, decision in place");
+    let map = h.ebpf.map_mut(map_names::TAILS).expect("tail map");
+    let mut tails = aya::maps::ProgramArray::try_from(map).expect("program array");
+    tails.clear_index(&filter_common::TAIL_DECIDE).expect("clear the decision's slot");
+    h.expect(&udp_from(BLOCKED_V4), Reason::Unchecked, "listed source");
+    h.expect(&udp_from("192.0.2.1"), Reason::Unchecked, "clean source");
+    h.expect(&non_ip(0x0806), Reason::NonIp, "non-IP frames are decided in the entry");
+}
+
 #[test]
 fn removal_takes_effect() {
     let mut h = harness();
