@@ -25,8 +25,9 @@ pub trait Limiter {
 
 /// Decides one frame. Order: allowlist hit passes (nothing else is consulted, so a
 /// source on both lists passes); blocklist or auto-ban hit drops; then protocol/port
-/// rules, the served-ports policy and the fragment setting; then the rate limiter;
-/// anything left passes.
+/// rules, the fragment setting and the served-ports policy; then SYN cookies (a SYN to
+/// a protected port is [`Reason::SynProxy`]: answered in the driver, before the rate
+/// limiter sees it); then the rate limiter; anything left passes.
 ///
 /// The lists and the limiter decide on the source address whenever the IP header is
 /// reachable, whatever follows it. A frame whose IP header is out of reach is dropped

@@ -315,7 +315,8 @@ pub struct Meta {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: repr(C), integer fields only, no padding (sizes asserted below).
+    // SAFETY (every impl below): repr(C), integer fields only, no padding (sizes
+    // asserted below).
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::Meta {}
     unsafe impl aya::Pod for super::ListValue {}

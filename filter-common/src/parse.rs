@@ -49,8 +49,19 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_ICMPV6: u8 = 58;
+pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
+/// IPv4's version 4 and a 20-byte header (no options), in one byte.
+pub const IPV4_PLAIN_VIHL: u8 = 0x45;
+/// IPv4's More-Fragments flag and fragment offset: non-zero in any fragment.
+pub const IPV4_FRAG_MASK: u16 = 0x3fff;
+/// IPv4's fragment offset alone: non-zero in every fragment but the first.
+pub const IPV4_FRAG_OFFSET: u16 = 0x1fff;
+/// The fragment offset in an IPv6 Fragment header's second 16 bits.
+const IPV6_FRAG_OFFSET: u16 = 0xfff8;
 /// Bytes of a TCP header up to and including its flags.
 const TCP_FLAGS_END: usize = 14;
 const UDP_HLEN: usize = 8;
@@ -263,7 +274,7 @@ fn parse_ipv4<V: PacketView + ?Sized>(v: &V, l3: usize) -> Frame {
     let proto = h[9];
     // Only a first fragment (offset 0) carries the transport header; options are
     // skipped by IHL.
-    if (be16([h[6], h[7]]) & 0x1fff) != 0 {
+    if (be16([h[6], h[7]]) & IPV4_FRAG_OFFSET) != 0 {
         return Frame::Ip(Packet { src, tcp_flags: 0, proto, l4: L4::LaterFragment });
     }
     transport(v, src, proto, l3 + hlen, total - hlen)
@@ -305,7 +316,7 @@ fn parse_ipv6<V: PacketView + ?Sized>(v: &V, l3: usize) -> Frame {
                 let Some(h) = v.bytes::<4>(l3 + IPV6_HLEN + off) else {
                     return truncated(proto);
                 };
-                if proto == NEXT_FRAGMENT && (be16([h[2], h[3]]) & 0xfff8) != 0 {
+                if proto == NEXT_FRAGMENT && (be16([h[2], h[3]]) & IPV6_FRAG_OFFSET) != 0 {
                     return Frame::Ip(Packet { src, tcp_flags: 0, proto: h[0], l4: L4::LaterFragment });
                 }
                 let len = match proto {

@@ -8,17 +8,20 @@
 
 use crate::{
     Reason,
-    parse::{L4, Packet},
+    parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L4, Packet},
 };
 
 /// Rules held at once (ids 1..=MAX_RULES; 0 means "no rule").
 pub const MAX_RULES: u32 = 4096;
 
+/// Ports of one protocol.
+pub const PORTS: u32 = 1 << 16;
+
 /// Slots of the port table: tcp/udp x source/destination x 65,536 ports.
-pub const PORT_TABLE_ENTRIES: u32 = 4 << 16;
+pub const PORT_TABLE_ENTRIES: u32 = 4 * PORTS;
 
 /// Words of a 65,536-bit port bitmap (served ports, SYN-cookie ports).
-pub const PORT_WORDS: u32 = 1024;
+pub const PORT_WORDS: u32 = PORTS / 64;
 
 /// Word index and bit of `port` in a port bitmap.
 #[inline(always)]
@@ -49,10 +52,6 @@ pub enum Proto {
     Icmpv6 = 3,
 }
 
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_ICMPV6: u8 = 58;
-
 impl Proto {
     pub const ALL: [Proto; 4] = [Proto::Tcp, Proto::Udp, Proto::Icmp, Proto::Icmpv6];
 
@@ -61,7 +60,7 @@ impl Proto {
     #[inline(always)]
     pub fn of(ip_proto: u8, v6: bool) -> Option<Proto> {
         match (ip_proto, v6) {
-            (crate::parse::IPPROTO_TCP, _) => Some(Proto::Tcp),
+            (IPPROTO_TCP, _) => Some(Proto::Tcp),
             (IPPROTO_UDP, _) => Some(Proto::Udp),
             (IPPROTO_ICMP, false) => Some(Proto::Icmp),
             (IPPROTO_ICMPV6, true) => Some(Proto::Icmpv6),
@@ -348,7 +347,7 @@ mod tests {
             Packet {
                 src: Source::V4([192, 0, 2, 1]),
                 tcp_flags: flags,
-                proto: crate::parse::IPPROTO_TCP,
+                proto: IPPROTO_TCP,
                 l4: L4::Head([0x9c, 0x40, c, d]),
             }
         };

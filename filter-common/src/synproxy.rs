@@ -9,6 +9,8 @@
 //! timestamps, its window scale and SACK-permitted in the low bits of TSval
 //! (`cookie_init_timestamp`).
 
+use crate::parse::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
+
 /// What `synproxy enable` set, one entry in `FG_SYNPROXY`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -77,8 +79,9 @@ impl Default for SynOptions {
 }
 
 /// The option parser's state between bytes: a scan over byte positions with a little
-/// state machine, so the XDP program can run one step per `bpf_loop` iteration (the
-/// verifier checks one step once, instead of every sequence of option lengths).
+/// state machine. The XDP program runs one step per byte position, straight-line, and
+/// keeps this state in map memory between steps, which the verifier does not track:
+/// it checks 40 steps instead of every sequence of option lengths.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct OptScan {
@@ -269,7 +272,7 @@ pub fn build_synack(
     // SAFETY: bytes of `out`.
     unsafe {
         core::ptr::write_volatile(&mut out[12], ((SYNACK_LEN / 4) as u8) << 4);
-        core::ptr::write_volatile(&mut out[13], 0x12);
+        core::ptr::write_volatile(&mut out[13], TCP_SYN | TCP_ACK);
         for b in &mut out[14..20] {
             core::ptr::write_volatile(b, 0);
         }
@@ -337,10 +340,13 @@ pub const MAX_PURE_ACK_FRAME: usize = 14 + 8 + 40 + MAX_TCP_HLEN;
 /// number is the client's initial one ([`probe_seq`]). The cookie is checked apart.
 #[inline(always)]
 pub fn probe_candidate(th: &[u8; MAX_TCP_HLEN], th_len: usize, ip_payload: usize) -> Option<u32> {
-    if th[13] & 0x1f != 0x10 || th_len != 32 || ip_payload != th_len {
+    if th[13] & (TCP_FIN | TCP_SYN | TCP_RST | TCP_PSH | TCP_ACK) != TCP_ACK
+        || th_len != 32
+        || ip_payload != th_len
+    {
         return None;
     }
-    if th[20] != 1 || th[21] != 1 || th[22] != 8 || th[23] != 10 {
+    if th[20] != OPT_NOP || th[21] != OPT_NOP || th[22] != OPT_TIMESTAMP || th[23] != 10 {
         return None;
     }
     let seq = u32::from_be_bytes([th[4], th[5], th[6], th[7]]);

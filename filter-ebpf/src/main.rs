@@ -81,16 +81,16 @@ pub fn fg_decide(ctx: XdpContext) -> u32 {
         &MapLimiter::new(&clock),
     );
     // fg_synproxy answers (and counts) the SYN; fg_ackprobe looks for a zero-window
-    // probe among small passed frames while SYN cookies are on (and counts the frame). Either returns here only
-    // if its slot is empty, and then the frame goes on as usual.
+    // probe among small passed frames while SYN cookies are on (and counts the frame).
+    // Either returns here only if its slot is empty, and then the frame goes on as usual.
     let tail = if reason == Reason::SynProxy {
-        TAIL_SYNPROXY
+        Some(TAIL_SYNPROXY)
     } else if reason == Reason::Passed && view.frame_len() <= MAX_PURE_ACK_FRAME && synproxy::enabled() {
-        TAIL_ACKPROBE
+        Some(TAIL_ACKPROBE)
     } else {
-        u32::MAX
+        None
     };
-    if tail != u32::MAX {
+    if let Some(tail) = tail {
         // SAFETY: a tail call with this program's own context.
         // (Its result type differs between the bpf and host builds.)
         #[allow(clippy::let_unit_value)]
@@ -112,6 +112,7 @@ fn verdict(reason: Reason, bytes: usize) -> u32 {
 pub(crate) fn record(reason: Reason, bytes: usize) {
     if let Some(c) = COUNTERS.get_ptr_mut(reason as u32) {
         // Per-CPU slot: no other CPU writes it, so plain adds are exact.
+        // SAFETY: `c` points to this CPU's counter, valid while the program runs.
         unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes as u64;

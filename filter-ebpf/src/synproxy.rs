@@ -33,8 +33,11 @@ use aya_ebpf::{
 use filter_common::{
     PacketView, Reason, TAIL_PROGRAMS,
     limit::take,
-    parse::{ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, MAX_VLAN_TAGS, VLAN_HLEN},
-    rules::{PORT_WORDS, port_bit},
+    parse::{
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPV4_FRAG_MASK,
+        IPV4_PLAIN_VIHL, MAX_VLAN_TAGS, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, VLAN_HLEN,
+    },
+    rules::{self, PORT_WORDS, port_bit},
     synproxy::{
         MAX_OPTS, MAX_PROBES, MAX_TCP_HLEN, OptScan, ProbeKey, SYNACK_LEN, SYNACK_SHORT, SynProxyConfig,
         build_synack, csum_add, csum_fold, csum_replace4, ipv4_csum, probe_candidate, pseudo_v4, pseudo_v6,
@@ -49,7 +52,7 @@ static CONFIG: Array<SynProxyConfig> = Array::with_max_entries(1, 0);
 #[map(name = "FG_SYN_PORTS")]
 static PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
 #[map(name = "FG_SYN_RATE")]
-static RATE: Array<u64> = Array::with_max_entries(65536, 0);
+static RATE: Array<u64> = Array::with_max_entries(rules::PORTS, 0);
 #[map(name = "FG_TAILS")]
 pub static TAILS: ProgramArray = ProgramArray::with_max_entries(TAIL_PROGRAMS.len() as u32, 0);
 #[map(name = "FG_PROBES")]
@@ -189,7 +192,7 @@ fn tcp_header<const SYN: bool>(v: &XdpView, l4: usize, s: &mut Scratch) -> Optio
     }
     // Checked here, not by the caller: 6.1's verifier is at its limit on the SYN path,
     // and the other order of the same code took it over.
-    if SYN && s.syn[13] & 0x17 != 0x02 {
+    if SYN && s.syn[13] & (TCP_FIN | TCP_SYN | TCP_RST | TCP_ACK) != TCP_SYN {
         return None;
     }
     Some(th_len)
@@ -213,7 +216,9 @@ fn cookie(ip: *mut u8, v6: bool, s: &mut Scratch, th_len: usize) -> i64 {
     }
 }
 
-/// Writes the SYN-ACK's TCP header for `s.syn` into `s.out`; returns its length.
+/// Writes the (40-byte) SYN-ACK's TCP header for `s.syn` into `s.out`; returns
+/// whether the client sent timestamps (then only the full header carries what the
+/// cookie needs), or `None` when the cookie helper failed.
 #[inline(always)]
 fn synack(s: &mut Scratch, th_len: usize, cookie: i64, cfg: &SynProxyConfig) -> Option<bool> {
     if cookie < 0 {
@@ -281,13 +286,16 @@ fn swap_macs(ctx: &XdpContext, s: &mut Scratch) -> Option<()> {
 fn ip_header(md: *mut xdp_md, l3: usize, v6: bool, s: &mut Scratch) -> Option<usize> {
     if v6 {
         load(md, l3, &mut s.ip)?;
-        if s.ip[0] >> 4 != 6 || s.ip[6] != 6 {
+        if s.ip[0] >> 4 != 6 || s.ip[6] != IPPROTO_TCP {
             return None;
         }
         Some(l3 + 40)
     } else {
         load(md, l3, &mut s.ip4)?;
-        if s.ip4[0] != 0x45 || s.ip4[9] != 6 || u16::from_be_bytes([s.ip4[6], s.ip4[7]]) & 0x3fff != 0 {
+        if s.ip4[0] != IPV4_PLAIN_VIHL
+            || s.ip4[9] != IPPROTO_TCP
+            || u16::from_be_bytes([s.ip4[6], s.ip4[7]]) & IPV4_FRAG_MASK != 0
+        {
             return None;
         }
         Some(l3 + 20)
@@ -384,13 +392,16 @@ fn answer(ctx: &XdpContext) -> Option<()> {
     // shape took 6.1's verifier over its budget here.)
     let l4 = if v6 {
         load(md, l3, &mut s.ip)?;
-        if s.ip[0] >> 4 != 6 || s.ip[6] != 6 {
+        if s.ip[0] >> 4 != 6 || s.ip[6] != IPPROTO_TCP {
             return None;
         }
         l3 + 40
     } else {
         load(md, l3, &mut s.ip4)?;
-        if s.ip4[0] != 0x45 || s.ip4[9] != 6 || u16::from_be_bytes([s.ip4[6], s.ip4[7]]) & 0x3fff != 0 {
+        if s.ip4[0] != IPV4_PLAIN_VIHL
+            || s.ip4[9] != IPPROTO_TCP
+            || u16::from_be_bytes([s.ip4[6], s.ip4[7]]) & IPV4_FRAG_MASK != 0
+        {
             return None;
         }
         l3 + 20
@@ -448,7 +459,29 @@ fn answer(ctx: &XdpContext) -> Option<()> {
             (csum_fold(csum_add(pseudo_v4(src, dst, SYNACK_LEN), &s.out, SYNACK_LEN)), 20 + SYNACK_LEN)
         };
         s.out[16..18].copy_from_slice(&c.to_be_bytes());
-        let mut rip = [0x45, 0, 0, total as u8, 0, 0, 0x40, 0, 64, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        // Don't Fragment, TTL 64.
+        let mut rip = [
+            IPV4_PLAIN_VIHL,
+            0,
+            0,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            IPPROTO_TCP,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
         rip[12..16].copy_from_slice(&src);
         rip[16..20].copy_from_slice(&dst);
         let c = ipv4_csum(&rip);

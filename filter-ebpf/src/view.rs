@@ -34,6 +34,7 @@ impl PacketView for XdpView {
         // this check redundant from earlier length arithmetic (e.g. IPv4 total length
         // within the frame) and drops it, and the verifier, which cannot follow that
         // arithmetic, then rejects the read.
+        // SAFETY: reads a field of `self`.
         let end = unsafe { core::ptr::read_volatile(&self.data_end) };
         if start + N > end {
             return None;
