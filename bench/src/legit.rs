@@ -16,7 +16,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use aya::programs::{XdpMode, xdp::XdpLinkId};
 use filter_common::{ListKind, Reason};
-use floodgate::lab::{Netns, Nginx, veth_pair};
+use floodgate_lab::{Netns, Nginx, veth_pair};
 use serde_json::json;
 
 use crate::{
@@ -281,7 +281,10 @@ pub fn run(quick: bool) -> anyhow::Result<Vec<Section>> {
     let (rounds, secs) = if quick { (1, 3.0) } else { (3, 6.0) };
     let lab = Lab::new()?;
     let cli = Netns::create("fgb-cli")?;
-    veth_pair(&lab.srv, "fgbk", &[&format!("{SRV_ADDR}/24")], &cli, "fgbc", &[&format!("{CLI_ADDR}/24")])?;
+    veth_pair(
+        (&lab.srv, "fgbk", &[&format!("{SRV_ADDR}/24")]),
+        (&cli, "fgbc", &[&format!("{CLI_ADDR}/24")]),
+    )?;
     // SYN-ACKs to the flood's sources go back to the attacker namespace (one
     // neighbour), as they would go out to the internet.
     lab.srv.ip(&["route", "add", FLOOD_NET, "via", "198.51.100.2"])?;

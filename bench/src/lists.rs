@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use floodgate::lab::{Netns, ip};
+use floodgate_lab::{Netns, ip};
 use ipnet::IpNet;
 use serde_json::json;
 

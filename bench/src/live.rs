@@ -21,7 +21,7 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::programs::{TestRun, TestRunOptions, xdp::XdpLinkId};
 use aya::programs::{TestRunAttrs, XdpMode};
 use filter_common::{ListKind, Reason};
-use floodgate::lab::{Netns, veth_pair};
+use floodgate_lab::{Netns, veth_pair};
 use ipnet::IpNet;
 use serde_json::json;
 
@@ -53,12 +53,8 @@ impl Lab {
         let srv = Netns::create("fgb-srv")?;
         let atk = Netns::create("fgb-atk")?;
         veth_pair(
-            &srv,
-            SRV_IF,
-            &["198.51.100.1/24", "2001:db8:1::1/64"],
-            &atk,
-            ATK_IF,
-            &["198.51.100.2/24", "2001:db8:1::2/64"],
+            (&srv, SRV_IF, &["198.51.100.1/24", "2001:db8:1::1/64"]),
+            (&atk, ATK_IF, &["198.51.100.2/24", "2001:db8:1::2/64"]),
         )?;
         run_in(&srv.name, "ethtool", &["-K", SRV_IF, "gro", "on"]).context("GRO on the server veth")?;
         // The namespace's own /sys (ip netns exec mounts it) holds its devices.
@@ -82,12 +78,7 @@ impl Lab {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
             let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
             if comm.trim().starts_with(&prefix) {
-                // SAFETY: a zeroed cpu_set_t with CPU1 set, for that thread.
-                unsafe {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    libc::CPU_SET(1, &mut set);
-                    libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set);
-                }
+                floodgate_lab::pin_thread(pid, 1);
                 n += 1;
             }
         }

@@ -1,5 +1,5 @@
-//! The real XDP object with the bench programs of filter-ebpf/src/bench.rs, loaded
-//! through floodgate's own loader, plus frame and list builders.
+//! The real XDP object, loaded through floodgate's own loader, next to the bench's
+//! helper programs (bench-ebpf, built by build.rs), plus frame and list builders.
 
 use std::net::IpAddr;
 
@@ -11,10 +11,10 @@ use aya::{
 };
 use filter_common::{ListKind, limit::LimitConfig};
 use floodgate::{
-    lab::{FrameSpec, build},
     loader::{self, Capacity},
     maps::FilterMaps,
 };
+use floodgate_lab::{FrameSpec, build};
 use ipnet::IpNet;
 
 pub const FLOOR: &str = "fgb_pass";
@@ -24,15 +24,23 @@ pub const WRAP: &str = "fgb_wrap";
 pub const FLOODGATE: &str = filter_common::PROGRAM_NAME;
 
 pub struct Obj {
+    /// floodgate's object, as production loads it.
     pub ebpf: Ebpf,
+    /// The `fgb_*` programs.
+    bench: Ebpf,
     pub maps: FilterMaps,
     cfg: Array<MapData, u32>,
     template: Array<MapData, [u8; TEMPLATE_LEN]>,
     jump: ProgramArray<MapData>,
 }
 
-/// Longest frame the generator restores (filter-ebpf/src/bench.rs).
+/// Longest frame the generator restores (bench-ebpf).
 const TEMPLATE_LEN: usize = 128;
+
+/// The bench-ebpf object (empty when built without bpf-linker: see ebpf-build).
+fn bench_object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fgb"))
+}
 
 impl Obj {
     /// Loads floodgate (lists of `entries` per family) and the bench programs.
@@ -41,29 +49,41 @@ impl Obj {
         let mut ebpf = loader::load(cap).context("loading the XDP object (as root?)")?;
         let mut maps = FilterMaps::take(&mut ebpf)?;
         loader::init_meta(&mut maps, 0, 0, cap)?;
+        anyhow::ensure!(
+            !bench_object().is_empty(),
+            "the bench was built without bpf-linker, so it holds no fgb_* programs: run scripts/setup.sh, then build again"
+        );
+        let mut bench = Ebpf::load(bench_object()).context("loading the bench's XDP object")?;
         for name in [FLOOR, DROP, GEN, WRAP] {
-            let p: &mut Xdp = ebpf
+            let p: &mut Xdp = bench
                 .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the object (rebuild filter-user)"))?
+                .ok_or_else(|| anyhow!("program {name} missing from the bench object"))?
                 .try_into()?;
             p.load().with_context(|| format!("loading {name}"))?;
         }
-        let cfg = Array::try_from(ebpf.take_map("FGB_CFG").ok_or_else(|| anyhow!("no FGB_CFG"))?)?;
-        let template =
-            Array::try_from(ebpf.take_map("FGB_TEMPLATE").ok_or_else(|| anyhow!("no FGB_TEMPLATE"))?)?;
-        let jump = ProgramArray::try_from(ebpf.take_map("FGB_JUMP").ok_or_else(|| anyhow!("no FGB_JUMP"))?)?;
-        Ok(Self { ebpf, maps, cfg, template, jump })
+        let mut take = |name: &str| bench.take_map(name).ok_or_else(|| anyhow!("no {name}"));
+        let cfg = Array::try_from(take("FGB_CFG")?)?;
+        let template = Array::try_from(take("FGB_TEMPLATE")?)?;
+        let jump = ProgramArray::try_from(take("FGB_JUMP")?)?;
+        Ok(Self { ebpf, bench, maps, cfg, template, jump })
+    }
+
+    /// The object holding `name`: the bench's (fgb_*) or floodgate's.
+    fn object(&self, name: &str) -> &Ebpf {
+        if name.starts_with("fgb_") { &self.bench } else { &self.ebpf }
     }
 
     pub fn prog(&self, name: &str) -> anyhow::Result<&Xdp> {
-        Ok(self.ebpf.program(name).ok_or_else(|| anyhow!("no program {name}"))?.try_into()?)
+        Ok(self.object(name).program(name).ok_or_else(|| anyhow!("no program {name}"))?.try_into()?)
     }
 
     pub fn prog_mut(&mut self, name: &str) -> anyhow::Result<&mut Xdp> {
-        Ok(self.ebpf.program_mut(name).ok_or_else(|| anyhow!("no program {name}"))?.try_into()?)
+        let obj = if name.starts_with("fgb_") { &mut self.bench } else { &mut self.ebpf };
+        Ok(obj.program_mut(name).ok_or_else(|| anyhow!("no program {name}"))?.try_into()?)
     }
 
-    /// Where `fgb_wrap` tail-calls to.
+    /// Where `fgb_wrap` tail-calls to: a program of either object (both are XDP, so
+    /// the program array takes floodgate's entry too).
     pub fn jump_to(&mut self, name: &str) -> anyhow::Result<()> {
         let fd = self.prog(name)?.fd()?.try_clone()?;
         self.jump.set(0, &fd, 0).context("setting the tail call")

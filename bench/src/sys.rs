@@ -44,15 +44,7 @@ pub fn cleanup_leftovers() {
     }
 }
 
-/// Pins the calling thread to one CPU.
-pub fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread (pid 0).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
+pub use floodgate_lab::pin_to_cpu;
 
 /// Busy and total time of one CPU from /proc/stat, in ns.
 #[derive(Clone, Copy, Debug, Default)]

@@ -8,7 +8,6 @@
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
-mod bench;
 mod clock;
 mod limiter;
 mod lists;

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use floodgate::lab::{FrameSpec, build};
+use floodgate_lab::{FrameSpec, build};
 
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
@@ -48,10 +48,13 @@ pub fn with_ipv4_options(frame: &[u8], l3: usize, words: usize) -> Vec<u8> {
 
 /// Recomputes the checksum of the IPv4 header at `l3`.
 pub fn fix_ipv4_checksum(f: &mut [u8], l3: usize) {
-    use floodgate::lab::packet::{csum_add, csum_fold};
+    use filter_common::synproxy::{MAX_TCP_HLEN, csum_add, csum_fold};
     let ihl = (f[l3] & 0x0f) as usize * 4;
     f[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
-    let c = csum_fold(csum_add(0, &f[l3..l3 + ihl]));
+    // An IPv4 header (60 bytes at most) fits the summing buffer of TCP headers.
+    let mut h = [0u8; MAX_TCP_HLEN];
+    h[..ihl].copy_from_slice(&f[l3..l3 + ihl]);
+    let c = csum_fold(csum_add(0, &h, ihl));
     f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
 }
 

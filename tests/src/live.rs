@@ -16,10 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use floodgate::{
-    lab::{FrameSpec, Netns, RawSender, build, veth_pair_queues},
-    maps::FilterMaps,
-};
+use floodgate::maps::FilterMaps;
+use floodgate_lab::{FrameSpec, Netns, RawSender, build, veth_pair_queues};
 use serde_json::Value;
 
 pub const SRV_V4: &str = "198.51.100.1";
@@ -87,12 +85,8 @@ impl Lab {
         let cli = Netns::create(&format!("fgt-{tag}-c")).expect("client namespace");
         let (srv_if, cli_if) = (format!("{tag}s"), format!("{tag}c"));
         veth_pair_queues(
-            &srv,
-            &srv_if,
-            &[&format!("{SRV_V4}/24"), &format!("{SRV_V6}/64")],
-            &cli,
-            &cli_if,
-            &["198.51.100.2/24", "2001:db8:1::2/64"],
+            (&srv, &srv_if, &[&format!("{SRV_V4}/24"), &format!("{SRV_V6}/64")]),
+            (&cli, &cli_if, &["198.51.100.2/24", "2001:db8:1::2/64"]),
             queues,
         )
         .expect("veth pair");
@@ -105,7 +99,7 @@ impl Lab {
                 let path = format!("/sys/class/net/{cli_if}/queues/tx-{q}/xps_cpus");
                 // `ip netns exec` mounts the namespace's own /sys for the command.
                 let cmd = format!("echo {mask:x} > {path}");
-                floodgate::lab::ip(&["netns", "exec", &cli.name, "sh", "-c", &cmd]).expect("xps");
+                floodgate_lab::ip(&["netns", "exec", &cli.name, "sh", "-c", &cmd]).expect("xps");
             }
         }
         let srv_mac = srv.mac(&srv_if).expect("mac");
@@ -318,12 +312,4 @@ pub fn packets(stats: &Value, path: &str) -> u64 {
     v["packets"].as_u64().unwrap_or_else(|| panic!("no {path}.packets in {stats}"))
 }
 
-/// Pins the calling thread to one CPU.
-pub fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread (pid 0).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
+pub use floodgate_lab::pin_to_cpu;

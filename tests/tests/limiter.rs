@@ -8,7 +8,7 @@ use filter_common::{
     ListKind, Reason,
     limit::{Bucket, Event, SourceKey},
 };
-use floodgate::lab::{FrameSpec, build};
+use floodgate_lab::{FrameSpec, build};
 use integration_tests::{
     frames::udp_from,
     harness::{Harness, limits},

@@ -265,7 +265,7 @@ fn bad_inputs_give_their_error_and_change_nothing() {
 #[test]
 fn auto_mode_falls_back_to_skb_with_a_warning() {
     // Loopback has no native XDP support.
-    let ns = floodgate::lab::Netns::create("fgt-lo").unwrap();
+    let ns = floodgate_lab::Netns::create("fgt-lo").unwrap();
     let run = |args: &[&str]| -> integration_tests::live::Run {
         let mut c = ns.command(integration_tests::live::floodgate_bin().to_str().unwrap());
         c.args(args);

@@ -165,7 +165,7 @@ fn tagged(lab: &Lab, src: &str, tags: usize, qinq: bool) -> (Vec<u8>, usize) {
     spec.payload = vec![0x5a; 24];
     // VLAN ID 0: priority tags, which the kernel strips without a VLAN device.
     spec.vlans = (0..tags).map(|i| (if qinq && i == 0 { 0x88a8 } else { 0x8100 }, 0)).collect();
-    (floodgate::lab::build(&spec), l3_offset(tags))
+    (floodgate_lab::build(&spec), l3_offset(tags))
 }
 
 /// The datagram in two fragments, behind 0-2 priority tags.

@@ -12,7 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use floodgate::{lab::build, stats::Totals};
+use floodgate::stats::Totals;
+use floodgate_lab::build;
 use integration_tests::live::{Lab, packets, pin_to_cpu};
 use serde_json::Value;
 

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use floodgate::lab::{Netns, build, veth_pair};
+use floodgate_lab::{Netns, build, veth_pair};
 use integration_tests::live::{Lab, SRV_V4, packets};
 use serde_json::Value;
 
@@ -75,7 +75,8 @@ fn wait_for_dns(ns: &Netns, server: &str, name: &str) {
 fn dns_server_keeps_answering_under_policy_and_reflection_rules() {
     let lab = Lab::new("dns");
     let res = Netns::create("fgt-dns-r").expect("resolver namespace");
-    veth_pair(&lab.cli, "dnsr", &["203.0.113.254/24"], &res, "dnsx", &[&format!("{RESOLVER}/24")]).unwrap();
+    veth_pair((&lab.cli, "dnsr", &["203.0.113.254/24"]), (&res, "dnsx", &[&format!("{RESOLVER}/24")]))
+        .unwrap();
     lab.cli.sysctl("net.ipv4.ip_forward", "1").unwrap();
     lab.srv.ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.2"]).unwrap();
     res.ip(&["route", "add", "198.51.100.0/24", "via", "203.0.113.254"]).unwrap();

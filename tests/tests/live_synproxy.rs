@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use floodgate::lab::{Netns, Nginx, build};
+use floodgate_lab::{Netns, Nginx, build};
 use integration_tests::live::{Lab, SRV_V4, SRV_V6, floodgate_bin, packets};
 use serde_json::Value;
 

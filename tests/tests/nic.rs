@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use floodgate::lab::Netns;
+use floodgate_lab::Netns;
 use integration_tests::live::{Lab, SRV_V4, SRV_V6, packets};
 
 /// Kept in step with NIC_MACS in xtask/src/vm.rs.
@@ -46,7 +46,7 @@ fn native_mode_on_virtio_net_drops_blocklisted_sources_across_the_hub() {
         (&srv, &srv_if, [format!("{SRV_V4}/24"), format!("{SRV_V6}/64")]),
         (&cli, &cli_if, ["198.51.100.2/24".into(), "2001:db8:1::2/64".into()]),
     ] {
-        floodgate::lab::ip(&["link", "set", dev, "netns", &ns.name]).expect("move NIC");
+        floodgate_lab::ip(&["link", "set", dev, "netns", &ns.name]).expect("move NIC");
         for a in &addrs {
             let mut args = vec!["addr", "add", a.as_str(), "dev", dev.as_str()];
             if a.contains(':') {

@@ -17,11 +17,11 @@ use std::{
 use aya::programs::{XdpMode, links::FdLink};
 use filter_common::{META_VERSION, map_names};
 use floodgate::{
-    lab::Netns,
     loader::{self, Capacity},
     maps::FilterMaps,
     pins::{self, PIN_ROOT_ENV},
 };
+use floodgate_lab::Netns;
 use integration_tests::live::{Run, floodgate_bin};
 use serde_json::Value;
 

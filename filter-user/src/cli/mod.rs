@@ -1,7 +1,6 @@
 //! Command-line interface: the clap definitions and one module per subcommand.
 
 mod attach;
-mod demo;
 mod detach;
 mod limit;
 mod lists;
@@ -71,7 +70,6 @@ pub enum Command {
     Stats(stats::Args),
     Top(top::Args),
     Run(run::Args),
-    Demo(demo::Args),
 }
 
 impl Command {
@@ -90,7 +88,6 @@ impl Command {
             Command::Stats(a) => stats::run(a),
             Command::Top(a) => top::run(a),
             Command::Run(a) => run::run(a),
-            Command::Demo(a) => demo::run(a),
         }
     }
 }

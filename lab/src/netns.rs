@@ -2,13 +2,12 @@
 
 use std::{
     fs::File,
-    io,
-    os::fd::AsRawFd,
     path::PathBuf,
     process::{Command, Output},
 };
 
 use anyhow::{Context as _, bail};
+use nix::sched::{CloneFlags, setns};
 
 /// Runs `ip ARGS...`, failing with its stderr.
 pub fn ip(args: &[&str]) -> anyhow::Result<String> {
@@ -77,10 +76,8 @@ impl Netns {
         std::thread::scope(|s| {
             s.spawn(|| -> anyhow::Result<T> {
                 let fd = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-                // SAFETY: setns on a namespace fd we hold; it only affects this thread.
-                if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error()).context("setns");
-                }
+                // Only this (scoped) thread moves.
+                setns(fd, CloneFlags::CLONE_NEWNET).context("setns")?;
                 Ok(f())
             })
             .join()
@@ -111,37 +108,26 @@ impl Drop for Netns {
     }
 }
 
-/// A veth pair from `a_ns/a` to `b_ns/b`, both up, with the given addresses. No
-/// default route anywhere: traffic cannot leave the lab.
-pub fn veth_pair(
-    a_ns: &Netns,
-    a: &str,
-    a_addrs: &[&str],
-    b_ns: &Netns,
-    b: &str,
-    b_addrs: &[&str],
-) -> anyhow::Result<()> {
-    veth_pair_queues(a_ns, a, a_addrs, b_ns, b, b_addrs, 1)
+/// One end of a veth pair: its namespace, interface name and addresses.
+pub type End<'a> = (&'a Netns, &'a str, &'a [&'a str]);
+
+/// A veth pair between two ends, both up, with the given addresses. No default route
+/// anywhere: traffic cannot leave the lab.
+pub fn veth_pair(a: End, b: End) -> anyhow::Result<()> {
+    veth_pair_queues(a, b, 1)
 }
 
 /// As [`veth_pair`], with `queues` RX/TX queues per end: frames sent from different
 /// CPUs then reach the peer's XDP program on different CPUs.
-pub fn veth_pair_queues(
-    a_ns: &Netns,
-    a: &str,
-    a_addrs: &[&str],
-    b_ns: &Netns,
-    b: &str,
-    b_addrs: &[&str],
-    queues: u32,
-) -> anyhow::Result<()> {
+pub fn veth_pair_queues(a: End, b: End, queues: u32) -> anyhow::Result<()> {
     let q = queues.to_string();
+    let ((a_ns, a_dev, _), (b_ns, b_dev, _)) = (a, b);
     #[rustfmt::skip]
     ip(&[
-        "link", "add", a, "netns", &a_ns.name, "numtxqueues", &q, "numrxqueues", &q, "type", "veth",
-        "peer", "name", b, "netns", &b_ns.name, "numtxqueues", &q, "numrxqueues", &q,
+        "link", "add", a_dev, "netns", &a_ns.name, "numtxqueues", &q, "numrxqueues", &q, "type", "veth",
+        "peer", "name", b_dev, "netns", &b_ns.name, "numtxqueues", &q, "numrxqueues", &q,
     ])?;
-    for (ns, dev, addrs) in [(a_ns, a, a_addrs), (b_ns, b, b_addrs)] {
+    for (ns, dev, addrs) in [a, b] {
         for addr in addrs {
             // nodad: IPv6 addresses are usable at once, not after duplicate detection.
             let mut args = vec!["addr", "add", *addr, "dev", dev];

@@ -1,5 +1,5 @@
-//! `floodgate demo`: a flood, a legitimate client, and the filter stopping the flood
-//! at runtime, in namespaces this command creates and removes.
+//! `floodgate-demo` (run by scripts/demo.sh): a flood, a legitimate client, and the
+//! filter stopping the flood at runtime, in namespaces this command creates and removes.
 //!
 //! Scene (no route leaves it):
 //!
@@ -14,6 +14,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr, UdpSocket},
+    process::ExitCode,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
@@ -23,26 +24,29 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use filter_common::{ListKind, Reason};
+use clap::Parser as _;
+use filter_common::{ListKind, MODE_NATIVE, MODE_SKB, Reason};
 use floodgate::{
-    lab::{FrameSpec, Netns, RawSender, build, veth_pair},
     loader::{self, Capacity, Mode},
     maps::FilterMaps,
     pins::{self, IfacePins},
 };
-
-use super::output::grouped;
+use floodgate_lab::{FrameSpec, Netns, RawSender, build, veth_pair};
+use nix::sys::signal::{SigHandler, Signal, signal};
+use num_format::{Locale, ToFormattedString as _};
 
 /// Run a self-contained demonstration: a server under a spoofed UDP flood, a
 /// legitimate client, and floodgate blocking the flood's source range part-way through.
 ///
 /// Creates network namespaces fgdemo-{srv,net,cli,atk} joined by veth pairs and a
 /// bridge, with no route out; everything is removed at the end, on Ctrl-C, or on error.
-#[derive(clap::Args, Debug)]
+/// Needs root.
+#[derive(clap::Parser, Debug)]
+#[command(name = "floodgate-demo")]
 pub struct Args {
-    /// Length of the demonstration in seconds.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(6..=600))]
-    pub duration: u64,
+    /// Length of the demonstration, 6s to 10m, in whole seconds (e.g. `20s`, `1m`).
+    #[arg(long, default_value = "20s", value_parser = parse_length)]
+    pub duration: Duration,
     /// Flood rate in packets per second (bounded: the flood stops by itself).
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=2_000_000))]
     pub flood_pps: u64,
@@ -56,9 +60,32 @@ const FLOOD_V6: &str = "2001:db8:bad::/48";
 const ECHO_PORT: u16 = 7;
 const SINK_PORT: u16 = 9;
 
+fn parse_length(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if !(6..=600).contains(&d.as_secs()) || d.subsec_nanos() != 0 {
+        return Err("expected whole seconds from 6s to 10m".into());
+    }
+    Ok(d)
+}
+
+/// Thousands separators for humans.
+fn grouped(n: u64) -> String {
+    n.to_formatted_string(&Locale::en)
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("floodgate-demo: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 static STOP: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_signal(_: libc::c_int) {
+extern "C" fn on_signal(_: std::ffi::c_int) {
     STOP.store(true, Relaxed);
 }
 
@@ -96,17 +123,16 @@ fn build_scene() -> anyhow::Result<Scene> {
     for (ns, dev, peer, host) in
         [(&srv, SRV_IF, "br-srv", 1u8), (&cli, "fgd-cli", "br-cli", 2), (&atk, "fgd-atk", "br-atk", 3)]
     {
-        veth_pair(ns, dev, &[&v4(host), &v6(host)], &net, peer, &[])?;
+        veth_pair((ns, dev, &[&v4(host), &v6(host)]), (&net, peer, &[]))?;
         net.ip(&["link", "set", peer, "master", "br0"])?;
     }
     Ok(Scene { srv, cli, atk, _net: net })
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+fn run(args: Args) -> anyhow::Result<()> {
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { signal(sig, SigHandler::Handler(on_signal)) }.context("installing a signal handler")?;
     }
     // Left by a demo that was killed: its namespace is gone (the link lost its
     // interface), its pins are not.
@@ -130,10 +156,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 fn play(scene: &Scene, args: &Args) -> anyhow::Result<()> {
     let attached = scene.srv.enter(|| loader::attach(SRV_IF, Mode::Auto, Capacity::default()))??;
-    println!(
-        "$ nsenter --net=/run/netns/fgdemo-srv floodgate attach -i {SRV_IF}    # {} mode",
-        super::output::mode_name(attached.mode)
-    );
+    let mode = match attached.mode {
+        MODE_NATIVE => "native",
+        MODE_SKB => "skb",
+        _ => "unknown",
+    };
+    println!("$ nsenter --net=/run/netns/fgdemo-srv floodgate attach -i {SRV_IF}    # {mode} mode");
     let maps = FilterMaps::from_pins(&attached.pins.dir)?;
     let tally = Arc::new(Tally::default());
     let done = Arc::new(AtomicBool::new(false));
@@ -151,8 +179,8 @@ fn play(scene: &Scene, args: &Args) -> anyhow::Result<()> {
     let client = scene.cli.enter(|| UdpSocket::bind("198.51.100.2:0"))??;
     let sender = scene.atk.enter(|| RawSender::open("fgd-atk"))??;
 
-    let total = Duration::from_secs(args.duration);
-    let block_at = args.duration / 3;
+    let total = args.duration;
+    let block_at = args.duration.as_secs() / 3;
     thread::scope(|s| -> anyhow::Result<()> {
         let (echo, sink4, sink6) = srv_sockets;
         s.spawn(|| serve_echo(echo, &finished));
@@ -315,7 +343,7 @@ fn flood(
             frames.push(build(&spec));
         }
     }
-    let count = args.flood_pps * args.duration;
+    let count = args.flood_pps * args.duration.as_secs();
     let mut i = 0usize;
     sender
         .send_paced(

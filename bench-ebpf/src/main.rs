@@ -1,5 +1,6 @@
-//! Programs for `cargo xtask bench` only; floodgate's loader never loads or attaches
-//! them (it loads the program named `floodgate`).
+//! The XDP helper programs of `cargo xtask bench` (object `fgb`), built apart from
+//! floodgate's object so that production never loads or pins them; the bench loads
+//! this object next to floodgate's.
 //!
 //! - `fgb_pass`: an empty XDP_PASS, the floor of BPF_PROG_TEST_RUN costs, and the
 //!   program on the receiving veth when measuring nftables, iptables or no filter.
@@ -19,6 +20,10 @@
 //! compared on equal work. Sources: 2001:db8::/32 for IPv6; for IPv4 the bits of
 //! `FGB_CFG[3]` come from that draw and the others from `FGB_CFG[2]` (both 0, the
 //! default: 198.18.0.0/15; base 0 and span u32::MAX: the whole 32-bit space).
+// no_std only for the bpf target: on the host (cargo clippy --workspace) the crate
+// links std and gets a dummy main, as filter-ebpf does.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -27,6 +32,7 @@ use aya_ebpf::{
     maps::{Array, ProgramArray},
     programs::XdpContext,
 };
+use filter_common::synproxy::csum_fold;
 
 /// 0: the source mask; 1: the template's length (0: no template); 2: the IPv4
 /// source's fixed bits; 3: its random bits (0: base 198.18.0.0, span 0x1ffff).
@@ -86,11 +92,10 @@ pub fn fgb_wrap(ctx: XdpContext) -> u32 {
     xdp_action::XDP_ABORTED
 }
 
-/// Ones' complement sum, folded to 16 bits.
+/// Ones' complement sum, folded to 16 bits (not complemented, unlike a checksum field).
 #[inline(always)]
-fn fold(mut s: u32) -> u32 {
-    s = (s & 0xffff) + (s >> 16);
-    (s & 0xffff) + (s >> 16)
+fn fold(s: u32) -> u32 {
+    u32::from(!csum_fold(s))
 }
 
 #[inline(always)]
@@ -162,3 +167,16 @@ fn rewrite(ctx: &XdpContext) {
         }
     }
 }
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
