@@ -21,10 +21,10 @@ use filter_common::{
 use thiserror::Error;
 
 use crate::{
-    maps::{FilterMaps, OpenError},
+    limits::{LimitError, LimiterMaps},
+    maps::{Core, MapSource, MetaError, OpenError},
     object,
     pins::{self, IfacePins, PinsError},
-    store::StoreError,
 };
 
 /// Largest `--max-entries`: the compiled arrays hold four regions of this many
@@ -88,7 +88,9 @@ pub enum AttachError {
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 fn list_hint(available: &[String]) -> String {
@@ -183,7 +185,6 @@ pub fn attach(iface: &str, mode: Mode, cap: Capacity) -> Result<Attached, Attach
             let path = pins.map(name);
             map.pin(&path).map_err(|e| pin_err(&format!("map {name}"), &path.display().to_string(), e))?;
         }
-        let mut maps = FilterMaps::take(&mut ebpf)?;
         let prog = program(&mut ebpf)?;
         let (link_id, mode, native_error) = match mode {
             Mode::Native => (attach_mode(prog, index, iface, XdpMode::Driver)?, MODE_NATIVE, None),
@@ -197,8 +198,8 @@ pub fn attach(iface: &str, mode: Mode, cap: Capacity) -> Result<Attached, Attach
                 Err(e) => return Err(e),
             },
         };
-        init_meta(&mut maps, mode, index, cap)?;
         let link = prog.take_link(link_id).map_err(AttachError::Verify)?;
+        init_meta(&mut ebpf, mode, index, cap)?;
         let link: FdLink = link.try_into().map_err(|_| AttachError::NoLink(iface.to_string()))?;
         let path = pins.link();
         link.pin(&path).map_err(|e| pin_err("the XDP link", &path.display().to_string(), e))?;
@@ -318,17 +319,16 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, AttachError> {
         .map_err(AttachError::Verify)
 }
 
-/// Writes the bookkeeping of a fresh attach (or test load): empty lists.
-pub fn init_meta(maps: &mut FilterMaps, mode: u32, ifindex: u32, cap: Capacity) -> Result<(), StoreError> {
-    // The limiter's doorkeeper hashes sources with a secret seed, so that nobody can
-    // aim a flood at the slot of a source they want untracked.
-    let mut seed = [0u8; 8];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut seed);
-    }
-    let seed = u64::from_ne_bytes(seed) ^ std::process::id() as u64;
-    maps.global.set(filter_common::limit::GLOBAL_SEED, &seed, 0).map_err(StoreError::Meta)?;
-    maps.write_meta(&Meta {
+/// Writes the bookkeeping of a fresh attach (or test load): empty lists, and the
+/// limiter's seed.
+pub fn init_meta(
+    src: &mut impl MapSource,
+    mode: u32,
+    ifindex: u32,
+    cap: Capacity,
+) -> Result<(), AttachError> {
+    LimiterMaps::open(src)?.init_seed()?;
+    Core::open(src)?.write(&Meta {
         version: META_VERSION,
         mode,
         ifindex,
@@ -337,7 +337,8 @@ pub fn init_meta(maps: &mut FilterMaps, mode: u32, ifindex: u32, cap: Capacity) 
         attached_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         max_sources: cap.sources,
         _pad: 0,
-    })
+    })?;
+    Ok(())
 }
 
 fn attach_mode(

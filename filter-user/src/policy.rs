@@ -1,15 +1,17 @@
 //! The served-ports policy and the fragment setting, as the controller writes them:
 //! bitmaps and settings go into the unused slot, then one 4-byte write switches.
 
+use aya::maps::{Array, MapData};
 use filter_common::{
     ACTIVE_POLICY,
     cidr::echo,
+    map_names,
     rules::{PORT_WORDS, PolicyConfig, Proto},
 };
 use thiserror::Error;
 
 use crate::{
-    maps::FilterMaps,
+    maps::{MapSource, OpenError},
     portmap,
     rules::{RuleError, parse_proto, parse_range},
 };
@@ -115,7 +117,24 @@ pub struct PolicyState {
     pub served: Vec<Served>,
 }
 
-impl FilterMaps {
+/// The policy's group: its two configuration slots, their served-port bitmaps, and
+/// its word in `FG_ACTIVE`. The fields are the raw maps (tests inspect them).
+pub struct PolicyMaps {
+    /// Only `ACTIVE_POLICY` is touched here.
+    pub active: Array<MapData, u32>,
+    pub policy: Array<MapData, PolicyConfig>,
+    pub served: Array<MapData, u64>,
+}
+
+impl PolicyMaps {
+    pub fn open(src: &mut impl MapSource) -> Result<Self, OpenError> {
+        Ok(PolicyMaps {
+            active: src.typed(map_names::ACTIVE)?,
+            policy: src.typed(map_names::POLICY)?,
+            served: src.typed(map_names::SERVED)?,
+        })
+    }
+
     fn policy_slot(&self) -> Result<u32, PolicyError> {
         Ok(self.active.get(&ACTIVE_POLICY, 0).map_err(PolicyError::Map)? & 1)
     }

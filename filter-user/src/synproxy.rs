@@ -24,14 +24,20 @@ use std::{
     process::{Command, Stdio},
 };
 
+use aya::maps::{Array, MapData};
 use filter_common::{
     cidr::echo,
     limit::Bucket,
+    map_names,
     synproxy::{SynProxyConfig, kernel_wscale},
 };
 use thiserror::Error;
 
-use crate::{maps::FilterMaps, portmap, rules::parse_range};
+use crate::{
+    maps::{Core, MapSource, MetaError, OpenError},
+    portmap,
+    rules::parse_range,
+};
 
 /// The nftables table floodgate creates and removes; nothing else is touched.
 pub const NFT_TABLE: &str = "floodgate";
@@ -70,7 +76,7 @@ pub enum SynProxyError {
     #[error("writing the SYN-cookie maps")]
     Map(#[source] aya::maps::MapError),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Core(#[from] MetaError),
     #[error("taking the namespace's SYN-cookie lock {path}")]
     Lock {
         path: String,
@@ -382,7 +388,24 @@ fn delete_table() -> Result<(), SynProxyError> {
     nft(&format!("table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\n")).map(drop)
 }
 
-impl FilterMaps {
+/// The SYN cookies' group: the configuration and the protected ports, with the
+/// bookkeeping for the interface's ifindex (which names its nftables chain). The
+/// fields are the raw maps (tests inspect them).
+pub struct SynProxyMaps {
+    pub core: Core,
+    pub synproxy: Array<MapData, SynProxyConfig>,
+    pub syn_ports: Array<MapData, u64>,
+}
+
+impl SynProxyMaps {
+    pub fn open(src: &mut impl MapSource) -> Result<Self, OpenError> {
+        Ok(SynProxyMaps {
+            core: Core::open(src)?,
+            synproxy: src.typed(map_names::SYNPROXY)?,
+            syn_ports: src.typed(map_names::SYN_PORTS)?,
+        })
+    }
+
     pub fn synproxy_config(&self) -> Result<SynProxyConfig, SynProxyError> {
         self.synproxy.get(&0, 0).map_err(SynProxyError::Map)
     }
@@ -411,7 +434,7 @@ impl FilterMaps {
     }
 
     fn ifindex(&self) -> Result<u32, SynProxyError> {
-        Ok(self.read_meta()?.ifindex)
+        Ok(self.core.read()?.ifindex)
     }
 
     /// This interface's chain in the namespace's table, if present (left by an

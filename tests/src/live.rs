@@ -18,7 +18,7 @@ use std::{
 
 use floodgate::{
     lab::{FrameSpec, Netns, RawSender, build, veth_pair_queues},
-    maps::FilterMaps,
+    maps::{FilterMaps, PinDir},
 };
 use serde_json::Value;
 
@@ -217,7 +217,7 @@ impl Lab {
 
     /// The attached interface's maps, opened from its pins.
     pub fn maps(&self) -> FilterMaps {
-        FilterMaps::from_pins(&self.pins_dir()).expect("pinned maps")
+        FilterMaps::open(&mut PinDir(&self.pins_dir())).expect("pinned maps")
     }
 
     /// Whether the server's interface has an XDP program attached.

@@ -27,8 +27,10 @@ use filter_common::{ListKind, Reason};
 use floodgate::{
     lab::{FrameSpec, Netns, RawSender, build, veth_pair},
     loader::{self, Capacity, Mode},
-    maps::FilterMaps,
+    maps::PinDir,
     pins::{self, IfacePins},
+    stats::Counters,
+    store::ListMaps,
 };
 
 use super::output::grouped;
@@ -134,7 +136,7 @@ fn play(scene: &Scene, args: &Args) -> anyhow::Result<()> {
         "$ nsenter --net=/run/netns/fgdemo-srv floodgate attach -i {SRV_IF}    # {} mode",
         super::output::mode_name(attached.mode)
     );
-    let maps = FilterMaps::from_pins(&attached.pins.dir)?;
+    let maps = Counters::open(&mut PinDir(&attached.pins.dir))?;
     let tally = Arc::new(Tally::default());
     let done = Arc::new(AtomicBool::new(false));
     let finished = || done.load(Relaxed) || stopping();
@@ -171,7 +173,7 @@ fn play(scene: &Scene, args: &Args) -> anyhow::Result<()> {
 }
 
 fn display(
-    maps: &FilterMaps,
+    maps: &Counters,
     pins: &IfacePins,
     tally: &Tally,
     total: Duration,
@@ -224,7 +226,7 @@ fn display(
             println!("      $ floodgate blocklist add {FLOOD_V4} {FLOOD_V6}");
             let nets = [FLOOD_V4.parse()?, FLOOD_V6.parse()?];
             let _lock = pins.lock()?;
-            let mut writable = FilterMaps::from_pins(&pins.dir)?;
+            let mut writable = ListMaps::open(&mut PinDir(&pins.dir))?;
             writable.add(ListKind::Block, &nets, None, &mut |_, _| {})?;
             blocked = true;
             // Count from the moment the block is in force, not from before the command.
