@@ -2,7 +2,7 @@
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use filter_common::{
-    ACTIVE_LIMITS,
+    ACTIVE_LIMITS, Family,
     limit::{Ban, Event, GLOBAL_SEED, GLOBAL_SYN, LimitConfig, SourceKey, SourceState},
     map_names,
 };
@@ -146,7 +146,7 @@ impl LimiterMaps {
 
 /// A source key as a CIDR string.
 pub fn key_cidr(k: &SourceKey) -> String {
-    if k.family == 4 {
+    if k.family() == Some(Family::V4) {
         format!("{}.{}.{}.{}/{}", k.addr[0], k.addr[1], k.addr[2], k.addr[3], k.prefix_len)
     } else {
         format!("{}/{}", std::net::Ipv6Addr::from(k.addr), k.prefix_len)

@@ -1,7 +1,6 @@
 //! Loading, attaching, pinning and detaching the XDP program.
 
 use std::{
-    ffi::{CStr, CString},
     fs, io,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -111,29 +110,15 @@ pub struct Attached {
 
 /// Names of the interfaces in this network namespace.
 pub fn interfaces() -> Vec<String> {
-    let mut names = Vec::new();
-    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
-    unsafe {
-        let list = libc::if_nameindex();
-        if list.is_null() {
-            return names;
-        }
-        let mut p = list;
-        while (*p).if_index != 0 {
-            names.push(CStr::from_ptr((*p).if_name).to_string_lossy().into_owned());
-            p = p.add(1);
-        }
-        libc::if_freenameindex(list);
-    }
-    names
+    nix::net::if_::if_nameindex()
+        .map(|list| list.iter().map(|i| i.name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
 }
 
 /// The index of `iface` in this network namespace.
 pub fn ifindex(iface: &str) -> Result<u32, AttachError> {
     pins::check_iface_name(iface)?;
-    let c = CString::new(iface).expect("checked: no NUL");
-    // SAFETY: valid C string.
-    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+    match pins::nametoindex(iface) {
         0 => Err(AttachError::UnknownInterface { iface: iface.to_string(), available: interfaces() }),
         i => Ok(i),
     }
@@ -381,9 +366,8 @@ fn pin_err(what: &str, path: &str, e: impl std::error::Error + Send + Sync + 'st
 /// Without CAP_SYS_RESOURCE this fails; kernels >= 5.11 charge BPF memory to the
 /// cgroup instead of RLIMIT_MEMLOCK, so the failure does not matter there.
 fn raise_memlock() {
-    let rl = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
-    // SAFETY: plain setrlimit with a valid struct.
-    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) };
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    let _ = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY);
 }
 
 /// Detaches the program and removes every pin of the interface, whatever version of

@@ -6,7 +6,7 @@ use filter_common::{
     ACTIVE_POLICY,
     cidr::echo,
     map_names,
-    rules::{PORT_WORDS, PolicyConfig, Proto},
+    rules::{PolicyConfig, Proto, served_base},
 };
 use thiserror::Error;
 
@@ -142,9 +142,9 @@ impl PolicyMaps {
     /// Installs a policy: bitmaps and settings into the unused slot, then the switch.
     pub fn set_policy(&mut self, config: PolicyConfig, served: &[Served]) -> Result<(), PolicyError> {
         let next = self.policy_slot()? ^ 1;
-        for (pi, proto) in [Proto::Tcp, Proto::Udp].into_iter().enumerate() {
+        for proto in [Proto::Tcp, Proto::Udp] {
             let words = portmap::bitmap(served.iter().filter(|s| s.proto == proto).map(|s| (s.lo, s.hi)));
-            let base = (next * 2 + pi as u32) * PORT_WORDS;
+            let base = served_base(next, proto);
             for (i, w) in words.iter().enumerate() {
                 self.served.set(base + i as u32, w, 0).map_err(PolicyError::Map)?;
             }
@@ -158,8 +158,8 @@ impl PolicyMaps {
         let slot = self.policy_slot()?;
         let config = self.policy.get(&slot, 0).map_err(PolicyError::Map)?;
         let mut served = Vec::new();
-        for (pi, proto) in [Proto::Tcp, Proto::Udp].into_iter().enumerate() {
-            let base = (slot * 2 + pi as u32) * PORT_WORDS;
+        for proto in [Proto::Tcp, Proto::Udp] {
+            let base = served_base(slot, proto);
             let runs = portmap::ranges(|i| self.served.get(&(base + i), 0)).map_err(PolicyError::Map)?;
             served.extend(runs.into_iter().map(|(lo, hi)| Served { proto, lo, hi }));
         }

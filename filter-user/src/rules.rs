@@ -121,11 +121,7 @@ impl RuleSpec {
     }
 
     fn from_info(i: &RuleInfo) -> Option<Self> {
-        let dir = match i.dir {
-            0 => Dir::Src,
-            1 => Dir::Dst,
-            _ => Dir::Any,
-        };
+        let dir = Dir::try_from(i.dir).ok()?;
         let len = i.name.iter().position(|b| *b == 0).unwrap_or(32);
         Some(Self {
             proto: Proto::from_u8(i.proto)?,

@@ -188,30 +188,25 @@ impl Slot {
 
     fn expiry_key(&self, kind: ListKind) -> EntryKey {
         let mut addr = [0u8; 16];
-        let family = match *self {
-            Slot::V4(_, a) => {
-                addr[..4].copy_from_slice(&a);
-                4
-            }
-            Slot::V6(_, a) => {
-                addr = a;
-                6
-            }
-        };
-        EntryKey { list: kind as u32, family, prefix_len: self.prefix_len(), addr }
+        match *self {
+            Slot::V4(_, a) => addr[..4].copy_from_slice(&a),
+            Slot::V6(_, a) => addr = a,
+        }
+        EntryKey {
+            list: kind as u32,
+            family: self.family().ip_version(),
+            prefix_len: self.prefix_len(),
+            addr,
+        }
     }
 
     fn from_expiry_key(k: &EntryKey) -> Option<(ListKind, Slot)> {
-        let kind = match k.list {
-            0 => ListKind::Block,
-            1 => ListKind::Allow,
-            _ => return None,
-        };
+        let kind = ListKind::try_from(k.list).ok()?;
         let mut a4 = [0u8; 4];
         a4.copy_from_slice(&k.addr[..4]);
-        let slot = match (k.family, k.prefix_len) {
-            (4, l) if l <= 32 => Slot::V4(l as u8, a4),
-            (6, l) if l <= 128 => Slot::V6(l as u8, k.addr),
+        let slot = match (Family::from_ip_version(k.family)?, k.prefix_len) {
+            (Family::V4, l) if l <= 32 => Slot::V4(l as u8, a4),
+            (Family::V6, l) if l <= 128 => Slot::V6(l as u8, k.addr),
             _ => return None,
         };
         Some((kind, slot))
@@ -236,10 +231,9 @@ struct Members {
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, which the data path
 /// compares expiry times with.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    // CLOCK_MONOTONIC cannot fail on Linux.
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 /// A list entry as `list` shows it.
@@ -248,13 +242,6 @@ pub struct Entry {
     pub net: IpNet,
     /// Monotonic ns when it stops matching, for entries added with a TTL.
     pub expires: Option<u64>,
-}
-
-fn family_name(f: Family) -> &'static str {
-    match f {
-        Family::V4 => "IPv4",
-        Family::V6 => "IPv6",
-    }
 }
 
 /// What an `add` did.
@@ -633,7 +620,7 @@ impl ListMaps {
             if u64::from(have) + u64::from(add) > u64::from(meta.max_entries) {
                 return Err(StoreError::Full {
                     list: kind.name(),
-                    family: family_name(f),
+                    family: f.name(),
                     have,
                     adding: add,
                     capacity: meta.max_entries,
@@ -650,7 +637,7 @@ impl ListMaps {
         let r = if expires == 0 {
             match self.expiry.remove(&key) {
                 Err(MapError::KeyNotFound) => Ok(()),
-                Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+                Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 other => other,
             }
         } else {
