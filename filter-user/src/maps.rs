@@ -52,12 +52,18 @@ pub trait MapSource {
     /// A handle on the map `name`. Asking twice gives two handles on the same map.
     fn map(&mut self, name: &'static str) -> Result<Map, OpenError>;
 
+    /// What a map of this source that is not as this floodgate made it means (for
+    /// pins: another version made them, with the way out).
+    fn refuse(&self, e: OpenError) -> OpenError {
+        e
+    }
+
     /// The map `name` as the typed handle `T`.
     fn typed<T: TryFrom<Map, Error = MapError>>(&mut self, name: &'static str) -> Result<T, OpenError>
     where
         Self: Sized,
     {
-        T::try_from(self.map(name)?).map_err(|source| OpenError::Type { name, source })
+        T::try_from(self.map(name)?).map_err(|source| self.refuse(OpenError::Type { name, source }))
     }
 }
 
@@ -119,16 +125,14 @@ impl Pinned {
     }
 }
 
+/// Each map's type and sizes are checked as it opens.
 impl MapSource for Pinned {
     fn map(&mut self, name: &'static str) -> Result<Map, OpenError> {
-        PinDir(&self.pins.dir).map(name).map_err(|e| incompatible(&self.pins, crate::loader::error_chain(&e)))
+        PinDir(&self.pins.dir).map(name).map_err(|e| self.refuse(e))
     }
 
-    /// Each map's type and sizes are checked as it opens.
-    fn typed<T: TryFrom<Map, Error = MapError>>(&mut self, name: &'static str) -> Result<T, OpenError> {
-        T::try_from(self.map(name)?).map_err(|source| {
-            incompatible(&self.pins, crate::loader::error_chain(&OpenError::Type { name, source }))
-        })
+    fn refuse(&self, e: OpenError) -> OpenError {
+        incompatible(&self.pins, crate::loader::error_chain(&e))
     }
 }
 

@@ -308,7 +308,7 @@ impl ListMaps {
         let block = tries(BLOCK_V4_NET, BLOCK_V6_NET)?;
         let allow = tries(ALLOW_V4_NET, ALLOW_V6_NET)?;
         let compiled = CompiledMaps::new(src.map(V4_DIR)?, src.map(V4_RANGES)?, src.map(V4_SHORT)?)
-            .map_err(|(name, source)| OpenError::Type { name, source })?;
+            .map_err(|(name, source)| src.refuse(OpenError::Type { name, source }))?;
         Ok(ListMaps {
             core: Core::open(src)?,
             active: src.typed(ACTIVE)?,
