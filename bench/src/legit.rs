@@ -157,7 +157,7 @@ fn one(lab: &Lab, cli: &Netns, obj: &mut Obj, f: Filter, secs: f64) -> anyhow::R
         Filter::SynProxy => {
             // Inside the server namespace: nft and the sysctls are per namespace.
             let maps = &mut obj.maps;
-            lab.srv.enter(|| maps.enable_synproxy(&[(80, 80)], 0))??;
+            lab.srv.enter(|| maps.synproxy.enable_synproxy(&[(80, 80)], 0))??;
             lab.attach(obj, FLOODGATE, XdpMode::Driver)?
         }
         Filter::NftSynproxy => {
@@ -183,8 +183,8 @@ fn one(lab: &Lab, cli: &Netns, obj: &mut Obj, f: Filter, secs: f64) -> anyhow::R
         std::thread::sleep(Duration::from_millis(50));
         let synf = syn("198.18.0.1", lab.srv_mac, lab.atk_mac, 80);
         let udpf = lab.udp("2001:db8::1", 9);
-        let before = obj.maps.totals()?.get(Reason::Blocklist).packets;
-        let before_syn = obj.maps.totals()?.get(Reason::SynProxy).packets;
+        let before = obj.maps.counters.totals()?.get(Reason::Blocklist).packets;
+        let before_syn = obj.maps.counters.totals()?.get(Reason::SynProxy).packets;
         let nft_before = if f == Filter::Nft { nft_drops(&lab.srv.name) } else { 0 };
         let stop = AtomicBool::new(false);
         let sent_frames = AtomicU64::new(0);
@@ -231,8 +231,8 @@ fn one(lab: &Lab, cli: &Netns, obj: &mut Obj, f: Filter, secs: f64) -> anyhow::R
         })?;
         let took = t0.elapsed().as_secs_f64();
         let dropped = match f {
-            Filter::Floodgate => obj.maps.totals()?.get(Reason::Blocklist).packets - before,
-            Filter::SynProxy => obj.maps.totals()?.get(Reason::SynProxy).packets - before_syn,
+            Filter::Floodgate => obj.maps.counters.totals()?.get(Reason::Blocklist).packets - before,
+            Filter::SynProxy => obj.maps.counters.totals()?.get(Reason::SynProxy).packets - before_syn,
             Filter::Nft => nft_drops(&lab.srv.name) - nft_before,
             _ => 0,
         };
@@ -254,7 +254,7 @@ fn one(lab: &Lab, cli: &Netns, obj: &mut Obj, f: Filter, secs: f64) -> anyhow::R
     }
     if f == Filter::SynProxy {
         let maps = &mut obj.maps;
-        lab.srv.enter(|| maps.disable_synproxy())??;
+        lab.srv.enter(|| maps.synproxy.disable_synproxy())??;
     }
     result
 }

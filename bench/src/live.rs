@@ -335,7 +335,7 @@ fn enable(lab: &Lab, o: &mut Objs, f: Filter) -> anyhow::Result<XdpLinkId> {
             if want && !o.big_has_flood {
                 o.big.add(ListKind::Block, &flood)?;
             } else if !want && o.big_has_flood {
-                o.big.maps.remove(ListKind::Block, &flood).context("unlisting the /15")?;
+                o.big.maps.lists.remove(ListKind::Block, &flood).context("unlisting the /15")?;
             }
             o.big_has_flood = want;
             lab.attach(&mut o.big, FLOODGATE, XdpMode::Driver)
@@ -379,7 +379,7 @@ fn disable(lab: &Lab, o: &mut Objs, f: Filter, link: XdpLinkId) -> anyhow::Resul
 /// Frames dropped so far, as the case itself can tell; `rx` (frames received) and
 /// `ip_in` (IPv4 packets the IP layer took) for the cases that cannot.
 fn drops(lab: &Lab, o: &Objs, f: Filter, rx: u64, ip_in: u64) -> anyhow::Result<u64> {
-    let fg = |obj: &Obj, r: Reason| -> anyhow::Result<u64> { Ok(obj.maps.totals()?.get(r).packets) };
+    let fg = |obj: &Obj, r: Reason| -> anyhow::Result<u64> { Ok(obj.maps.counters.totals()?.get(r).packets) };
     Ok(match f {
         Filter::Native | Filter::Skb => fg(&o.small, Reason::Blocklist)?,
         Filter::Native1M => fg(&o.big, Reason::Blocklist)?,
@@ -477,7 +477,7 @@ pub fn run(quick: bool) -> anyhow::Result<Vec<Section>> {
     let big_list = realistic_v4(1_000_000, 21);
     let t = Instant::now();
     let mut big = Obj::load(1_000_000 + 1024)?;
-    big.maps.replace(ListKind::Block, &big_list, &mut |_, _| {}).context("loading the 1M list")?;
+    big.maps.lists.replace(ListKind::Block, &big_list, &mut |_, _| {}).context("loading the 1M list")?;
     let t_fg = t.elapsed().as_secs_f64();
     {
         use filter_common::rules::PolicyConfig;
@@ -485,7 +485,7 @@ pub fn run(quick: bool) -> anyhow::Result<Vec<Section>> {
         // is dropped by the policy once its source misses the lists. A blocklist hit
         // is decided before the policy is looked at, so it costs the hit case nothing.
         let cfg = PolicyConfig { enforce: 1, ephemeral: 0, ..Default::default() };
-        big.maps.set_policy(cfg, &floodgate::policy::parse_serve("tcp/80,tcp/443")?)?;
+        big.maps.policy.set_policy(cfg, &floodgate::policy::parse_serve("tcp/80,tcp/443")?)?;
     }
     let mut big_kernel = big_list.clone();
     big_kernel.push(flood);

@@ -47,8 +47,8 @@ impl Obj {
     pub fn load(entries: u32) -> anyhow::Result<Self> {
         let cap = Capacity::entries(entries);
         let mut ebpf = loader::load(cap).context("loading the XDP object (as root?)")?;
-        let mut maps = FilterMaps::take(&mut ebpf)?;
-        loader::init_meta(&mut maps, 0, 0, cap)?;
+        loader::init_meta(&mut ebpf, 0, 0, cap)?;
+        let maps = FilterMaps::open(&mut ebpf)?;
         anyhow::ensure!(
             !bench_object().is_empty(),
             "the bench was built without bpf-linker, so it holds no fgb_* programs: run scripts/setup.sh, then build again"
@@ -122,13 +122,13 @@ impl Obj {
     }
 
     pub fn add(&mut self, kind: ListKind, nets: &[IpNet]) -> anyhow::Result<()> {
-        self.maps.add(kind, nets, None, &mut |_, _| {}).context("filling the list")?;
+        self.maps.lists.add(kind, nets, None, &mut |_, _| {}).context("filling the list")?;
         Ok(())
     }
 
     pub fn set_limits(&mut self, cfg: Option<&LimitConfig>) -> anyhow::Result<()> {
         let off = LimitConfig::default();
-        self.maps.set_limits(cfg.unwrap_or(&off)).context("setting limits")
+        self.maps.limiter.set_limits(cfg.unwrap_or(&off)).context("setting limits")
     }
 }
 

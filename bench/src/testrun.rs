@@ -184,10 +184,10 @@ fn rules_and_syn_cookies(quick: bool, runs: usize) -> anyhow::Result<Section> {
                 .map(|i| RuleSpec::parse("udp", None, Some(&(10_000 + 2 * i).to_string()), true, None))
                 .collect::<Result<_, _>>()?;
             specs.push(RuleSpec::parse("udp", None, Some("53"), true, None)?);
-            for r in obj.maps.rules()? {
-                obj.maps.remove_rule(&r.id.to_string())?;
+            for r in obj.maps.rules.rules()? {
+                obj.maps.rules.remove_rule(&r.id.to_string())?;
             }
-            obj.maps.add_rules(&specs)?;
+            obj.maps.rules.add_rules(&specs)?;
         }
         let cases = [
             floor_case.clone(),
@@ -200,11 +200,11 @@ fn rules_and_syn_cookies(quick: bool, runs: usize) -> anyhow::Result<Section> {
             push(&mut s, &c.name, median(v), floor);
         }
     }
-    for r in obj.maps.rules()? {
-        obj.maps.remove_rule(&r.id.to_string())?;
+    for r in obj.maps.rules.rules()? {
+        obj.maps.rules.remove_rule(&r.id.to_string())?;
     }
     let cfg = PolicyConfig { enforce: 1, ephemeral: 1, eph_lo: 32768, eph_hi: 60999, ..Default::default() };
-    obj.maps.set_policy(cfg, &parse_serve("udp/9,tcp/80,tcp/443")?)?;
+    obj.maps.policy.set_policy(cfg, &parse_serve("udp/9,tcp/80,tcp/443")?)?;
     let cases = vec![
         floor_case.clone(),
         with("policy on: served port", to(9)),
@@ -215,13 +215,13 @@ fn rules_and_syn_cookies(quick: bool, runs: usize) -> anyhow::Result<Section> {
     for (c, v) in cases.iter().zip(&samples).skip(1) {
         push(&mut s, &c.name, median(v), floor);
     }
-    obj.maps.set_policy(PolicyConfig::default(), &[])?;
+    obj.maps.policy.set_policy(PolicyConfig::default(), &[])?;
 
     // SYN cookies: repeat 1 (a larger repeat re-runs on the rewritten frame), averaged
     // over many calls; the floor and an unanswered SYN measured the same way.
     let cfg =
         SynProxyConfig { enabled: 1, wscale: 7, old_tcp_loose: -1, old_syncookies: 1, ..Default::default() };
-    obj.maps.write_synproxy(&cfg, &[(80, 80)])?;
+    obj.maps.synproxy.write_synproxy(&cfg, &[(80, 80)])?;
     let mut linux_syn = crate::obj::syn(src, [0x02, 0, 0, 0, 0, 1], [0x02, 0, 0, 0, 0, 2], 80);
     // MSS, SACK-permitted, timestamps, NOP, window scale: what Linux clients send.
     let opts = [2u8, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 1, 0, 0, 0, 0, 0, 1, 3, 3, 7];
@@ -282,7 +282,7 @@ fn sizes(quick: bool, runs: usize) -> anyhow::Result<Section> {
         // Capacity per family: the v4 share with room to spare.
         let mut obj = Obj::load((n as u32).max(16_384))?;
         // One replace: adding in chunks rewrites the whole list per chunk (11 minutes at 10M).
-        obj.maps.replace(ListKind::Block, &list, &mut |_, _| {}).context("filling the list")?;
+        obj.maps.lists.replace(ListKind::Block, &list, &mut |_, _| {}).context("filling the list")?;
         let fill = t.elapsed().as_secs_f64();
         eprintln!("bench: {n} entries loaded in {fill:.1} s");
         let samples = measure(&mut obj, &cases, runs)?;
@@ -348,7 +348,7 @@ fn sizes_random(quick: bool, runs: usize) -> anyhow::Result<Vec<Section>> {
         let cap = n.max(DEFAULT_MAX_ENTRIES as usize) as u32 + 1024;
         let mut obj = Obj::load(cap)?;
         let t = Instant::now();
-        obj.maps.replace(ListKind::Block, &list, &mut |_, _| {}).context("filling the list")?;
+        obj.maps.lists.replace(ListKind::Block, &list, &mut |_, _| {}).context("filling the list")?;
         let fill = t.elapsed().as_secs_f64();
         eprintln!("bench: random-source list of {n} prefixes loaded in {fill:.1} s");
         let coverage = v4_coverage(&list);
@@ -357,9 +357,9 @@ fn sizes_random(quick: bool, runs: usize) -> anyhow::Result<Vec<Section>> {
     let mut hits = vec![(0u64, 0u64); loaded.len()];
     for _ in 0..runs {
         for (l, h) in loaded.iter_mut().zip(&mut hits) {
-            let t0 = l.obj.maps.totals()?;
+            let t0 = l.obj.maps.counters.totals()?;
             let s = measure(&mut l.obj, &cases, 1)?;
-            let t1 = l.obj.maps.totals()?;
+            let t1 = l.obj.maps.counters.totals()?;
             h.0 += t1.get(Reason::Blocklist).packets - t0.get(Reason::Blocklist).packets;
             h.1 += t1.get(Reason::Passed).packets - t0.get(Reason::Passed).packets;
             for (all, v) in l.samples.iter_mut().zip(s) {

@@ -50,7 +50,7 @@ impl ListValue {
 pub struct EntryKey {
     /// [`crate::ListKind`] as u32.
     pub list: u32,
-    /// 4 or 6.
+    /// [`crate::Family::ip_version`]: 4 or 6.
     pub family: u32,
     pub prefix_len: u32,
     pub addr: [u8; 16],

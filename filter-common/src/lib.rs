@@ -277,7 +277,22 @@ impl ListKind {
     }
 }
 
-/// IPv4 or IPv6; the discriminant indexes [`Meta::counts`].
+/// A list as stored in a map ([`keys::EntryKey::list`]): 0 or 1.
+impl TryFrom<u32> for ListKind {
+    type Error = u32;
+
+    fn try_from(v: u32) -> Result<Self, u32> {
+        match v {
+            0 => Ok(ListKind::Block),
+            1 => Ok(ListKind::Allow),
+            _ => Err(v),
+        }
+    }
+}
+
+/// IPv4 or IPv6; the discriminant indexes [`Meta::counts`]. Kernel-side keys
+/// ([`limit::SourceKey`], [`keys::EntryKey`]) store it as the IP version, 4 or 6:
+/// convert with [`Family::ip_version`] and [`Family::from_ip_version`].
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -285,9 +300,44 @@ pub enum Family {
     V6 = 1,
 }
 
+impl Family {
+    /// The number a kernel-side key stores: 4 or 6.
+    #[inline(always)]
+    pub const fn ip_version(self) -> u32 {
+        match self {
+            Family::V4 => 4,
+            Family::V6 => 6,
+        }
+    }
+
+    pub const fn from_ip_version(v: u32) -> Option<Family> {
+        match v {
+            4 => Some(Family::V4),
+            6 => Some(Family::V6),
+            _ => None,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
 /// XDP attach mode, as recorded in [`Meta::mode`].
 pub const MODE_NATIVE: u32 = 1;
 pub const MODE_SKB: u32 = 2;
+
+/// The name of an attach mode, as `status` and `attach` print it.
+pub const fn mode_name(mode: u32) -> &'static str {
+    match mode {
+        MODE_NATIVE => "native",
+        MODE_SKB => "skb",
+        _ => "unknown",
+    }
+}
 
 /// Bumped when the layout of the pinned maps changes, so a controller never
 /// misreads maps pinned by another version.

@@ -122,7 +122,7 @@ pub struct SourceState {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SourceKey {
-    /// 4 or 6.
+    /// [`crate::Family::ip_version`]: 4 or 6.
     pub family: u32,
     pub prefix_len: u32,
     /// The address with bits past `prefix_len` cleared (IPv4 in the first 4 bytes).
@@ -204,7 +204,7 @@ impl SourceKey {
     #[inline(always)]
     pub fn v4(addr: [u8; 4], prefix: u32) -> Self {
         let a = mask_prefix(addr, prefix);
-        let mut k = SourceKey { family: 4, prefix_len: prefix, addr: [0; 16] };
+        let mut k = SourceKey { family: crate::Family::V4.ip_version(), prefix_len: prefix, addr: [0; 16] };
         k.addr[0] = a[0];
         k.addr[1] = a[1];
         k.addr[2] = a[2];
@@ -214,7 +214,15 @@ impl SourceKey {
 
     #[inline(always)]
     pub fn v6(addr: [u8; 16], prefix: u32) -> Self {
-        SourceKey { family: 6, prefix_len: prefix, addr: mask_prefix(addr, prefix) }
+        SourceKey {
+            family: crate::Family::V6.ip_version(),
+            prefix_len: prefix,
+            addr: mask_prefix(addr, prefix),
+        }
+    }
+
+    pub const fn family(&self) -> Option<crate::Family> {
+        crate::Family::from_ip_version(self.family)
     }
 }
 
@@ -349,7 +357,7 @@ mod door_tests {
         let key = |i: u32| {
             let mut addr = [0u8; 16];
             addr[..4].copy_from_slice(&i.to_be_bytes());
-            SourceKey { family: 4, prefix_len: 32, addr }
+            SourceKey { family: crate::Family::V4.ip_version(), prefix_len: 32, addr }
         };
         let slots: std::collections::HashSet<u32> = (0..10_000).map(|i| door_hash(&key(i), 7).0).collect();
         assert!(slots.len() > 9_800, "{} distinct slots of 10,000 sources", slots.len());

@@ -23,6 +23,13 @@ pub const PORT_TABLE_ENTRIES: u32 = 4 * PORTS;
 /// Words of a 65,536-bit port bitmap (served ports, SYN-cookie ports).
 pub const PORT_WORDS: u32 = PORTS / 64;
 
+/// Index in the served map of the first word of `proto`'s (tcp or udp) bitmap in
+/// policy slot `slot` (0 or 1): slots of two bitmaps, tcp then udp.
+#[inline(always)]
+pub const fn served_base(slot: u32, proto: Proto) -> u32 {
+    (slot * 2 + (proto as u32 & 1)) * PORT_WORDS
+}
+
 /// Word index and bit of `port` in a port bitmap.
 #[inline(always)]
 pub const fn port_bit(port: u16) -> (u32, u64) {
@@ -95,6 +102,20 @@ pub enum Dir {
     Dst = 1,
     /// No port: every packet of the protocol.
     Any = 2,
+}
+
+/// A rule's direction as stored in [`RuleInfo::dir`].
+impl TryFrom<u8> for Dir {
+    type Error = u8;
+
+    fn try_from(v: u8) -> Result<Self, u8> {
+        match v {
+            0 => Ok(Dir::Src),
+            1 => Ok(Dir::Dst),
+            2 => Ok(Dir::Any),
+            _ => Err(v),
+        }
+    }
 }
 
 /// Index of `port` for `proto` (tcp or udp) and `dir` (Src or Dst) in the port table.
@@ -242,6 +263,34 @@ mod tests {
     use super::*;
     use crate::parse::Source;
     use std::{cell::RefCell, collections::HashMap};
+
+    #[test]
+    fn stored_codes_decode_to_what_was_stored() {
+        for d in [Dir::Src, Dir::Dst, Dir::Any] {
+            assert_eq!(Dir::try_from(d as u8), Ok(d));
+        }
+        assert_eq!(Dir::try_from(3), Err(3));
+        for k in crate::ListKind::ALL {
+            assert_eq!(crate::ListKind::try_from(k as u32), Ok(k));
+        }
+        assert_eq!(crate::ListKind::try_from(2), Err(2));
+        for f in [crate::Family::V4, crate::Family::V6] {
+            assert_eq!(crate::Family::from_ip_version(f.ip_version()), Some(f));
+        }
+        assert_eq!(crate::Family::from_ip_version(0), None);
+    }
+
+    #[test]
+    fn served_bitmaps_tile_the_served_map() {
+        let mut bases = Vec::new();
+        for slot in 0..2 {
+            for proto in [Proto::Tcp, Proto::Udp] {
+                bases.push(served_base(slot, proto));
+            }
+        }
+        assert_eq!(bases, [0, PORT_WORDS, 2 * PORT_WORDS, 3 * PORT_WORDS]);
+        assert_eq!(served_base(1, Proto::Udp) + PORT_WORDS, SERVED_ENTRIES);
+    }
 
     #[derive(Default)]
     struct Tables {

@@ -8,8 +8,8 @@ use aya_ebpf::{
 use filter_common::{
     ACTIVE_POLICY, Counter,
     rules::{
-        MAX_RULES, PORT_TABLE_ENTRIES, PORT_WORDS, PROTO_RULE_ENTRIES, PolicyConfig, Proto, RULES_IN_FORCE,
-        Rules, SERVED_ENTRIES, port_bit,
+        MAX_RULES, PORT_TABLE_ENTRIES, PROTO_RULE_ENTRIES, PolicyConfig, Proto, RULES_IN_FORCE, Rules,
+        SERVED_ENTRIES, port_bit, served_base,
     },
 };
 
@@ -50,7 +50,7 @@ impl Rules for MapRules<'_> {
     #[inline(always)]
     fn served(&self, proto: Proto, port: u16) -> bool {
         let (i, bit) = port_bit(port);
-        SERVED.get((self.slot * 2 + (proto as u32 & 1)) * PORT_WORDS + i).is_some_and(|w| w & bit != 0)
+        SERVED.get(served_base(self.slot, proto) + i).is_some_and(|w| w & bit != 0)
     }
 
     #[inline(always)]

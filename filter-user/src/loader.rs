@@ -1,7 +1,6 @@
 //! Loading, attaching, pinning and detaching the XDP program.
 
 use std::{
-    ffi::{CStr, CString},
     fs, io,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -21,10 +20,10 @@ use filter_common::{
 use thiserror::Error;
 
 use crate::{
-    maps::{FilterMaps, OpenError},
+    limits::{LimitError, LimiterMaps},
+    maps::{Core, MapSource, MetaError, OpenError},
     object,
     pins::{self, IfacePins, PinsError},
-    store::StoreError,
 };
 
 /// Largest `--max-entries`: the compiled arrays hold four regions of this many
@@ -88,7 +87,9 @@ pub enum AttachError {
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 fn list_hint(available: &[String]) -> String {
@@ -109,29 +110,15 @@ pub struct Attached {
 
 /// Names of the interfaces in this network namespace.
 pub fn interfaces() -> Vec<String> {
-    let mut names = Vec::new();
-    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
-    unsafe {
-        let list = libc::if_nameindex();
-        if list.is_null() {
-            return names;
-        }
-        let mut p = list;
-        while (*p).if_index != 0 {
-            names.push(CStr::from_ptr((*p).if_name).to_string_lossy().into_owned());
-            p = p.add(1);
-        }
-        libc::if_freenameindex(list);
-    }
-    names
+    nix::net::if_::if_nameindex()
+        .map(|list| list.iter().map(|i| i.name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
 }
 
 /// The index of `iface` in this network namespace.
 pub fn ifindex(iface: &str) -> Result<u32, AttachError> {
     pins::check_iface_name(iface)?;
-    let c = CString::new(iface).expect("checked: no NUL");
-    // SAFETY: valid C string.
-    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+    match pins::nametoindex(iface) {
         0 => Err(AttachError::UnknownInterface { iface: iface.to_string(), available: interfaces() }),
         i => Ok(i),
     }
@@ -183,7 +170,6 @@ pub fn attach(iface: &str, mode: Mode, cap: Capacity) -> Result<Attached, Attach
             let path = pins.map(name);
             map.pin(&path).map_err(|e| pin_err(&format!("map {name}"), &path.display().to_string(), e))?;
         }
-        let mut maps = FilterMaps::take(&mut ebpf)?;
         let prog = program(&mut ebpf)?;
         let (link_id, mode, native_error) = match mode {
             Mode::Native => (attach_mode(prog, index, iface, XdpMode::Driver)?, MODE_NATIVE, None),
@@ -197,8 +183,8 @@ pub fn attach(iface: &str, mode: Mode, cap: Capacity) -> Result<Attached, Attach
                 Err(e) => return Err(e),
             },
         };
-        init_meta(&mut maps, mode, index, cap)?;
         let link = prog.take_link(link_id).map_err(AttachError::Verify)?;
+        init_meta(&mut ebpf, mode, index, cap)?;
         let link: FdLink = link.try_into().map_err(|_| AttachError::NoLink(iface.to_string()))?;
         let path = pins.link();
         link.pin(&path).map_err(|e| pin_err("the XDP link", &path.display().to_string(), e))?;
@@ -318,17 +304,16 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, AttachError> {
         .map_err(AttachError::Verify)
 }
 
-/// Writes the bookkeeping of a fresh attach (or test load): empty lists.
-pub fn init_meta(maps: &mut FilterMaps, mode: u32, ifindex: u32, cap: Capacity) -> Result<(), StoreError> {
-    // The limiter's doorkeeper hashes sources with a secret seed, so that nobody can
-    // aim a flood at the slot of a source they want untracked.
-    let mut seed = [0u8; 8];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut seed);
-    }
-    let seed = u64::from_ne_bytes(seed) ^ std::process::id() as u64;
-    maps.global.set(filter_common::limit::GLOBAL_SEED, &seed, 0).map_err(StoreError::Meta)?;
-    maps.write_meta(&Meta {
+/// Writes the bookkeeping of a fresh attach (or test load): empty lists, and the
+/// limiter's seed.
+pub fn init_meta(
+    src: &mut impl MapSource,
+    mode: u32,
+    ifindex: u32,
+    cap: Capacity,
+) -> Result<(), AttachError> {
+    LimiterMaps::open(src)?.init_seed()?;
+    Core::open(src)?.write(&Meta {
         version: META_VERSION,
         mode,
         ifindex,
@@ -337,7 +322,8 @@ pub fn init_meta(maps: &mut FilterMaps, mode: u32, ifindex: u32, cap: Capacity) 
         attached_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         max_sources: cap.sources,
         _pad: 0,
-    })
+    })?;
+    Ok(())
 }
 
 fn attach_mode(
@@ -380,9 +366,8 @@ fn pin_err(what: &str, path: &str, e: impl std::error::Error + Send + Sync + 'st
 /// Without CAP_SYS_RESOURCE this fails; kernels >= 5.11 charge BPF memory to the
 /// cgroup instead of RLIMIT_MEMLOCK, so the failure does not matter there.
 fn raise_memlock() {
-    let rl = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
-    // SAFETY: plain setrlimit with a valid struct.
-    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) };
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    let _ = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY);
 }
 
 /// Detaches the program and removes every pin of the interface, whatever version of

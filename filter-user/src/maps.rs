@@ -1,25 +1,27 @@
-//! Typed handles on the XDP program's maps, opened either from a freshly loaded
-//! object (attach, tests) or from the pins of an attached interface (every other
-//! command, from a separate process).
+//! Where the XDP program's maps come from, and the small core group every command
+//! shares: the bookkeeping map ([`Meta`]).
+//!
+//! The maps are grouped by feature, each group owned by the module that alone reads
+//! and writes it: [`crate::store::ListMaps`] (the lists), [`crate::limits::LimiterMaps`]
+//! (the limiter), [`crate::rules::RuleMaps`] and [`crate::policy::PolicyMaps`] (rules,
+//! served ports), [`crate::synproxy::SynProxyMaps`] (SYN cookies) and
+//! [`crate::stats::Counters`] (verdict counters). A command opens the groups it uses
+//! from a [`MapSource`]: a freshly loaded object (attach, tests) or the pins of an
+//! attached interface ([`Pinned`], every other command, from a separate process).
+//!
+//! `FG_ACTIVE` is an array of independent words, one per feature (the lists'
+//! generations, the limiter's and the policy's slots): each group opens its own handle
+//! and touches only its own words.
 
-use std::path::Path;
+use std::{os::fd::AsFd as _, path::Path};
 
-use crate::{
-    compiled::CompiledMaps,
-    pins::{self, IfacePins},
-};
+use crate::pins::{self, IfacePins};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{Array, Map, MapData, MapError},
 };
-use filter_common::{
-    Counter, EntryKey, ListKind, ListValue, META_VERSION, Meta, NetV4, NetV6,
-    limit::{Ban, LimitConfig, SourceKey, SourceState},
-    map_names,
-    rules::{PolicyConfig, RuleInfo},
-    synproxy::SynProxyConfig,
-};
+use filter_common::{META_VERSION, Meta, map_names};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -45,141 +47,92 @@ pub enum OpenError {
     },
 }
 
-/// The tries of one list (its compiled IPv4 part is in [`FilterMaps::compiled`]).
-pub struct ListMaps {
-    pub v4_net: LpmTrie<MapData, NetV4, ListValue>,
-    pub v6_net: LpmTrie<MapData, NetV6, ListValue>,
-}
+/// Hands out the maps of one filter by name (as in [`map_names`]).
+pub trait MapSource {
+    /// A handle on the map `name`. Asking twice gives two handles on the same map.
+    fn map(&mut self, name: &'static str) -> Result<Map, OpenError>;
 
-/// Expiry times of list entries added with a TTL, by entry. An LPM trie used for
-/// exact keys only: unlike a hash map it costs memory per stored entry, not per
-/// entry of capacity.
-pub struct ExpiryIndex(pub LpmTrie<MapData, EntryKey, u64>);
-
-/// Every key of the expiry index has its full length.
-const EXPIRY_BITS: u32 = (size_of::<EntryKey>() * 8) as u32;
-
-impl ExpiryIndex {
-    pub fn get(&self, k: &EntryKey, flags: u64) -> Result<u64, MapError> {
-        self.0.get(&Key::new(EXPIRY_BITS, *k), flags)
+    /// What a map of this source that is not as this floodgate made it means (for
+    /// pins: another version made them, with the way out).
+    fn refuse(&self, e: OpenError) -> OpenError {
+        e
     }
 
-    pub fn insert(&mut self, k: &EntryKey, v: &u64, flags: u64) -> Result<(), MapError> {
-        self.0.insert(&Key::new(EXPIRY_BITS, *k), v, flags)
-    }
-
-    pub fn remove(&mut self, k: &EntryKey) -> Result<(), MapError> {
-        self.0.remove(&Key::new(EXPIRY_BITS, *k))
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = Result<EntryKey, MapError>> + '_ {
-        self.0.keys().map(|k| k.map(|k| k.data()))
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = Result<(EntryKey, u64), MapError>> + '_ {
-        self.0.iter().map(|r| r.map(|(k, v)| (k.data(), v)))
+    /// The map `name` as the typed handle `T`.
+    fn typed<T: TryFrom<Map, Error = MapError>>(&mut self, name: &'static str) -> Result<T, OpenError>
+    where
+        Self: Sized,
+    {
+        T::try_from(self.map(name)?).map_err(|source| self.refuse(OpenError::Type { name, source }))
     }
 }
 
-pub struct FilterMaps {
-    pub counters: PerCpuArray<MapData, Counter>,
-    pub active: Array<MapData, u32>,
-    pub meta: Array<MapData, Meta>,
-    pub block: ListMaps,
-    pub allow: ListMaps,
-    /// Both lists' compiled IPv4 arrays, mapped into this process.
-    pub compiled: CompiledMaps,
-    pub expiry: ExpiryIndex,
-    pub limits: Array<MapData, LimitConfig>,
-    /// FG_RATE is an LRU hash; aya opens it as a HashMap (same syscalls).
-    pub rate: HashMap<MapData, SourceKey, SourceState>,
-    pub heavy: HashMap<MapData, SourceKey, SourceState>,
-    pub bans: HashMap<MapData, SourceKey, Ban>,
-    pub global: Array<MapData, u64>,
-    pub events: PerCpuArray<MapData, u64>,
-    pub port_rules: Array<MapData, u32>,
-    pub proto_rules: Array<MapData, u32>,
-    pub rules: Array<MapData, RuleInfo>,
-    pub rule_counters: PerCpuArray<MapData, Counter>,
-    pub policy: Array<MapData, PolicyConfig>,
-    pub served: Array<MapData, u64>,
-    pub synproxy: Array<MapData, SynProxyConfig>,
-    pub syn_ports: Array<MapData, u64>,
+/// A loaded object keeps its maps (so it can still pin them); each request gets its
+/// own file descriptor on the map.
+impl MapSource for Ebpf {
+    fn map(&mut self, name: &'static str) -> Result<Map, OpenError> {
+        let map = Ebpf::map(self, name).ok_or(OpenError::Missing(name))?;
+        let fd = data(map)
+            .ok_or(OpenError::Type { name, source: MapError::InvalidName { name: name.into() } })?
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| OpenError::Type { name, source: MapError::IoError(e) })?;
+        MapData::from_fd(fd).and_then(Map::from_map_data).map_err(|source| OpenError::Type { name, source })
+    }
 }
 
-impl FilterMaps {
-    /// Takes the maps out of a loaded object (they can be pinned afterwards).
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self, OpenError> {
-        Self::open(|name| ebpf.take_map(name).ok_or(OpenError::Missing(name)))
+/// The kernel map behind `map`, for the kinds of map floodgate uses.
+fn data(map: &Map) -> Option<&MapData> {
+    match map {
+        Map::Array(m)
+        | Map::PerCpuArray(m)
+        | Map::HashMap(m)
+        | Map::LruHashMap(m)
+        | Map::PerCpuHashMap(m)
+        | Map::LpmTrie(m)
+        | Map::ProgramArray(m) => Some(m),
+        _ => None,
     }
+}
 
-    /// Opens the maps pinned in `dir` (one file per map, named as in the object).
-    pub fn from_pins(dir: &Path) -> Result<Self, OpenError> {
-        Self::open(|name| {
-            let path = dir.join(name);
-            MapData::from_pin(&path)
-                .and_then(Map::from_map_data)
-                .map_err(|source| OpenError::Pin { path: path.display().to_string(), source })
-        })
+/// The maps pinned in a directory (one file per map, named as in the object), opened
+/// without any check: for tests and for a caller that has just pinned them.
+pub struct PinDir<'a>(pub &'a Path);
+
+impl MapSource for PinDir<'_> {
+    fn map(&mut self, name: &'static str) -> Result<Map, OpenError> {
+        let path = self.0.join(name);
+        MapData::from_pin(&path)
+            .and_then(Map::from_map_data)
+            .map_err(|source| OpenError::Pin { path: path.display().to_string(), source })
     }
+}
 
-    /// Opens an attached filter's maps, refusing (with the way out) pins that another
-    /// version of floodgate made: its metadata version and size first, then every map's
-    /// type and sizes.
-    pub fn open_pins(pins: &IfacePins) -> Result<Self, OpenError> {
+/// An attached filter's pins, checked to be this floodgate's layout: every map a
+/// command opens from here is refused (with the way out) when another version of
+/// floodgate made it.
+pub struct Pinned {
+    pins: IfacePins,
+}
+
+impl Pinned {
+    /// Checks the metadata's version and size first: a command that reads or writes
+    /// maps never starts on another version's pins.
+    pub fn open(pins: &IfacePins) -> Result<Self, OpenError> {
         check_layout(pins)?;
-        Self::from_pins(&pins.dir).map_err(|e| incompatible(pins, crate::loader::error_chain(&e)))
+        Ok(Pinned { pins: pins.clone() })
+    }
+}
+
+/// Each map's type and sizes are checked as it opens.
+impl MapSource for Pinned {
+    fn map(&mut self, name: &'static str) -> Result<Map, OpenError> {
+        PinDir(&self.pins.dir).map(name).map_err(|e| self.refuse(e))
     }
 
-    fn open(mut get: impl FnMut(&'static str) -> Result<Map, OpenError>) -> Result<Self, OpenError> {
-        use map_names::*;
-        fn typed<T: TryFrom<Map, Error = MapError>>(name: &'static str, map: Map) -> Result<T, OpenError> {
-            T::try_from(map).map_err(|source| OpenError::Type { name, source })
-        }
-        let mut list = |n4, n6| -> Result<ListMaps, OpenError> {
-            Ok(ListMaps { v4_net: typed(n4, get(n4)?)?, v6_net: typed(n6, get(n6)?)? })
-        };
-        let block = list(BLOCK_V4_NET, BLOCK_V6_NET)?;
-        let allow = list(ALLOW_V4_NET, ALLOW_V6_NET)?;
-        let compiled = CompiledMaps::new(get(V4_DIR)?, get(V4_RANGES)?, get(V4_SHORT)?)
-            .map_err(|(name, source)| OpenError::Type { name, source })?;
-        Ok(Self {
-            counters: typed(COUNTERS, get(COUNTERS)?)?,
-            active: typed(ACTIVE, get(ACTIVE)?)?,
-            meta: typed(META, get(META)?)?,
-            block,
-            allow,
-            compiled,
-            expiry: ExpiryIndex(typed(EXPIRY, get(EXPIRY)?)?),
-            limits: typed(LIMITS, get(LIMITS)?)?,
-            rate: typed(RATE, get(RATE)?)?,
-            heavy: typed(HEAVY, get(HEAVY)?)?,
-            bans: typed(BANS, get(BANS)?)?,
-            global: typed(GLOBAL, get(GLOBAL)?)?,
-            events: typed(EVENTS, get(EVENTS)?)?,
-            port_rules: typed(PORT_RULES, get(PORT_RULES)?)?,
-            proto_rules: typed(PROTO_RULES, get(PROTO_RULES)?)?,
-            rules: typed(RULES, get(RULES)?)?,
-            rule_counters: typed(RULE_COUNTERS, get(RULE_COUNTERS)?)?,
-            policy: typed(POLICY, get(POLICY)?)?,
-            served: typed(SERVED, get(SERVED)?)?,
-            synproxy: typed(SYNPROXY, get(SYNPROXY)?)?,
-            syn_ports: typed(SYN_PORTS, get(SYN_PORTS)?)?,
-        })
-    }
-
-    pub fn list(&self, kind: ListKind) -> &ListMaps {
-        match kind {
-            ListKind::Block => &self.block,
-            ListKind::Allow => &self.allow,
-        }
-    }
-
-    pub fn list_mut(&mut self, kind: ListKind) -> &mut ListMaps {
-        match kind {
-            ListKind::Block => &mut self.block,
-            ListKind::Allow => &mut self.allow,
-        }
+    fn refuse(&self, e: OpenError) -> OpenError {
+        incompatible(&self.pins, crate::loader::error_chain(&e))
     }
 }
 
@@ -207,4 +160,101 @@ pub fn check_layout(pins: &IfacePins) -> Result<(), OpenError> {
         ));
     }
     Ok(())
+}
+
+#[derive(Debug, Error)]
+pub enum MetaError {
+    #[error(
+        "the pinned maps have layout version {found}, this floodgate expects {expected}: detach and attach again"
+    )]
+    Version { found: u32, expected: u32 },
+    #[error("reading or writing floodgate's bookkeeping map")]
+    Map(#[source] MapError),
+}
+
+/// The core group: the filter's bookkeeping ([`Meta`]: how and where it was attached,
+/// the lists' capacity and counts). Attach writes it whole; the lists keep their
+/// counts in it through [`crate::store::ListMaps`]; the rest only read it.
+pub struct Core {
+    /// The raw map (tests inspect and damage it).
+    pub meta: Array<MapData, Meta>,
+}
+
+impl Core {
+    pub fn open(src: &mut impl MapSource) -> Result<Self, OpenError> {
+        Ok(Core { meta: src.typed(map_names::META)? })
+    }
+
+    /// The bookkeeping as stored (counts unverified: see
+    /// [`crate::store::ListMaps::read_meta`]), refused when another version wrote it.
+    pub fn read(&self) -> Result<Meta, MetaError> {
+        let meta = self.meta.get(&0, 0).map_err(MetaError::Map)?;
+        if meta.version != META_VERSION {
+            return Err(MetaError::Version { found: meta.version, expected: META_VERSION });
+        }
+        Ok(meta)
+    }
+
+    pub fn write(&mut self, meta: &Meta) -> Result<(), MetaError> {
+        self.meta.set(0, meta, 0).map_err(MetaError::Map)
+    }
+}
+
+/// Every group at once, for tests and the bench, which drive all features of one
+/// loaded object. Commands open only the groups they use.
+pub struct FilterMaps {
+    pub core: Core,
+    pub lists: crate::store::ListMaps,
+    pub limiter: crate::limits::LimiterMaps,
+    pub rules: crate::rules::RuleMaps,
+    pub policy: crate::policy::PolicyMaps,
+    pub synproxy: crate::synproxy::SynProxyMaps,
+    pub counters: crate::stats::Counters,
+}
+
+impl FilterMaps {
+    pub fn open(src: &mut impl MapSource) -> Result<Self, OpenError> {
+        Ok(FilterMaps {
+            core: Core::open(src)?,
+            lists: crate::store::ListMaps::open(src)?,
+            limiter: crate::limits::LimiterMaps::open(src)?,
+            rules: crate::rules::RuleMaps::open(src)?,
+            policy: crate::policy::PolicyMaps::open(src)?,
+            synproxy: crate::synproxy::SynProxyMaps::open(src)?,
+            counters: crate::stats::Counters::open(src)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names the loader opens and sizes (`map_names::ALL`) against the maps the
+    /// built object defines, both ways: a map renamed on one side only fails here,
+    /// without root or a kernel.
+    #[test]
+    fn the_loader_knows_every_map_of_the_object_and_no_other() {
+        let obj = aya_obj::Object::parse(crate::object::bytes()).expect("the XDP object parses");
+        // Not ours: the compiler's maps ('.rodata', '.bss', ...), private to each load.
+        // Everything else is floodgate's: the bench's helpers live in an object of
+        // their own (bench-ebpf), so attach pins nothing of theirs.
+        let mut in_object: Vec<&str> =
+            obj.maps.keys().map(String::as_str).filter(|n| !n.starts_with('.')).collect();
+        in_object.sort_unstable();
+        let mut known = map_names::ALL.to_vec();
+        known.sort_unstable();
+        let missing: Vec<_> = known.iter().filter(|n| !in_object.contains(n)).collect();
+        let unknown: Vec<_> = in_object.iter().filter(|n| !known.contains(n)).collect();
+        assert!(missing.is_empty(), "named in map_names::ALL but not in the object: {missing:?}");
+        assert!(unknown.is_empty(), "in the object but not in map_names::ALL: {unknown:?}");
+        assert_eq!(in_object.len(), known.len(), "a name is listed twice in map_names::ALL");
+        // And the programs are the entry and its tail calls, nothing else.
+        let mut programs: Vec<&str> = obj.programs.keys().map(String::as_str).collect();
+        programs.sort_unstable();
+        let mut expected = vec![filter_common::PROGRAM_NAME];
+        expected.extend(filter_common::TAIL_PROGRAMS);
+        expected.sort_unstable();
+        assert_eq!(programs, expected, "programs of floodgate's object");
+    }
 }

@@ -19,7 +19,7 @@
 
 use std::{
     ffi::CString,
-    fs::{self, DirBuilder, File, OpenOptions},
+    fs::{self, DirBuilder, File, OpenOptions, TryLockError},
     io,
     os::{
         fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -29,6 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::{fcntl::OFlag, mount::MsFlags, sys::statfs::FsType};
 use thiserror::Error;
 
 /// Where bpffs is expected.
@@ -45,7 +46,8 @@ pub const NETNS_PREFIX: &str = "netns-";
 /// How long a writer waits for another writer's lock before giving up.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+/// f_type of a bpffs (linux/magic.h).
+const BPF_FS_MAGIC: FsType = FsType(0xcafe4a11);
 
 #[derive(Debug, Error)]
 pub enum PinsError {
@@ -291,8 +293,7 @@ pub fn check_dir(path: &Path) -> Result<(), PinsError> {
     if !m.file_type().is_dir() {
         return Err(insecure("not a directory".into()));
     }
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = nix::unistd::geteuid().as_raw();
     if m.uid() != 0 && m.uid() != me {
         return Err(insecure(format!("owned by uid {}", m.uid())));
     }
@@ -345,21 +346,14 @@ pub fn recorded_ifindex(dir: &Path) -> Option<u32> {
     Some(u32::from_ne_bytes(v.get(8..12)?.try_into().ok()?))
 }
 
-fn nametoindex(name: &str) -> u32 {
-    let Ok(c) = CString::new(name) else { return 0 };
-    // SAFETY: valid C string.
-    unsafe { libc::if_nametoindex(c.as_ptr()) }
+/// The ifindex of `name` in this namespace, 0 if there is none.
+pub fn nametoindex(name: &str) -> u32 {
+    nix::net::if_::if_nametoindex(name).unwrap_or(0)
 }
 
-fn indextoname(index: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: the buffer holds IF_NAMESIZE bytes, as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: if_indextoname wrote a NUL-terminated name.
-    Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+/// The name of the interface with this index in this namespace.
+pub fn indextoname(index: u32) -> Option<String> {
+    nix::net::if_::if_indextoname(index).ok().map(|c| c.to_string_lossy().into_owned())
 }
 
 /// An exclusive `flock` on a pin directory.
@@ -369,18 +363,17 @@ impl Lock {
     fn take(dir: &Path, iface: &str, wait: Duration) -> Result<Self, PinsError> {
         let f = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .custom_flags((OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW).bits())
             .open(dir)
             .map_err(io_err("opening", dir))?;
         let start = Instant::now();
         loop {
-            // SAFETY: plain flock on a file descriptor we own.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(Self(f));
-            }
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EWOULDBLOCK) && e.kind() != io::ErrorKind::Interrupted {
-                return Err(io_err("locking", dir)(e));
+            // flock(2): held by the open file, so released however the process ends.
+            match f.try_lock() {
+                Ok(()) => return Ok(Self(f)),
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(TryLockError::Error(e)) => return Err(io_err("locking", dir)(e)),
             }
             if start.elapsed() >= wait {
                 let holder = match lock_holder(&f) {
@@ -397,7 +390,7 @@ impl Lock {
 /// The pid holding a flock on the file of `f`, from /proc/locks.
 fn lock_holder(f: &File) -> Option<u32> {
     let m = f.metadata().ok()?;
-    let (major, minor) = (libc::major(m.dev()), libc::minor(m.dev()));
+    let (major, minor) = (nix::sys::stat::major(m.dev()), nix::sys::stat::minor(m.dev()));
     let want = format!("{major:02x}:{minor:02x}:{}", m.ino());
     let text = fs::read_to_string("/proc/locks").ok()?;
     // "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF"; waiters have "->" after "1:".
@@ -580,12 +573,7 @@ fn legacy_only(purpose: Purpose) -> Option<PinsError> {
 
 /// Whether `path` is on a bpffs.
 pub fn is_bpffs(path: &Path) -> bool {
-    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and out pointer.
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+    nix::sys::statfs::statfs(path).is_ok_and(|st| st.filesystem_type() == BPF_FS_MAGIC)
 }
 
 /// Makes sure the pin root exists on a bpffs, owned by root and closed to others.
@@ -598,14 +586,8 @@ pub fn ensure_bpffs() -> Result<bool, PinsError> {
     let bpffs = Path::new(BPFFS);
     if (!custom_root() || root.starts_with(bpffs)) && !is_bpffs(bpffs) {
         fs::create_dir_all(bpffs).map_err(io_err("creating", bpffs))?;
-        let target = CString::new(BPFFS).expect("no NUL in path");
-        // SAFETY: constant C strings.
-        let rc = unsafe {
-            libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, c"mode=0700".as_ptr().cast())
-        };
-        if rc != 0 {
-            return Err(io_err("mounting bpffs at", bpffs)(io::Error::last_os_error()));
-        }
+        nix::mount::mount(Some("bpf"), bpffs, Some("bpf"), MsFlags::empty(), Some("mode=0700"))
+            .map_err(|e| io_err("mounting bpffs at", bpffs)(e.into()))?;
         mounted = true;
     }
     create_secure(&root)?;

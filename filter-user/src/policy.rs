@@ -1,15 +1,17 @@
 //! The served-ports policy and the fragment setting, as the controller writes them:
 //! bitmaps and settings go into the unused slot, then one 4-byte write switches.
 
+use aya::maps::{Array, MapData};
 use filter_common::{
     ACTIVE_POLICY,
     cidr::echo,
-    rules::{PORT_WORDS, PolicyConfig, Proto},
+    map_names,
+    rules::{PolicyConfig, Proto, served_base},
 };
 use thiserror::Error;
 
 use crate::{
-    maps::FilterMaps,
+    maps::{MapSource, OpenError},
     portmap,
     rules::{RuleError, parse_proto, parse_range},
 };
@@ -115,7 +117,24 @@ pub struct PolicyState {
     pub served: Vec<Served>,
 }
 
-impl FilterMaps {
+/// The policy's group: its two configuration slots, their served-port bitmaps, and
+/// its word in `FG_ACTIVE`. The fields are the raw maps (tests inspect them).
+pub struct PolicyMaps {
+    /// Only `ACTIVE_POLICY` is touched here.
+    pub active: Array<MapData, u32>,
+    pub policy: Array<MapData, PolicyConfig>,
+    pub served: Array<MapData, u64>,
+}
+
+impl PolicyMaps {
+    pub fn open(src: &mut impl MapSource) -> Result<Self, OpenError> {
+        Ok(PolicyMaps {
+            active: src.typed(map_names::ACTIVE)?,
+            policy: src.typed(map_names::POLICY)?,
+            served: src.typed(map_names::SERVED)?,
+        })
+    }
+
     fn policy_slot(&self) -> Result<u32, PolicyError> {
         Ok(self.active.get(&ACTIVE_POLICY, 0).map_err(PolicyError::Map)? & 1)
     }
@@ -123,9 +142,9 @@ impl FilterMaps {
     /// Installs a policy: bitmaps and settings into the unused slot, then the switch.
     pub fn set_policy(&mut self, config: PolicyConfig, served: &[Served]) -> Result<(), PolicyError> {
         let next = self.policy_slot()? ^ 1;
-        for (pi, proto) in [Proto::Tcp, Proto::Udp].into_iter().enumerate() {
+        for proto in [Proto::Tcp, Proto::Udp] {
             let words = portmap::bitmap(served.iter().filter(|s| s.proto == proto).map(|s| (s.lo, s.hi)));
-            let base = (next * 2 + pi as u32) * PORT_WORDS;
+            let base = served_base(next, proto);
             for (i, w) in words.iter().enumerate() {
                 self.served.set(base + i as u32, w, 0).map_err(PolicyError::Map)?;
             }
@@ -139,8 +158,8 @@ impl FilterMaps {
         let slot = self.policy_slot()?;
         let config = self.policy.get(&slot, 0).map_err(PolicyError::Map)?;
         let mut served = Vec::new();
-        for (pi, proto) in [Proto::Tcp, Proto::Udp].into_iter().enumerate() {
-            let base = (slot * 2 + pi as u32) * PORT_WORDS;
+        for proto in [Proto::Tcp, Proto::Udp] {
+            let base = served_base(slot, proto);
             let runs = portmap::ranges(|i| self.served.get(&(base + i), 0)).map_err(PolicyError::Map)?;
             served.extend(runs.into_iter().map(|(lo, hi)| Served { proto, lo, hi }));
         }

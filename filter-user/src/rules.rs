@@ -7,15 +7,25 @@
 
 use std::fmt;
 
-use aya::maps::{MapError, PerCpuValues};
+use aya::maps::{Array, MapData, MapError, PerCpuArray, PerCpuValues};
 use filter_common::cidr::echo;
 use filter_common::{
-    Counter,
+    Counter, map_names,
     rules::{Dir, MAX_RULES, Proto, RULES_IN_FORCE, RuleInfo, port_slot, rule_value},
 };
 use thiserror::Error;
 
-use crate::maps::FilterMaps;
+use crate::maps::{MapSource, OpenError};
+
+/// The rules' group: the port and protocol tables packets read, the rules'
+/// descriptions and their per-CPU counters. The fields are the raw maps (tests
+/// inspect them); everything else goes through the methods.
+pub struct RuleMaps {
+    pub port_rules: Array<MapData, u32>,
+    pub proto_rules: Array<MapData, u32>,
+    pub rules: Array<MapData, RuleInfo>,
+    pub rule_counters: PerCpuArray<MapData, Counter>,
+}
 
 #[derive(Debug, Error)]
 pub enum RuleError {
@@ -111,11 +121,7 @@ impl RuleSpec {
     }
 
     fn from_info(i: &RuleInfo) -> Option<Self> {
-        let dir = match i.dir {
-            0 => Dir::Src,
-            1 => Dir::Dst,
-            _ => Dir::Any,
-        };
+        let dir = Dir::try_from(i.dir).ok()?;
         let len = i.name.iter().position(|b| *b == 0).unwrap_or(32);
         Some(Self {
             proto: Proto::from_u8(i.proto)?,
@@ -221,7 +227,17 @@ pub fn reflection_preset() -> Vec<RuleSpec> {
         .collect()
 }
 
-impl FilterMaps {
+impl RuleMaps {
+    pub fn open(src: &mut impl MapSource) -> Result<Self, OpenError> {
+        use map_names::*;
+        Ok(RuleMaps {
+            port_rules: src.typed(PORT_RULES)?,
+            proto_rules: src.typed(PROTO_RULES)?,
+            rules: src.typed(RULES)?,
+            rule_counters: src.typed(RULE_COUNTERS)?,
+        })
+    }
+
     /// Every rule, by id.
     pub fn rules(&self) -> Result<Vec<Rule>, RuleError> {
         let mut out = Vec::new();

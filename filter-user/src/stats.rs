@@ -1,9 +1,14 @@
 //! Reading the per-CPU verdict counters.
 
-use aya::maps::MapError;
-use filter_common::{Counter, Reason};
+use aya::maps::{MapData, MapError, PerCpuArray};
+use filter_common::{Counter, Reason, map_names};
 
-use crate::maps::FilterMaps;
+use crate::maps::{MapSource, OpenError};
+
+/// The verdict counters' group: per CPU, `{packets, bytes}` per [`Reason`].
+pub struct Counters {
+    pub counters: PerCpuArray<MapData, Counter>,
+}
 
 /// Totals over all CPUs, indexed by [`Reason`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,7 +34,11 @@ impl Totals {
     }
 }
 
-impl FilterMaps {
+impl Counters {
+    pub fn open(src: &mut impl MapSource) -> Result<Self, OpenError> {
+        Ok(Counters { counters: src.typed(map_names::COUNTERS)? })
+    }
+
     /// Counters of each CPU separately, in CPU order.
     pub fn totals_per_cpu(&self) -> Result<Vec<Totals>, MapError> {
         let mut out: Vec<Totals> = Vec::new();

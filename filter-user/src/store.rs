@@ -23,17 +23,70 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{MapError, lpm_trie::Key};
+use aya::maps::{Array, LpmTrie, MapData, MapError, lpm_trie::Key};
 use filter_common::{
     ACTIVE_GENERATION, EntryKey, Family, GEN_PREFIX_BITS, HAS_COMPILED_V4, HAS_TRIE_V4, HAS_TRIE_V6,
-    ListKind, ListValue, META_VERSION, Meta, SWITCH_SHIFT,
+    ListKind, ListValue, Meta, NetV4, NetV6, SWITCH_SHIFT,
     compiled::{CompileError, PrefixV4, compile_v4, region},
-    net_v4, net_v6, split_net_v4, split_net_v6,
+    map_names, net_v4, net_v6, split_net_v4, split_net_v6,
 };
 use ipnet::IpNet;
 use thiserror::Error;
 
-use crate::maps::FilterMaps;
+use crate::{
+    compiled::CompiledMaps,
+    maps::{Core, MapSource, MetaError, OpenError},
+};
+
+/// The tries of one list (its compiled IPv4 part is in [`ListMaps::compiled`]).
+pub struct ListTries {
+    pub v4_net: LpmTrie<MapData, NetV4, ListValue>,
+    pub v6_net: LpmTrie<MapData, NetV6, ListValue>,
+}
+
+/// Expiry times of list entries added with a TTL, by entry. An LPM trie used for
+/// exact keys only: unlike a hash map it costs memory per stored entry, not per
+/// entry of capacity.
+pub struct ExpiryIndex(pub LpmTrie<MapData, EntryKey, u64>);
+
+/// Every key of the expiry index has its full length.
+const EXPIRY_BITS: u32 = (size_of::<EntryKey>() * 8) as u32;
+
+impl ExpiryIndex {
+    pub fn get(&self, k: &EntryKey, flags: u64) -> Result<u64, MapError> {
+        self.0.get(&Key::new(EXPIRY_BITS, *k), flags)
+    }
+
+    pub fn insert(&mut self, k: &EntryKey, v: &u64, flags: u64) -> Result<(), MapError> {
+        self.0.insert(&Key::new(EXPIRY_BITS, *k), v, flags)
+    }
+
+    pub fn remove(&mut self, k: &EntryKey) -> Result<(), MapError> {
+        self.0.remove(&Key::new(EXPIRY_BITS, *k))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = Result<EntryKey, MapError>> + '_ {
+        self.0.keys().map(|k| k.map(|k| k.data()))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Result<(EntryKey, u64), MapError>> + '_ {
+        self.0.iter().map(|r| r.map(|(k, v)| (k.data(), v)))
+    }
+}
+
+/// The lists' group: both lists' tries and compiled arrays, their words in
+/// `FG_ACTIVE`, the expiry index, and their counts in the bookkeeping. The fields are
+/// the raw maps (tests inspect them); everything else goes through the methods.
+pub struct ListMaps {
+    pub core: Core,
+    /// Only the lists' words ([`ListKind`] index) are touched here.
+    pub active: Array<MapData, u32>,
+    pub block: ListTries,
+    pub allow: ListTries,
+    /// Both lists' compiled IPv4 arrays, mapped into this process.
+    pub compiled: CompiledMaps,
+    pub expiry: ExpiryIndex,
+}
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -45,10 +98,8 @@ pub enum StoreError {
     #[error("{} of the given entries {} not on the {list}: {sample}; nothing was removed",
         .missing, if *.missing == 1 { "is" } else { "are" })]
     NotPresent { list: &'static str, missing: usize, sample: String },
-    #[error(
-        "the pinned maps have layout version {found}, this floodgate expects {expected}: detach and attach again"
-    )]
-    Version { found: u32, expected: u32 },
+    #[error(transparent)]
+    Core(#[from] MetaError),
     #[error("{op} failed on the {list} maps")]
     Map {
         op: &'static str,
@@ -56,8 +107,8 @@ pub enum StoreError {
         #[source]
         source: MapError,
     },
-    #[error("reading or writing floodgate's bookkeeping map")]
-    Meta(#[source] MapError),
+    #[error("reading or writing the lists' active words")]
+    Active(#[source] MapError),
     #[error("interrupted; the list was left as it was")]
     Interrupted,
     #[error("an entry count would go out of range; nothing was changed")]
@@ -137,30 +188,25 @@ impl Slot {
 
     fn expiry_key(&self, kind: ListKind) -> EntryKey {
         let mut addr = [0u8; 16];
-        let family = match *self {
-            Slot::V4(_, a) => {
-                addr[..4].copy_from_slice(&a);
-                4
-            }
-            Slot::V6(_, a) => {
-                addr = a;
-                6
-            }
-        };
-        EntryKey { list: kind as u32, family, prefix_len: self.prefix_len(), addr }
+        match *self {
+            Slot::V4(_, a) => addr[..4].copy_from_slice(&a),
+            Slot::V6(_, a) => addr = a,
+        }
+        EntryKey {
+            list: kind as u32,
+            family: self.family().ip_version(),
+            prefix_len: self.prefix_len(),
+            addr,
+        }
     }
 
     fn from_expiry_key(k: &EntryKey) -> Option<(ListKind, Slot)> {
-        let kind = match k.list {
-            0 => ListKind::Block,
-            1 => ListKind::Allow,
-            _ => return None,
-        };
+        let kind = ListKind::try_from(k.list).ok()?;
         let mut a4 = [0u8; 4];
         a4.copy_from_slice(&k.addr[..4]);
-        let slot = match (k.family, k.prefix_len) {
-            (4, l) if l <= 32 => Slot::V4(l as u8, a4),
-            (6, l) if l <= 128 => Slot::V6(l as u8, k.addr),
+        let slot = match (Family::from_ip_version(k.family)?, k.prefix_len) {
+            (Family::V4, l) if l <= 32 => Slot::V4(l as u8, a4),
+            (Family::V6, l) if l <= 128 => Slot::V6(l as u8, k.addr),
             _ => return None,
         };
         Some((kind, slot))
@@ -185,10 +231,9 @@ struct Members {
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, which the data path
 /// compares expiry times with.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    // CLOCK_MONOTONIC cannot fail on Linux.
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 /// A list entry as `list` shows it.
@@ -197,13 +242,6 @@ pub struct Entry {
     pub net: IpNet,
     /// Monotonic ns when it stops matching, for entries added with a TTL.
     pub expires: Option<u64>,
-}
-
-fn family_name(f: Family) -> &'static str {
-    match f {
-        Family::V4 => "IPv4",
-        Family::V6 => "IPv6",
-    }
 }
 
 /// What an `add` did.
@@ -229,7 +267,7 @@ pub static INTERRUPT: AtomicBool = AtomicBool::new(false);
 /// controller killed midway (SIGKILL, a crash, a power cut of the process) leaves it
 /// set; the next writer then repairs the bookkeeping from the maps themselves: it
 /// clears the inactive generations, recounts the active ones and checks the expiry
-/// index (see [`FilterMaps::recover`]). Readers recount in memory meanwhile.
+/// index (see [`ListMaps::recover`]). Readers recount in memory meanwhile.
 pub const CHANGING: u32 = 0x4647_4348;
 
 /// `now + ttl` as a data-path expiry time, refused when it does not fit (never wraps
@@ -260,7 +298,41 @@ fn per_family(slots: &[Slot]) -> Result<[u32; 2], StoreError> {
     Ok(n)
 }
 
-impl FilterMaps {
+impl ListMaps {
+    /// Opens the lists' maps. A writer then calls [`ListMaps::sweep`] first.
+    pub fn open(src: &mut impl MapSource) -> Result<Self, OpenError> {
+        use map_names::*;
+        let mut tries = |n4, n6| -> Result<ListTries, OpenError> {
+            Ok(ListTries { v4_net: src.typed(n4)?, v6_net: src.typed(n6)? })
+        };
+        let block = tries(BLOCK_V4_NET, BLOCK_V6_NET)?;
+        let allow = tries(ALLOW_V4_NET, ALLOW_V6_NET)?;
+        let compiled = CompiledMaps::new(src.map(V4_DIR)?, src.map(V4_RANGES)?, src.map(V4_SHORT)?)
+            .map_err(|(name, source)| src.refuse(OpenError::Type { name, source }))?;
+        Ok(ListMaps {
+            core: Core::open(src)?,
+            active: src.typed(ACTIVE)?,
+            block,
+            allow,
+            compiled,
+            expiry: ExpiryIndex(src.typed(EXPIRY)?),
+        })
+    }
+
+    pub fn list(&self, kind: ListKind) -> &ListTries {
+        match kind {
+            ListKind::Block => &self.block,
+            ListKind::Allow => &self.allow,
+        }
+    }
+
+    fn list_mut(&mut self, kind: ListKind) -> &mut ListTries {
+        match kind {
+            ListKind::Block => &mut self.block,
+            ListKind::Allow => &mut self.allow,
+        }
+    }
+
     /// The bookkeeping, with counts recomputed from the maps (in memory only) when an
     /// interrupted change left them unverified. Never writes.
     pub fn read_meta(&self) -> Result<Meta, StoreError> {
@@ -272,11 +344,7 @@ impl FilterMaps {
     }
 
     fn read_meta_raw(&self) -> Result<Meta, StoreError> {
-        let meta = self.meta.get(&0, 0).map_err(StoreError::Meta)?;
-        if meta.version != META_VERSION {
-            return Err(StoreError::Version { found: meta.version, expected: META_VERSION });
-        }
-        Ok(meta)
+        Ok(self.core.read()?)
     }
 
     /// Whether the stored counts cannot be trusted: a change was interrupted, or they
@@ -286,7 +354,7 @@ impl FilterMaps {
     }
 
     pub fn write_meta(&mut self, meta: &Meta) -> Result<(), StoreError> {
-        self.meta.set(0, meta, 0).map_err(StoreError::Meta)
+        Ok(self.core.write(meta)?)
     }
 
     /// Entries of each list's active generation, by `[ListKind][Family]`.
@@ -362,7 +430,7 @@ impl FilterMaps {
 
     /// A list's word in the active map: generation and flags (see filter_common::keys).
     fn active_word(&self, kind: ListKind) -> Result<u32, StoreError> {
-        self.active.get(&(kind as u32), 0).map_err(StoreError::Meta)
+        self.active.get(&(kind as u32), 0).map_err(StoreError::Active)
     }
 
     fn generation(&self, kind: ListKind) -> Result<u32, StoreError> {
@@ -373,7 +441,7 @@ impl FilterMaps {
     fn announce(&mut self, kind: ListKind, flags: u32) -> Result<(), StoreError> {
         let w = self.active_word(kind)?;
         if w & flags != flags {
-            self.active.set(kind as u32, &(w | flags), 0).map_err(StoreError::Meta)?;
+            self.active.set(kind as u32, &(w | flags), 0).map_err(StoreError::Active)?;
         }
         Ok(())
     }
@@ -497,7 +565,9 @@ impl FilterMaps {
             let flags = self.build(kind, n, entries, progress)?;
             Self::check_interrupt()?;
             let switches = (self.active_word(kind)? >> SWITCH_SHIFT).wrapping_add(1);
-            self.active.set(kind as u32, &(n | flags | switches << SWITCH_SHIFT), 0).map_err(StoreError::Meta)
+            self.active
+                .set(kind as u32, &(n | flags | switches << SWITCH_SHIFT), 0)
+                .map_err(StoreError::Active)
         });
         if let Err(e) = result {
             // Nothing was switched: undo the inactive generation and any expiry the
@@ -513,7 +583,7 @@ impl FilterMaps {
 
     /// The active generation `g` (whose entries are `m`) without `drop` (sorted) and
     /// with `set` (entries new or with a new expiry, all with `expires`), written as the
-    /// next generation (see [`FilterMaps::switch_to`]). Permanent IPv4 entries added
+    /// next generation (see [`ListMaps::switch_to`]). Permanent IPv4 entries added
     /// singly since the last rewrite move from the trie into the compiled arrays on the
     /// way.
     #[allow(clippy::too_many_arguments)]
@@ -550,7 +620,7 @@ impl FilterMaps {
             if u64::from(have) + u64::from(add) > u64::from(meta.max_entries) {
                 return Err(StoreError::Full {
                     list: kind.name(),
-                    family: family_name(f),
+                    family: f.name(),
                     have,
                     adding: add,
                     capacity: meta.max_entries,
@@ -567,7 +637,7 @@ impl FilterMaps {
         let r = if expires == 0 {
             match self.expiry.remove(&key) {
                 Err(MapError::KeyNotFound) => Ok(()),
-                Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+                Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 other => other,
             }
         } else {
@@ -597,7 +667,7 @@ impl FilterMaps {
     ///
     /// All or nothing, also when the process is killed: one changed entry is one trie
     /// write; more are written into a new generation (the active one plus the
-    /// additions) that packets switch to at once (see [`FilterMaps::switch_to`]).
+    /// additions) that packets switch to at once (see [`ListMaps::switch_to`]).
     pub fn add(
         &mut self,
         kind: ListKind,
@@ -666,7 +736,7 @@ impl FilterMaps {
     }
 
     /// Removes exact entries (a prefix is not removed by removing an address inside it).
-    /// If any is missing, nothing is removed. All or nothing like [`FilterMaps::add`].
+    /// If any is missing, nothing is removed. All or nothing like [`ListMaps::add`].
     pub fn remove(&mut self, kind: ListKind, nets: &[IpNet]) -> Result<usize, StoreError> {
         let mut meta = self.prepare()?;
         let g = self.generation(kind)?;
@@ -848,9 +918,26 @@ impl FilterMaps {
         Ok(out)
     }
 
-    /// Deletes list entries whose TTL has passed, and expired auto-bans. Returns how
-    /// many were removed. Cheap when nothing expires: it walks only the expiry index
-    /// and the ban map, never whole lists, and writes nothing.
+    /// Entries whose TTL has run out but that no writer has swept yet, by
+    /// `[ListKind][Family]`: the data path ignores them already, so a reader can leave
+    /// them out of its counts (and leave them for the next writer to sweep).
+    pub fn expired(&self) -> [[u32; 2]; 2] {
+        let now = monotonic_ns();
+        let mut out = [[0u32; 2]; 2];
+        for (key, exp) in self.expiry.iter().filter_map(Result::ok) {
+            if exp <= now
+                && let Some((kind, slot)) = Slot::from_expiry_key(&key)
+            {
+                out[kind as usize][slot.family() as usize] += 1;
+            }
+        }
+        out
+    }
+
+    /// Deletes list entries whose TTL has passed (expired auto-bans are the limiter's:
+    /// [`crate::limits::LimiterMaps::sweep`]). Returns how many were removed. Cheap
+    /// when nothing expires: it walks only the expiry index, never whole lists, and
+    /// writes nothing.
     pub fn sweep(&mut self) -> Result<usize, StoreError> {
         let now = monotonic_ns();
         let mut meta = self.prepare()?;
@@ -880,13 +967,6 @@ impl FilterMaps {
                 let _ = self.expiry.remove(&key);
             }
             self.commit(&mut meta)?;
-        }
-        let bans: Vec<_> =
-            self.bans.iter().filter_map(Result::ok).filter(|(_, b)| b.expires <= now).collect();
-        for (key, _) in bans {
-            if self.bans.remove(&key).is_ok() {
-                removed += 1;
-            }
         }
         Ok(removed)
     }
@@ -951,9 +1031,9 @@ mod tests {
     #[test]
     fn unverified_counts_are_noticed() {
         let meta = Meta { max_entries: 10, counts: [[3, 4], [0, 0]], ..Meta::default() };
-        assert!(!FilterMaps::unverified(&meta));
-        assert!(FilterMaps::unverified(&Meta { _pad: CHANGING, ..meta }));
-        assert!(FilterMaps::unverified(&Meta { counts: [[u32::MAX, 0], [0, 0]], ..meta }));
+        assert!(!ListMaps::unverified(&meta));
+        assert!(ListMaps::unverified(&Meta { _pad: CHANGING, ..meta }));
+        assert!(ListMaps::unverified(&Meta { counts: [[u32::MAX, 0], [0, 0]], ..meta }));
     }
 
     #[test]

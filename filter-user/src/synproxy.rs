@@ -24,14 +24,20 @@ use std::{
     process::{Command, Stdio},
 };
 
+use aya::maps::{Array, MapData};
 use filter_common::{
     cidr::echo,
     limit::Bucket,
+    map_names,
     synproxy::{SynProxyConfig, kernel_wscale},
 };
 use thiserror::Error;
 
-use crate::{maps::FilterMaps, portmap, rules::parse_range};
+use crate::{
+    maps::{Core, MapSource, MetaError, OpenError},
+    portmap,
+    rules::parse_range,
+};
 
 /// The nftables table floodgate creates and removes; nothing else is touched.
 pub const NFT_TABLE: &str = "floodgate";
@@ -70,7 +76,7 @@ pub enum SynProxyError {
     #[error("writing the SYN-cookie maps")]
     Map(#[source] aya::maps::MapError),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Core(#[from] MetaError),
     #[error("taking the namespace's SYN-cookie lock {path}")]
     Lock {
         path: String,
@@ -128,12 +134,9 @@ fn rmem_max() -> u64 {
         return v.parse().unwrap_or(0);
     }
     std::thread::spawn(|| -> Option<u64> {
-        use std::os::fd::AsRawFd as _;
         let ns = std::fs::File::open("/proc/1/ns/net").ok()?;
-        // SAFETY: setns on a namespace fd we hold; it affects this thread only.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return None;
-        }
+        // Affects this thread only.
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
         std::fs::read_to_string(RMEM_MAX).ok()?.trim().parse().ok()
     })
     .join()
@@ -337,29 +340,18 @@ struct NsLock(#[allow(dead_code)] std::fs::File);
 
 impl NsLock {
     fn take() -> Result<NsLock, SynProxyError> {
-        use std::os::fd::AsRawFd as _;
         // thread-self: a thread that joined another namespace (setns) locks that one.
         const NS: &str = "/proc/thread-self/ns/net";
         let err = |source| SynProxyError::Lock { path: NS.into(), source };
         let f = std::fs::File::open(NS).map_err(err)?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(err(std::io::Error::last_os_error()));
-        }
+        f.lock().map_err(err)?;
         Ok(NsLock(f))
     }
 }
 
 /// The interface's name in this namespace, for the chain's comment.
 fn iface_name(ifindex: u32) -> String {
-    let mut buf = [0u8; libc::IF_NAMESIZE];
-    // SAFETY: buf holds IF_NAMESIZE bytes, as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr().cast()) };
-    if p.is_null() {
-        return format!("ifindex {ifindex}");
-    }
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..len]).into_owned()
+    crate::pins::indextoname(ifindex).unwrap_or_else(|| format!("ifindex {ifindex}"))
 }
 
 /// Removes one interface's chain; the last one out restores the sysctls (while the
@@ -382,7 +374,24 @@ fn delete_table() -> Result<(), SynProxyError> {
     nft(&format!("table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\n")).map(drop)
 }
 
-impl FilterMaps {
+/// The SYN cookies' group: the configuration and the protected ports, with the
+/// bookkeeping for the interface's ifindex (which names its nftables chain). The
+/// fields are the raw maps (tests inspect them).
+pub struct SynProxyMaps {
+    pub core: Core,
+    pub synproxy: Array<MapData, SynProxyConfig>,
+    pub syn_ports: Array<MapData, u64>,
+}
+
+impl SynProxyMaps {
+    pub fn open(src: &mut impl MapSource) -> Result<Self, OpenError> {
+        Ok(SynProxyMaps {
+            core: Core::open(src)?,
+            synproxy: src.typed(map_names::SYNPROXY)?,
+            syn_ports: src.typed(map_names::SYN_PORTS)?,
+        })
+    }
+
     pub fn synproxy_config(&self) -> Result<SynProxyConfig, SynProxyError> {
         self.synproxy.get(&0, 0).map_err(SynProxyError::Map)
     }
@@ -411,7 +420,7 @@ impl FilterMaps {
     }
 
     fn ifindex(&self) -> Result<u32, SynProxyError> {
-        Ok(self.read_meta()?.ifindex)
+        Ok(self.core.read()?.ifindex)
     }
 
     /// This interface's chain in the namespace's table, if present (left by an

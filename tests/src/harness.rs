@@ -33,8 +33,8 @@ impl Harness {
     pub fn new(max_entries: u32) -> Self {
         let cap = Capacity::entries(max_entries);
         let mut ebpf = loader::load(cap).expect("loading the XDP object (are you root?)");
-        let mut maps = FilterMaps::take(&mut ebpf).expect("maps");
-        loader::init_meta(&mut maps, 0, 0, cap).expect("meta");
+        loader::init_meta(&mut ebpf, 0, 0, cap).expect("meta");
+        let maps = FilterMaps::open(&mut ebpf).expect("maps");
         Self { ebpf, maps }
     }
 
@@ -44,16 +44,16 @@ impl Harness {
 
     /// Runs one frame through the program once.
     pub fn run(&mut self, frame: &[u8]) -> Outcome {
-        let before = self.maps.totals().expect("counters");
+        let before = self.maps.counters.totals().expect("counters");
         let opts = TestRunOptions { data_in: Some(frame), repeat: 1, ..Default::default() };
         let r = self.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
-        let after = self.maps.totals().expect("counters");
+        let after = self.maps.counters.totals().expect("counters");
         Outcome { action: r.return_value, delta: after.since(&before) }
     }
 
     /// Runs one frame and also returns the frame as the program left it (for XDP_TX).
     pub fn run_out(&mut self, frame: &[u8]) -> (Outcome, Vec<u8>) {
-        let before = self.maps.totals().expect("counters");
+        let before = self.maps.counters.totals().expect("counters");
         let mut out = vec![0u8; frame.len() + 256];
         let opts = TestRunOptions {
             data_in: Some(frame),
@@ -63,7 +63,7 @@ impl Harness {
         };
         let r = self.program().test_run(opts).expect("BPF_PROG_TEST_RUN");
         out.truncate(r.data_size_out as usize);
-        let after = self.maps.totals().expect("counters");
+        let after = self.maps.counters.totals().expect("counters");
         (Outcome { action: r.return_value, delta: after.since(&before) }, out)
     }
 
@@ -80,17 +80,17 @@ impl Harness {
 
     pub fn add(&mut self, kind: ListKind, cidrs: &[&str]) {
         let nets = parse(cidrs);
-        self.maps.add(kind, &nets, None, &mut |_, _| {}).expect("add");
+        self.maps.lists.add(kind, &nets, None, &mut |_, _| {}).expect("add");
     }
 
     pub fn remove(&mut self, kind: ListKind, cidrs: &[&str]) {
         let nets = parse(cidrs);
-        self.maps.remove(kind, &nets).expect("remove");
+        self.maps.lists.remove(kind, &nets).expect("remove");
     }
 
     pub fn replace(&mut self, kind: ListKind, cidrs: &[&str]) {
         let nets = parse(cidrs);
-        self.maps.replace(kind, &nets, &mut |_, _| {}).expect("replace");
+        self.maps.lists.replace(kind, &nets, &mut |_, _| {}).expect("replace");
     }
 }
 
@@ -113,12 +113,12 @@ pub fn limits(pps: u64, burst: u64) -> filter_common::limit::LimitConfig {
 
 impl Harness {
     pub fn set_limits(&mut self, cfg: &filter_common::limit::LimitConfig) {
-        self.maps.set_limits(cfg).expect("set limits");
+        self.maps.limiter.set_limits(cfg).expect("set limits");
     }
 
     pub fn add_ttl(&mut self, kind: ListKind, cidrs: &[&str], ttl: std::time::Duration) {
         let nets = parse(cidrs);
-        self.maps.add(kind, &nets, Some(ttl), &mut |_, _| {}).expect("add with ttl");
+        self.maps.lists.add(kind, &nets, Some(ttl), &mut |_, _| {}).expect("add with ttl");
     }
 
     /// Runs `frame` `n` times (one test run each) and counts each reason.

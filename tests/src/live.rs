@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use floodgate::maps::FilterMaps;
+use floodgate::maps::{FilterMaps, PinDir};
 use floodgate_lab::{FrameSpec, Netns, RawSender, build, veth_pair_queues};
 use serde_json::Value;
 
@@ -211,7 +211,7 @@ impl Lab {
 
     /// The attached interface's maps, opened from its pins.
     pub fn maps(&self) -> FilterMaps {
-        FilterMaps::from_pins(&self.pins_dir()).expect("pinned maps")
+        FilterMaps::open(&mut PinDir(&self.pins_dir())).expect("pinned maps")
     }
 
     /// Whether the server's interface has an XDP program attached.

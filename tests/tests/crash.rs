@@ -109,7 +109,7 @@ fn listed(lab: &Lab, which: &str) -> BTreeSet<String> {
 }
 
 fn raw_meta(lab: &Lab) -> Meta {
-    lab.maps().meta.get(&0, 0).expect("meta")
+    lab.maps().core.meta.get(&0, 0).expect("meta")
 }
 
 /// After a writer ran: the stored counts are those of the stored list, with no change
@@ -316,7 +316,7 @@ fn crash_list_edits_killed_at_random_moments_are_all_or_nothing() {
         prep();
         let mut child = spawn(&lab, &load);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while maps.meta.get(&0, 0).map(|m| m._pad).unwrap_or(0) == 0
+        while maps.core.meta.get(&0, 0).map(|m| m._pad).unwrap_or(0) == 0
             && child.try_wait().unwrap().is_none()
             && Instant::now() < deadline
         {
@@ -348,10 +348,10 @@ fn crash_wrong_counts_are_recounted_not_wrapped() {
     lab.attach("skb");
     lab.ok(&["blocklist", "add", "-i", &lab.srv_if, "192.0.2.1", "192.0.2.2", "2001:db8::1"]);
     let mut maps = lab.maps();
-    let mut meta = maps.meta.get(&0, 0).unwrap();
+    let mut meta = maps.core.meta.get(&0, 0).unwrap();
     // As the old code left it after a killed load and a remove: 4,294,967,295.
     meta.counts[ListKind::Block as usize] = [u32::MAX, 0];
-    maps.meta.set(0, &meta, 0).unwrap();
+    maps.core.meta.set(0, &meta, 0).unwrap();
     drop(maps);
     let out = lab.ok(&["blocklist", "remove", "-i", &lab.srv_if, "192.0.2.1"]);
     let expect: BTreeSet<String> = ["192.0.2.2/32", "2001:db8::1/128"].map(String::from).into();
@@ -359,10 +359,10 @@ fn crash_wrong_counts_are_recounted_not_wrapped() {
     // Too low a count (entries applied, count 0) is caught by the marker instead: an
     // interrupted change leaves it set, and the next writer recounts.
     let mut maps = lab.maps();
-    let mut meta = maps.meta.get(&0, 0).unwrap();
+    let mut meta = maps.core.meta.get(&0, 0).unwrap();
     meta.counts[ListKind::Block as usize] = [0, 0];
     meta._pad = floodgate::store::CHANGING;
-    maps.meta.set(0, &meta, 0).unwrap();
+    maps.core.meta.set(0, &meta, 0).unwrap();
     drop(maps);
     let out = lab.ok(&["blocklist", "remove", "-i", &lab.srv_if, "192.0.2.2"]);
     let expect: BTreeSet<String> = ["2001:db8::1/128"].map(String::from).into();
@@ -381,7 +381,7 @@ fn crash_run_keeps_protection_when_sweeps_fail() {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !(lab.has_xdp()
         && lab.pins_dir().exists()
-        && lab.maps().meta.get(&0, 0).is_ok_and(|m| m.version != 0))
+        && lab.maps().core.meta.get(&0, 0).is_ok_and(|m| m.version != 0))
     {
         assert!(run.try_wait().unwrap().is_none(), "run exited early");
         assert!(Instant::now() < deadline, "run did not attach");
@@ -389,12 +389,12 @@ fn crash_run_keeps_protection_when_sweeps_fail() {
     }
     lab.ok(&["blocklist", "add", "-i", &lab.srv_if, "203.0.113.0/24"]);
     let mut maps = lab.maps();
-    let good = maps.meta.get(&0, 0).unwrap();
-    maps.meta.set(0, &Meta { version: good.version + 1000, ..good }, 0).unwrap();
+    let good = maps.core.meta.get(&0, 0).unwrap();
+    maps.core.meta.set(0, &Meta { version: good.version + 1000, ..good }, 0).unwrap();
     std::thread::sleep(Duration::from_millis(3500));
     let still_running = run.try_wait().unwrap().is_none();
     let attached = lab.has_xdp();
-    maps.meta.set(0, &good, 0).unwrap();
+    maps.core.meta.set(0, &good, 0).unwrap();
     drop(maps);
     if !still_running {
         let mut err = String::new();

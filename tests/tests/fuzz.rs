@@ -94,8 +94,8 @@ fn ban_key(a: IpAddr) -> SourceKey {
 }
 
 fn configure(h: &mut Harness, m: &mut Model, c: &Config) {
-    for r in h.maps.rules().expect("rules") {
-        h.maps.remove_rule(&r.id.to_string()).expect("remove rule");
+    for r in h.maps.rules.rules().expect("rules") {
+        h.maps.rules.remove_rule(&r.id.to_string()).expect("remove rule");
     }
     m.clear_rules();
     if c.rules {
@@ -107,7 +107,7 @@ fn configure(h: &mut Harness, m: &mut Model, c: &Config) {
         specs.push(rule(Proto::Tcp, Dir::Src, 22, 22, false, "pass-ssh"));
         specs.push(rule(Proto::Icmp, Dir::Any, 0, 0, true, "icmp"));
         specs.push(rule(Proto::Icmpv6, Dir::Any, 0, 0, true, "icmpv6"));
-        for r in h.maps.add_rules(&specs).expect("add rules") {
+        for r in h.maps.rules.add_rules(&specs).expect("add rules") {
             m.add_rule(r.id, r.spec.proto, r.spec.dir, r.spec.lo, r.spec.hi, r.spec.drop);
         }
     }
@@ -122,7 +122,7 @@ fn configure(h: &mut Harness, m: &mut Model, c: &Config) {
     let served =
         [(Proto::Tcp, 80, 80), (Proto::Tcp, 443, 443), (Proto::Udp, 53, 53), (Proto::Tcp, 6000, 6001)];
     let served_maps: Vec<Served> = served.iter().map(|&(proto, lo, hi)| Served { proto, lo, hi }).collect();
-    h.maps.set_policy(policy, if c.policy { &served_maps } else { &[] }).expect("policy");
+    h.maps.policy.set_policy(policy, if c.policy { &served_maps } else { &[] }).expect("policy");
     m.policy = policy;
     m.served = if c.policy { served.to_vec() } else { Vec::new() };
 
@@ -135,7 +135,7 @@ fn configure(h: &mut Harness, m: &mut Model, c: &Config) {
     if c.limiter {
         for k in &m.bans {
             let ban = Ban { expires: u64::MAX / 2, banned_at: 1 };
-            h.maps.bans.insert(k, &ban, 0).expect("ban");
+            h.maps.limiter.bans.insert(k, &ban, 0).expect("ban");
         }
     }
 
@@ -147,7 +147,7 @@ fn configure(h: &mut Harness, m: &mut Model, c: &Config) {
         old_syncookies: 1,
         ..Default::default()
     };
-    h.maps.write_synproxy(&cfg, if c.syn { &syn_ports } else { &[] }).expect("synproxy");
+    h.maps.synproxy.write_synproxy(&cfg, if c.syn { &syn_ports } else { &[] }).expect("synproxy");
     m.syn_ports = if c.syn { syn_ports.to_vec() } else { Vec::new() };
 }
 
@@ -244,8 +244,8 @@ fn program_and_model_agree_on_every_frame() {
     for c in &CONFIGS {
         configure(&mut h, &mut m, c);
         let rules_before: HashMap<u32, Counter> =
-            h.maps.rules().expect("rules").into_iter().map(|r| (r.id, r.hits)).collect();
-        let mut before = h.maps.totals().expect("counters");
+            h.maps.rules.rules().expect("rules").into_iter().map(|r| (r.id, r.hits)).collect();
+        let mut before = h.maps.counters.totals().expect("counters");
         let mut want = Totals::default();
         let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
         let mut generated = 0;
@@ -276,7 +276,7 @@ fn program_and_model_agree_on_every_frame() {
             frames += 1;
             batch.push(f);
             if batch.len() == BATCH || (replay.len() == 0 && generated == per_config) {
-                let after = h.maps.totals().expect("counters");
+                let after = h.maps.counters.totals().expect("counters");
                 let got = after.since(&before);
                 if got != want {
                     panic!(
@@ -292,7 +292,7 @@ fn program_and_model_agree_on_every_frame() {
         }
         // Rule counters: what the model counted against each rule, the program did.
         let hits = m.hits.borrow();
-        for r in h.maps.rules().expect("rules") {
+        for r in h.maps.rules.rules().expect("rules") {
             let was = rules_before.get(&r.id).copied().unwrap_or_default();
             let (p, b) = hits.get(&r.id).copied().unwrap_or_default();
             assert_eq!(

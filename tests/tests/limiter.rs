@@ -25,7 +25,7 @@ fn off_until_configured() {
     let mut h = Harness::new(64);
     let t = h.tally(&udp_from("192.0.2.1"), 50);
     assert_eq!(t.get(&Reason::Passed), Some(&50));
-    assert!(h.maps.tracked().is_empty(), "no state kept while off");
+    assert!(h.maps.limiter.tracked().is_empty(), "no state kept while off");
 }
 
 #[test]
@@ -44,7 +44,7 @@ fn a_source_gets_its_burst_then_is_limited() {
     h.expect(&udp_from("2001:db8:9::1"), Reason::Passed, "a v6 source");
     // The limited source is kept apart from the LRU once over its limit.
     let key = SourceKey::v4([192, 0, 2, 1], 32);
-    let tracked = h.maps.tracked();
+    let tracked = h.maps.limiter.tracked();
     let t = tracked.iter().find(|t| t.key == key).expect("tracked");
     assert!(t.over_limit);
     assert_eq!((t.state.passed, t.state.dropped), (5, 5));
@@ -102,7 +102,7 @@ fn global_syn_budget_spans_sources() {
     assert_eq!(passed, 4, "the global burst, shared by ten sources");
     h.expect(&udp_from("192.0.2.1"), Reason::Passed, "non-SYN traffic is untouched");
     // Global drops are not the source's fault: nobody is kept as over-limit for them.
-    assert!(h.maps.tracked().iter().all(|t| !t.over_limit));
+    assert!(h.maps.limiter.tracked().iter().all(|t| !t.over_limit));
 }
 
 #[test]
@@ -116,7 +116,7 @@ fn ipv4_sources_group_by_prefix() {
     h.expect(&udp_from("192.0.2.3"), Reason::Passed, ".3 shares the /24");
     h.expect(&udp_from("192.0.2.4"), Reason::RateLimit, "the /24's burst is spent");
     h.expect(&udp_from("192.0.3.1"), Reason::Passed, "another /24");
-    assert!(h.maps.tracked().iter().any(|t| t.key == SourceKey::v4([192, 0, 2, 0], 24)));
+    assert!(h.maps.limiter.tracked().iter().any(|t| t.key == SourceKey::v4([192, 0, 2, 0], 24)));
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn lists_come_before_the_limiter() {
         h.expect(&udp_from("192.0.2.1"), Reason::Allowed, "allowlisted: never limited");
         h.expect(&udp_from("192.0.2.2"), Reason::Blocklist, "blocklisted");
     }
-    assert!(h.maps.tracked().is_empty(), "listed sources never reach the limiter");
+    assert!(h.maps.limiter.tracked().is_empty(), "listed sources never reach the limiter");
 }
 
 #[test]
@@ -174,24 +174,24 @@ fn a_source_over_its_limit_long_enough_is_banned() {
     sleep(Duration::from_millis(30));
     // Still over: this drop is 30 ms into the episode, so it bans.
     h.expect(&frame, Reason::RateLimit, "drop that triggers the ban");
-    assert_eq!(h.maps.event(Event::AutoBan).unwrap(), 1);
+    assert_eq!(h.maps.limiter.event(Event::AutoBan).unwrap(), 1);
     h.expect(&frame, Reason::Blocklist, "banned");
     h.expect(&udp_from("192.0.2.10"), Reason::Passed, "others are not");
-    let bans: Vec<_> = h.maps.bans.keys().filter_map(Result::ok).collect();
+    let bans: Vec<_> = h.maps.limiter.bans.keys().filter_map(Result::ok).collect();
     assert_eq!(bans, [SourceKey::v4([192, 0, 2, 9], 32)]);
     sleep(Duration::from_millis(450));
     // The ban has expired in the data path; the source is back under the limiter,
     // and a new episode has to last ban_after before the next ban.
     h.expect(&frame, Reason::RateLimit, "ban over, still over its limit");
-    assert_eq!(h.maps.event(Event::AutoBan).unwrap(), 1, "no immediate re-ban");
-    assert_eq!(h.maps.sweep().unwrap(), 1, "the sweep removes the expired ban");
-    assert!(h.maps.bans.keys().next().is_none());
+    assert_eq!(h.maps.limiter.event(Event::AutoBan).unwrap(), 1, "no immediate re-ban");
+    assert_eq!(h.maps.limiter.sweep(), 1, "the sweep removes the expired ban");
+    assert!(h.maps.limiter.bans.keys().next().is_none());
     sleep(Duration::from_millis(30));
     h.expect(&frame, Reason::RateLimit, "20 ms into the new episode: banned again");
-    assert_eq!(h.maps.event(Event::AutoBan).unwrap(), 2);
+    assert_eq!(h.maps.limiter.event(Event::AutoBan).unwrap(), 2);
     // Limits without auto-ban remove the bans.
     h.set_limits(&limits(1, 1));
-    assert!(h.maps.bans.keys().next().is_none());
+    assert!(h.maps.limiter.bans.keys().next().is_none());
 }
 
 #[test]
@@ -205,7 +205,7 @@ fn ttl_entries_stop_matching_when_they_expire() {
     );
     h.expect(&udp_from("192.0.2.7"), Reason::Blocklist, "host with TTL");
     h.expect(&udp_from("2001:db8:bad::1"), Reason::Blocklist, "v6 prefix with TTL");
-    let listed: Vec<_> = h.maps.entries(ListKind::Block).unwrap();
+    let listed: Vec<_> = h.maps.lists.entries(ListKind::Block).unwrap();
     assert_eq!(listed.iter().filter(|e| e.expires.is_some()).count(), 3);
     sleep(Duration::from_millis(350));
     // No controller has run: the data path itself ignores the expired entries.
@@ -216,9 +216,9 @@ fn ttl_entries_stop_matching_when_they_expire() {
         Reason::Blocklist,
         "covered by the permanent /16 under the expired /24",
     );
-    assert_eq!(h.maps.entries(ListKind::Block).unwrap().len(), 1, "expired entries are not listed");
-    assert_eq!(h.maps.sweep().unwrap(), 3);
-    assert_eq!(h.maps.read_meta().unwrap().counts[ListKind::Block as usize], [1, 0]);
+    assert_eq!(h.maps.lists.entries(ListKind::Block).unwrap().len(), 1, "expired entries are not listed");
+    assert_eq!(h.maps.lists.sweep().unwrap(), 3);
+    assert_eq!(h.maps.lists.read_meta().unwrap().counts[ListKind::Block as usize], [1, 0]);
 }
 
 #[test]
@@ -231,7 +231,7 @@ fn re_adding_changes_a_ttl_but_never_shortens_a_permanent_entry() {
     sleep(Duration::from_millis(250));
     h.expect(&udp_from("192.0.2.1"), Reason::Blocklist, "permanent");
     h.expect(&udp_from("192.0.2.2"), Reason::Blocklist, "made permanent by a plain add");
-    assert_eq!(h.maps.sweep().unwrap(), 0);
+    assert_eq!(h.maps.lists.sweep().unwrap(), 0);
 }
 
 #[test]
@@ -249,7 +249,7 @@ fn one_packet_sources_are_not_tracked_and_cannot_evict_tracked_ones() {
         let src = format!("2001:db8:77::{:x}:{:x}", i >> 16, i & 0xffff);
         h.expect(&udp_from(&src), Reason::Passed, "one-packet source");
     }
-    let tracked = h.maps.tracked();
+    let tracked = h.maps.limiter.tracked();
     assert_eq!(tracked.len(), 1, "only the repeating source is tracked: {tracked:?}");
     assert_eq!(tracked[0].state.passed, 2, "its first packet was counted when it was admitted");
     // Its bucket kept its debt through the flood: one more passes (burst 3), then drops.

@@ -36,7 +36,7 @@ fn source_at_twice_its_limit_loses_half_on_both_cpus() {
     lab.ok(&["limit", "set", "--pps", "1000", "--burst", "10"]);
     let sink = lab.sink(PORT);
     let maps = lab.maps();
-    let cpu_before = maps.totals_per_cpu().unwrap();
+    let cpu_before = maps.counters.totals_per_cpu().unwrap();
     let before = dropped(&lab, "rate_limit");
     let src: IpAddr = "192.0.2.10".parse().unwrap();
     // One source at 2,000 frames/s for 10 s: 1,000/s from each CPU (distinct source
@@ -61,7 +61,7 @@ fn source_at_twice_its_limit_loses_half_on_both_cpus() {
     let secs = start.elapsed().as_secs_f64();
     sink.settle();
     let drops = dropped(&lab, "rate_limit") - before;
-    let split = per_cpu(&cpu_before, &maps.totals_per_cpu().unwrap());
+    let split = per_cpu(&cpu_before, &maps.counters.totals_per_cpu().unwrap());
     let fraction = drops as f64 / sent as f64;
     println!(
         "sent {sent} in {secs:.2}s ({:.0}/s), dropped {drops} ({:.1}%), received {}, per CPU {split:?}",
@@ -156,7 +156,7 @@ fn random_source_flood_neither_hurts_a_legit_source_nor_frees_a_heavy_one() {
     let heavy_got = sink.count(heavy);
     // burst + rate x elapsed, plus one per CPU (the limiter's documented error bound).
     let heavy_bound = 20 + (100.0 * heavy_elapsed.as_secs_f64()).ceil() as u64 + 2;
-    let rate_map: usize = lab.maps().rate.keys().count();
+    let rate_map: usize = lab.maps().limiter.rate.keys().count();
     println!(
         "flood {flood_n} frames; legit {}/{legit_n}; heavy {heavy_got}/{heavy_n} (bound {heavy_bound}); \
          tracked sources {rate_map}; limiter {}",
@@ -341,7 +341,7 @@ fn run_attaches_sweeps_and_detaches_on_sigterm() {
     lab.ok(&["blocklist", "add", "192.0.2.91"]);
     let ttl_key = || {
         let maps = lab.maps();
-        maps.block.v4_net.keys().count() + maps.expiry.keys().count()
+        maps.lists.block.v4_net.keys().count() + maps.lists.expiry.keys().count()
     };
     assert_eq!(ttl_key(), 3, "two hosts and one expiry record stored");
     // Within about two seconds of expiry, `run` (not this test) deletes the entry.

@@ -18,7 +18,7 @@ use aya::programs::{XdpMode, links::FdLink};
 use filter_common::{META_VERSION, map_names};
 use floodgate::{
     loader::{self, Capacity},
-    maps::FilterMaps,
+    maps::{FilterMaps, PinDir},
     pins::{self, PIN_ROOT_ENV},
 };
 use floodgate_lab::Netns;
@@ -286,11 +286,11 @@ fn pins_of_old_versions_detach_and_other_commands_name_the_way_out() {
 
     // This layout, an older META version.
     ok(&a, &root, &["attach", "-i", "fgp7x", "--mode", "skb"]);
-    let mut maps = FilterMaps::from_pins(&dir).unwrap();
-    let mut meta = maps.meta.get(&0, 0).unwrap();
+    let mut maps = FilterMaps::open(&mut PinDir(&dir)).unwrap();
+    let mut meta = maps.core.meta.get(&0, 0).unwrap();
     assert_eq!(meta.version, META_VERSION);
     meta.version = META_VERSION - 1;
-    maps.meta.set(0, &meta, 0).unwrap();
+    maps.core.meta.set(0, &meta, 0).unwrap();
     drop(maps);
     for args in
         [&["blocklist", "add", "192.0.2.1"][..], &["stats"], &["blocklist", "list"], &["synproxy", "show"]]
@@ -448,8 +448,8 @@ fn pins_lock_readers_never_wait_and_writers_name_the_holder() {
     }
     assert_eq!(list(&a, &root, "fgp5x"), ["192.0.2.51/32"], "the expired entry is not listed");
     // ... and still stored: readers do not sweep.
-    let maps = FilterMaps::from_pins(&dir).unwrap();
-    assert_eq!(maps.expiry.keys().count(), 1, "a reader swept the expired entry");
+    let maps = FilterMaps::open(&mut PinDir(&dir)).unwrap();
+    assert_eq!(maps.lists.expiry.keys().count(), 1, "a reader swept the expired entry");
 
     // A writer waits for the lock, a bounded time, then names who holds it.
     let (r, took) =
@@ -464,7 +464,7 @@ fn pins_lock_readers_never_wait_and_writers_name_the_holder() {
     let mut now = list(&a, &root, "fgp5x");
     now.sort();
     assert_eq!(now, ["192.0.2.51/32", "192.0.2.9/32"]);
-    assert_eq!(maps.expiry.keys().count(), 0, "the writer swept the expired entry");
+    assert_eq!(maps.lists.expiry.keys().count(), 0, "the writer swept the expired entry");
 
     // A real writer stopped (SIGSTOP) while it holds the lock, in the middle of a load.
     let file = std::env::temp_dir().join("fgp-test-lock-load.txt");

@@ -25,11 +25,11 @@ fn harness() -> Harness {
 
 fn rule(h: &mut Harness, proto: &str, src: Option<&str>, dst: Option<&str>, drop: bool, name: &str) -> u32 {
     let spec = RuleSpec::parse(proto, src, dst, drop, Some(name)).unwrap();
-    h.maps.add_rules(&[spec]).unwrap()[0].id
+    h.maps.rules.add_rules(&[spec]).unwrap()[0].id
 }
 
 fn hits(h: &Harness, name: &str) -> u64 {
-    h.maps.rules().unwrap().into_iter().find(|r| r.spec.name == name).map(|r| r.hits.packets).unwrap()
+    h.maps.rules.rules().unwrap().into_iter().find(|r| r.spec.name == name).map(|r| r.hits.packets).unwrap()
 }
 
 fn policy(h: &mut Harness, serve: &str, eph: Option<(u16, u16)>, drop_fragments: bool) {
@@ -42,7 +42,7 @@ fn policy(h: &mut Harness, serve: &str, eph: Option<(u16, u16)>, drop_fragments:
         eph_lo: eph.map_or(0, |e| e.0),
         eph_hi: eph.map_or(0, |e| e.1),
     };
-    h.maps.set_policy(cfg, &served).unwrap();
+    h.maps.policy.set_policy(cfg, &served).unwrap();
 }
 
 #[test]
@@ -189,9 +189,9 @@ fn policy_passes_served_and_ephemeral_ports_only() {
     policy(&mut h, "tcp/443", None, false);
     h.expect(&udp(V4, 53, 40000), Reason::Policy, "no ephemeral range");
     // Cleared: everything open.
-    h.maps.set_policy(PolicyConfig::default(), &[]).unwrap();
+    h.maps.policy.set_policy(PolicyConfig::default(), &[]).unwrap();
     h.expect(&udp(V4, 53, 40000), Reason::Passed, "policy cleared");
-    assert_eq!(h.maps.policy_state().unwrap().served, vec![]);
+    assert_eq!(h.maps.policy.policy_state().unwrap().served, vec![]);
 }
 
 #[test]
@@ -218,11 +218,11 @@ fn rule_cost_does_not_depend_on_the_rule_count() {
     let specs: Vec<RuleSpec> = (0..1000u16)
         .map(|i| RuleSpec::parse("udp", None, Some(&(10_000 + 2 * i).to_string()), true, None).unwrap())
         .collect();
-    assert_eq!(h.maps.add_rules(&specs).unwrap().len(), 1000);
+    assert_eq!(h.maps.rules.add_rules(&specs).unwrap().len(), 1000);
     h.expect(&udp(V4, 1, 10_000), Reason::Rule, "first rule");
     h.expect(&udp(V4, 1, 11_998), Reason::Rule, "last rule");
     h.expect(&udp(V4, 1, 10_001), Reason::Passed, "between rules");
-    assert_eq!(h.maps.rules().unwrap().len(), 1000);
+    assert_eq!(h.maps.rules.rules().unwrap().len(), 1000);
 }
 
 #[test]
@@ -230,38 +230,43 @@ fn overlaps_names_presets_and_removal() {
     let mut h = harness();
     rule(&mut h, "udp", Some("2000-2100"), None, true, "range");
     let overlap = RuleSpec::parse("udp", Some("2100"), None, false, Some("x")).unwrap();
-    let err = h.maps.add_rules(&[overlap]).unwrap_err().to_string();
+    let err = h.maps.rules.add_rules(&[overlap]).unwrap_err().to_string();
     assert!(err.contains("overlaps rule 1 'range'"), "{err}");
     let whole = RuleSpec::parse("udp", None, None, true, None).unwrap();
-    assert!(h.maps.add_rules(&[whole]).unwrap_err().to_string().contains("'range'"));
+    assert!(h.maps.rules.add_rules(&[whole]).unwrap_err().to_string().contains("'range'"));
     let dup_name = RuleSpec::parse("tcp", None, None, true, Some("range")).unwrap();
-    assert!(h.maps.add_rules(&[dup_name]).unwrap_err().to_string().contains("exists already"));
+    assert!(h.maps.rules.add_rules(&[dup_name]).unwrap_err().to_string().contains("exists already"));
     // The preset goes in once; the second time adds nothing; with a conflicting rule
     // present it adds nothing at all.
     let n = reflection_preset().len();
-    assert_eq!(h.maps.add_rules(&reflection_preset()).unwrap().len(), n);
-    assert_eq!(h.maps.add_rules(&reflection_preset()).unwrap().len(), 0);
-    assert_eq!(h.maps.rules().unwrap().len(), n + 1);
+    assert_eq!(h.maps.rules.add_rules(&reflection_preset()).unwrap().len(), n);
+    assert_eq!(h.maps.rules.add_rules(&reflection_preset()).unwrap().len(), 0);
+    assert_eq!(h.maps.rules.rules().unwrap().len(), n + 1);
     h.expect(&udp(V4, 11211, 80), Reason::Rule, "memcached reflection");
     h.expect(&udp(V6, 1900, 80), Reason::Rule, "ssdp reflection");
     assert_eq!(hits(&h, "reflection-memcached"), 1);
     // Removal by name and by id clears exactly the rule's ports.
-    let removed = h.maps.remove_rule("reflection-memcached").unwrap();
+    let removed = h.maps.rules.remove_rule("reflection-memcached").unwrap();
     assert_eq!(removed.spec.proto, Proto::Udp);
     h.expect(&udp(V4, 11211, 80), Reason::Passed, "removed rule");
     h.expect(&udp(V4, 2050, 80), Reason::Rule, "other rule intact");
-    h.maps.remove_rule("1").unwrap();
+    h.maps.rules.remove_rule("1").unwrap();
     h.expect(&udp(V4, 2050, 80), Reason::Passed, "removed by id");
-    assert!(h.maps.remove_rule("nope").unwrap_err().to_string().contains("no rule with name or id 'nope'"));
+    assert!(
+        h.maps.rules.remove_rule("nope").unwrap_err().to_string().contains("no rule with name or id 'nope'")
+    );
     // A reused id starts with zero counters.
     let id = rule(&mut h, "udp", Some("11211"), None, true, "again");
     assert!(id == 1 || id == removed.id);
     assert_eq!(hits(&h, "again"), 0);
     let mut h2 = harness();
-    h2.maps.add_rules(&[RuleSpec::parse("udp", Some("53"), None, false, Some("mine")).unwrap()]).unwrap();
-    let err = h2.maps.add_rules(&reflection_preset()).unwrap_err().to_string();
+    h2.maps
+        .rules
+        .add_rules(&[RuleSpec::parse("udp", Some("53"), None, false, Some("mine")).unwrap()])
+        .unwrap();
+    let err = h2.maps.rules.add_rules(&reflection_preset()).unwrap_err().to_string();
     assert!(err.contains("'mine'"), "{err}");
-    assert_eq!(h2.maps.rules().unwrap().len(), 1, "nothing of the preset was added");
+    assert_eq!(h2.maps.rules.rules().unwrap().len(), 1, "nothing of the preset was added");
 }
 
 #[test]

@@ -34,7 +34,7 @@ fn harness(ports: &[(u16, u16)], above_pps: u32) -> Harness {
         old_tcp_loose: -1,
         old_syncookies: 1,
     };
-    h.maps.write_synproxy(&cfg, ports).unwrap();
+    h.maps.synproxy.write_synproxy(&cfg, ports).unwrap();
     h
 }
 
@@ -199,9 +199,9 @@ fn what_is_not_answered() {
     h.add(ListKind::Block, &[V4]);
     h.expect(&syn(V4, 80, LINUX), Reason::Blocklist, "blocklisted source");
     // SYN cookies off: passes.
-    let mut off = h.maps.synproxy_config().unwrap();
+    let mut off = h.maps.synproxy.synproxy_config().unwrap();
     off.enabled = 0;
-    h.maps.write_synproxy(&off, &[(80, 80)]).unwrap();
+    h.maps.synproxy.write_synproxy(&off, &[(80, 80)]).unwrap();
     h.expect(&syn("192.0.2.41", 80, LINUX), Reason::Passed, "disabled");
 }
 

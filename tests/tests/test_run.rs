@@ -2,7 +2,7 @@
 //! counter deltas.
 
 use filter_common::{ListKind, Reason, map_names};
-use floodgate::{loader, object};
+use floodgate::loader;
 use integration_tests::{
     frames::{ETH_P_8021AD, ETH_P_8021Q, ipv4_with_options, l3_offset, non_ip, udp_from, udp_tagged},
     harness::Harness,
@@ -13,23 +13,6 @@ const BLOCKED_V6: &str = "2001:db8:bad::9";
 
 fn harness() -> Harness {
     Harness::new(1024)
-}
-
-#[test]
-fn every_map_name_resolves_in_the_object() {
-    let ebpf = aya::Ebpf::load(object::bytes()).expect("object loads");
-    for name in map_names::ALL {
-        assert!(ebpf.map(name).is_some(), "map {name} missing from the object");
-    }
-    // Every map is one of floodgate's (attach pins them all): the bench's helper
-    // programs and maps (bench-ebpf) live in an object of their own.
-    let names: Vec<&str> = ebpf.maps().map(|(name, _)| name).collect();
-    assert_eq!(names.len(), map_names::ALL.len(), "maps not named in filter-common: {names:?}");
-    assert!(ebpf.program(filter_common::PROGRAM_NAME).is_some());
-    assert!(
-        ebpf.programs().all(|(name, _)| !name.starts_with("fgb_")),
-        "a bench program in floodgate's object"
-    );
 }
 
 #[test]
@@ -208,14 +191,14 @@ fn replace_switches_generations() {
     h.expect(&udp_from("203.0.113.1"), Reason::Passed, "dropped from the list");
     h.expect(&udp_from("192.0.2.5"), Reason::Blocklist, "in both lists");
     h.expect(&udp_from(BLOCKED_V6), Reason::Blocklist, "new entry");
-    assert_eq!(h.maps.entries(ListKind::Block).unwrap().len(), 2);
+    assert_eq!(h.maps.lists.entries(ListKind::Block).unwrap().len(), 2);
     // Replacing again flips back to generation 0, which must have been emptied.
     h.replace(ListKind::Block, &["198.51.100.0/24"]);
     h.expect(&udp_from("192.0.2.5"), Reason::Passed, "old generation cleared");
     h.expect(&udp_from("198.51.100.3"), Reason::Blocklist, "second replace");
     h.replace(ListKind::Block, &[]);
     h.expect(&udp_from("198.51.100.3"), Reason::Passed, "replaced with nothing");
-    assert!(h.maps.entries(ListKind::Block).unwrap().is_empty());
+    assert!(h.maps.lists.entries(ListKind::Block).unwrap().is_empty());
 }
 
 #[test]
@@ -296,10 +279,10 @@ fn counters_add_up_over_many_frames() {
     h.add(ListKind::Block, &["203.0.113.0/24"]);
     let frame = udp_from(BLOCKED_V4);
     let opts = aya::programs::TestRunOptions { data_in: Some(&frame), repeat: 10_000, ..Default::default() };
-    let before = h.maps.totals().unwrap();
+    let before = h.maps.counters.totals().unwrap();
     use aya::programs::TestRun as _;
     h.program().test_run(opts).unwrap();
-    let d = h.maps.totals().unwrap().since(&before);
+    let d = h.maps.counters.totals().unwrap().since(&before);
     assert_eq!(d.get(Reason::Blocklist).packets, 10_000);
     assert_eq!(d.get(Reason::Blocklist).bytes, 10_000 * frame.len() as u64);
     assert_eq!(d.packets(), 10_000, "no other counter moved");
@@ -311,14 +294,14 @@ fn full_list_is_an_error_and_changes_nothing() {
     h.add(ListKind::Block, &["192.0.2.1", "192.0.2.2", "198.51.100.0/24", "2001:db8::/32"]);
     let nets: Vec<ipnet::IpNet> =
         ["192.0.2.3/32", "192.0.2.4/32", "192.0.2.5/32"].iter().map(|s| s.parse().unwrap()).collect();
-    let err = h.maps.add(ListKind::Block, &nets, None, &mut |_, _| {}).unwrap_err().to_string();
+    let err = h.maps.lists.add(ListKind::Block, &nets, None, &mut |_, _| {}).unwrap_err().to_string();
     assert!(err.contains("full") && err.contains("capacity is 4"), "{err}");
-    assert_eq!(h.maps.entries(ListKind::Block).unwrap().len(), 4);
+    assert_eq!(h.maps.lists.entries(ListKind::Block).unwrap().len(), 4);
     h.expect(&udp_from("192.0.2.3"), Reason::Passed, "not half-added");
     // Re-adding present entries needs no room.
     h.add(ListKind::Block, &["192.0.2.1"]);
     let five: Vec<ipnet::IpNet> = (1..=5).map(|i| format!("192.0.2.{i}/32").parse().unwrap()).collect();
-    let err = h.maps.replace(ListKind::Block, &five, &mut |_, _| {}).unwrap_err();
+    let err = h.maps.lists.replace(ListKind::Block, &five, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("full"), "{err}");
     h.expect(&udp_from("192.0.2.1"), Reason::Blocklist, "old list intact after refused replace");
     h.expect(&udp_from("192.0.2.5"), Reason::Passed, "new list not applied");

@@ -1,8 +1,9 @@
 use anyhow::Context as _;
 use floodgate::{
     loader,
-    maps::FilterMaps,
+    maps::Pinned,
     pins::{self, Purpose},
+    synproxy::SynProxyMaps,
 };
 
 /// Detach the filter from an interface and remove every pin it left. Works on pins of
@@ -17,14 +18,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let iface = &args.interface;
     let p = pins::resolve_for(Some(iface), Purpose::Detach)?;
     // The SYN-cookie set-up lives outside the maps (nftables, sysctls): undo it while
-    // its state is readable, i.e. the pins are this version's.
-    let readable = p.layout == pins::Layout::Scoped && FilterMaps::open_pins(&p).is_ok();
+    // its state is readable, i.e. the pins are this version's. Only that group is
+    // read: whatever else is pinned, the detach goes ahead.
+    let synproxy = || Pinned::open(&p).and_then(|mut src| SynProxyMaps::open(&mut src));
+    let readable = p.layout == pins::Layout::Scoped && synproxy().is_ok();
     if readable && matches!(p.state(), pins::State::Live(_)) {
         super::synproxy::cleanup(iface)?;
     } else if readable {
         // The interface is gone: no session can name it, so read the pins directly.
         let _lock = p.lock()?;
-        FilterMaps::open_pins(&p)?
+        synproxy()?
             .disable_synproxy()
             .with_context(|| format!("removing the SYN-cookie set-up of {iface}"))?;
     } else {

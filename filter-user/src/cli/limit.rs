@@ -168,12 +168,12 @@ pub fn run(cmd: LimitCommand) -> anyhow::Result<()> {
         LimitCommand::Set(a) => {
             let cfg = config(&a)?;
             let mut s = Session::locked(a.interface.as_deref())?;
-            s.maps.set_limits(&cfg).with_context(|| format!("setting limits on {}", s.pins.iface))?;
+            s.limiter()?.set_limits(&cfg).with_context(|| format!("setting limits on {}", s.pins.iface))?;
             println!("{}: {}", s.pins.iface, human(&cfg));
         }
         LimitCommand::Show { interface, json } => {
-            let s = Session::read(interface.as_deref())?;
-            let cfg = s.maps.limits()?;
+            let mut s = Session::read(interface.as_deref())?;
+            let cfg = s.limiter()?.limits()?;
             if json {
                 print_json(&describe(&cfg))?;
             } else {
@@ -182,10 +182,11 @@ pub fn run(cmd: LimitCommand) -> anyhow::Result<()> {
         }
         LimitCommand::Clear { interface } => {
             let mut s = Session::locked(interface.as_deref())?;
-            let mut off = s.maps.limits()?;
+            let mut limiter = s.limiter()?;
+            let mut off = limiter.limits()?;
             off.enabled = 0;
             off.ban_after_ns = 0;
-            s.maps.set_limits(&off)?;
+            limiter.set_limits(&off)?;
             println!("{}: limits and auto-bans cleared", s.pins.iface);
         }
     }

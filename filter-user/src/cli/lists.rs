@@ -133,22 +133,22 @@ pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
             // Everything is parsed before the maps are touched.
             let nets = parse_all(&entries)?;
             let mut s = Session::locked(interface.as_deref())?;
+            let mut lists = s.lists()?;
             catch_interrupts();
-            let r = s
-                .maps
+            let r = lists
                 .add(kind, &nets, ttl, &mut progress_bar("adding"))
                 .with_context(|| format!("adding to the {name} of {}", s.pins.iface))?;
-            println!("{}", added_line(name, "", &r, &s.maps.read_meta()?, kind));
+            println!("{}", added_line(name, "", &r, &lists.read_meta()?, kind));
         }
         ListCommand::Remove { interface, entries } => {
             let nets = parse_all(&entries)?;
             let mut s = Session::locked(interface.as_deref())?;
+            let mut lists = s.lists()?;
             catch_interrupts();
-            let n = s
-                .maps
+            let n = lists
                 .remove(kind, &nets)
                 .with_context(|| format!("removing from the {name} of {}", s.pins.iface))?;
-            println!("{name}: removed {n}; {}", summary(kind, &s.maps.read_meta()?));
+            println!("{name}: removed {n}; {}", summary(kind, &lists.read_meta()?));
         }
         ListCommand::Load { interface, file, replace, ttl } => {
             let text = read_input(&file)?;
@@ -161,28 +161,29 @@ pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                 );
             }
             let mut s = Session::locked(interface.as_deref())?;
+            let mut lists = s.lists()?;
             catch_interrupts();
             let file = cidr::echo(&file);
             let ctx = || format!("loading {file} into the {name} of {}", s.pins.iface);
             let mut bar = progress_bar("loading");
             if replace {
-                let n = s.maps.replace(kind, &nets, &mut bar).with_context(ctx)?;
+                let n = lists.replace(kind, &nets, &mut bar).with_context(ctx)?;
                 println!(
                     "{name}: replaced with {n} entries from {file}; {}",
-                    summary(kind, &s.maps.read_meta()?)
+                    summary(kind, &lists.read_meta()?)
                 );
             } else {
-                let r = s.maps.add(kind, &nets, ttl, &mut bar).with_context(ctx)?;
-                println!("{}", added_line(name, &format!(" from {file}"), &r, &s.maps.read_meta()?, kind));
+                let r = lists.add(kind, &nets, ttl, &mut bar).with_context(ctx)?;
+                println!("{}", added_line(name, &format!(" from {file}"), &r, &lists.read_meta()?, kind));
             }
         }
         ListCommand::List { interface, json } => {
             let mut s = Session::read(interface.as_deref())?;
-            let entries = match s.maps.entries(kind) {
+            let entries = match s.lists()?.entries(kind) {
                 // Switched under every lock-free read: read once more between writers.
                 Err(store::StoreError::Busy { .. }) => {
                     s = Session::locked(interface.as_deref())?;
-                    s.maps.entries(kind)
+                    s.lists()?.entries(kind)
                 }
                 other => other,
             }
@@ -193,7 +194,7 @@ pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
             let mut rows: Vec<(String, Option<Duration>, &str)> =
                 entries.iter().map(|e| (e.net.to_string(), e.expires.map(left), "ttl")).collect();
             if kind == ListKind::Block {
-                for (key, ban) in s.maps.bans.iter().filter_map(Result::ok) {
+                for (key, ban) in s.limiter()?.bans() {
                     if ban.expires > now {
                         rows.push((key_cidr(&key), Some(left(ban.expires)), "auto-ban"));
                     }

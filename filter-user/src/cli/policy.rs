@@ -88,17 +88,17 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
                 eph_hi: eph.map_or(0, |e| e.1),
             };
             let mut s = Session::locked(a.interface.as_deref())?;
-            s.maps.set_policy(cfg, &served)?;
+            s.policy()?.set_policy(cfg, &served)?;
             println!("{}: {}", s.pins.iface, human(&cfg, &served));
         }
         PolicyCommand::Clear { interface } => {
             let mut s = Session::locked(interface.as_deref())?;
-            s.maps.set_policy(PolicyConfig::default(), &[])?;
+            s.policy()?.set_policy(PolicyConfig::default(), &[])?;
             println!("{}: policy cleared: every port open, fragments pass", s.pins.iface);
         }
         PolicyCommand::Show { interface, json } => {
-            let s = Session::read(interface.as_deref())?;
-            let st = s.maps.policy_state()?;
+            let mut s = Session::read(interface.as_deref())?;
+            let st = s.policy()?.policy_state()?;
             if json {
                 return print_json(&describe(&st.config, &st.served));
             }

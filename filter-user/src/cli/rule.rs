@@ -109,7 +109,7 @@ pub fn run(cmd: RuleCommand) -> anyhow::Result<()> {
                 a.name.as_deref(),
             )?;
             let mut s = Session::locked(a.interface.as_deref())?;
-            let added = s.maps.add_rules(std::slice::from_ref(&spec))?;
+            let added = s.rules()?.add_rules(std::slice::from_ref(&spec))?;
             match added.first() {
                 Some(r) => println!("{}: rule {} '{}': {}", s.pins.iface, r.id, r.spec.name, r.spec),
                 None => println!("{}: an identical rule exists already; nothing added", s.pins.iface),
@@ -117,14 +117,14 @@ pub fn run(cmd: RuleCommand) -> anyhow::Result<()> {
         }
         RuleCommand::Remove { interface, rule } => {
             let mut s = Session::locked(interface.as_deref())?;
-            let r = s.maps.remove_rule(&rule)?;
+            let r = s.rules()?.remove_rule(&rule)?;
             println!("{}: removed rule {} '{}': {}", s.pins.iface, r.id, r.spec.name, r.spec);
         }
         RuleCommand::Preset { interface, preset: Preset::Reflection } => {
             let mut s = Session::locked(interface.as_deref())?;
             let specs = reflection_preset();
             let added =
-                s.maps.add_rules(&specs).context("applying the reflection preset (nothing was added)")?;
+                s.rules()?.add_rules(&specs).context("applying the reflection preset (nothing was added)")?;
             println!(
                 "{}: reflection preset: {} rules added, {} present already",
                 s.pins.iface,
@@ -133,8 +133,8 @@ pub fn run(cmd: RuleCommand) -> anyhow::Result<()> {
             );
         }
         RuleCommand::List { interface, json } => {
-            let s = Session::read(interface.as_deref())?;
-            let rules = s.maps.rules()?;
+            let mut s = Session::read(interface.as_deref())?;
+            let rules = s.rules()?.rules()?;
             if json {
                 return print_json(&Value::Array(rules.iter().map(rule_json).collect()));
             }

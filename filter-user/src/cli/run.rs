@@ -86,10 +86,9 @@ fn maintain(iface: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Session::locked sweeps expired entries and bans (once it holds the lock). The wait
-/// for the lock is short, so SIGTERM is answered promptly while another command holds
-/// it; the next second tries again.
+/// Sweeps expired entries and bans once it holds the lock. The wait for the lock is
+/// short, so SIGTERM is answered promptly while another command holds it; the next
+/// second tries again.
 fn sweep(iface: &str) -> anyhow::Result<()> {
-    drop(Session::locked_within(Some(iface), Duration::from_millis(500))?);
-    Ok(())
+    Session::locked_within(Some(iface), Duration::from_millis(500))?.sweep()
 }

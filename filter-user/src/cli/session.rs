@@ -1,23 +1,31 @@
-//! Opening an attached interface's maps for a command.
+//! Opening an attached interface's maps for a command: only the groups it uses.
 
 use anyhow::Context as _;
 use floodgate::{
-    maps::FilterMaps,
+    limits::LimiterMaps,
+    maps::{Core, Pinned},
     pins::{self, IfacePins, Lock},
+    policy::PolicyMaps,
+    rules::RuleMaps,
+    stats::Counters,
+    store::ListMaps,
+    synproxy::SynProxyMaps,
 };
 
-/// An interface's maps, opened from its pins: the filter of the interface named, in
-/// this network namespace, made by this version of floodgate.
+/// An interface's pins, checked to be this floodgate's layout: the filter of the
+/// interface named, in this network namespace. Each command then opens the groups of
+/// maps it uses.
 pub struct Session {
     pub pins: IfacePins,
-    pub maps: FilterMaps,
-    _lock: Option<Lock>,
+    src: Pinned,
+    lock: Option<Lock>,
 }
 
 impl Session {
     /// For commands that change the maps: waits (a bounded time) for the interface
-    /// lock and holds it until dropped, and removes expired entries first (so expiry
-    /// needs no long-running process: any writer cleans up).
+    /// lock and holds it until dropped. A group whose entries expire (lists, bans)
+    /// removes the expired ones when it opens, so expiry needs no long-running
+    /// process: any writer of that group cleans up.
     pub fn locked(iface: Option<&str>) -> anyhow::Result<Self> {
         Self::locked_within(iface, pins::LOCK_WAIT)
     }
@@ -26,9 +34,8 @@ impl Session {
     pub fn locked_within(iface: Option<&str>, wait: std::time::Duration) -> anyhow::Result<Self> {
         let pins = pins::resolve(iface)?;
         let lock = pins.lock_within(wait)?;
-        let mut maps = FilterMaps::open_pins(&pins)?;
-        maps.sweep().with_context(|| format!("removing expired entries on {}", pins.iface))?;
-        Ok(Session { pins, maps, _lock: Some(lock) })
+        let src = Pinned::open(&pins)?;
+        Ok(Session { pins, src, lock: Some(lock) })
     }
 
     /// For commands that only read (`stats`, `list`, `top`, `show`): never takes the
@@ -36,7 +43,50 @@ impl Session {
     /// entries the data path already ignores are left for writers and `run` to sweep.
     pub fn read(iface: Option<&str>) -> anyhow::Result<Self> {
         let pins = pins::resolve(iface)?;
-        let maps = FilterMaps::open_pins(&pins)?;
-        Ok(Session { pins, maps, _lock: None })
+        let src = Pinned::open(&pins)?;
+        Ok(Session { pins, src, lock: None })
+    }
+
+    pub fn lists(&mut self) -> anyhow::Result<ListMaps> {
+        let mut lists = ListMaps::open(&mut self.src)?;
+        if self.lock.is_some() {
+            lists.sweep().with_context(|| format!("removing expired entries on {}", self.pins.iface))?;
+        }
+        Ok(lists)
+    }
+
+    pub fn limiter(&mut self) -> anyhow::Result<LimiterMaps> {
+        let mut limiter = LimiterMaps::open(&mut self.src)?;
+        if self.lock.is_some() {
+            limiter.sweep();
+        }
+        Ok(limiter)
+    }
+
+    /// Removes expired list entries and bans (what `run` does every second).
+    pub fn sweep(&mut self) -> anyhow::Result<()> {
+        self.lists()?;
+        self.limiter()?;
+        Ok(())
+    }
+
+    pub fn core(&mut self) -> anyhow::Result<Core> {
+        Ok(Core::open(&mut self.src)?)
+    }
+
+    pub fn rules(&mut self) -> anyhow::Result<RuleMaps> {
+        Ok(RuleMaps::open(&mut self.src)?)
+    }
+
+    pub fn policy(&mut self) -> anyhow::Result<PolicyMaps> {
+        Ok(PolicyMaps::open(&mut self.src)?)
+    }
+
+    pub fn synproxy(&mut self) -> anyhow::Result<SynProxyMaps> {
+        Ok(SynProxyMaps::open(&mut self.src)?)
+    }
+
+    pub fn counters(&mut self) -> anyhow::Result<Counters> {
+        Ok(Counters::open(&mut self.src)?)
     }
 }

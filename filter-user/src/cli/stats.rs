@@ -5,7 +5,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use filter_common::{Reason, limit::Event};
-use floodgate::{maps::FilterMaps, stats::Totals};
+use floodgate::{limits::LimiterMaps, stats::Totals};
 use serde_json::{Value, json};
 
 use super::{
@@ -34,7 +34,7 @@ pub struct Events {
     pub heavy_map_full: u64,
 }
 
-fn events(maps: &FilterMaps) -> anyhow::Result<Events> {
+fn events(maps: &LimiterMaps) -> anyhow::Result<Events> {
     Ok(Events {
         auto_bans: maps.event(Event::AutoBan)?,
         ban_map_full: maps.event(Event::BanMapFull)?,
@@ -69,18 +69,19 @@ fn label(r: Reason) -> String {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let s = Session::read(args.interface.as_deref())?;
-    let (p, maps) = (&s.pins, &s.maps);
-    let meta = maps.read_meta()?;
-    let read = || maps.totals().with_context(|| format!("reading the counters of {}", p.iface));
+    let mut s = Session::read(args.interface.as_deref())?;
+    let meta = s.core()?.read()?;
+    let (counters, limiter, synproxy) = (s.counters()?, s.limiter()?, s.synproxy()?);
+    let p = &s.pins;
+    let read = || counters.totals().with_context(|| format!("reading the counters of {}", p.iface));
     let Some(every) = args.watch else {
         let t = read()?;
-        let e = events(maps)?;
+        let e = events(&limiter)?;
         if args.json {
             let mut v = stats_json(&p.iface, meta.mode, &t, &e);
             // The SYNPROXY rule's counters: ACKs that completed (or failed) a cookie
             // handshake; absent while SYN cookies are off.
-            if maps.synproxy_config()?.enabled != 0 {
+            if synproxy.synproxy_config()?.enabled != 0 {
                 let rule = floodgate::synproxy::nft_counter();
                 v["synproxy"]["synproxy_rule"] =
                     rule.map_or(Value::Null, |(p, b)| json!({ "packets": p, "bytes": b }));
@@ -110,7 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         prev = now;
         let mut out = std::io::stdout().lock();
         if args.json {
-            let mut v = stats_json(&p.iface, meta.mode, &now, &events(maps)?);
+            let mut v = stats_json(&p.iface, meta.mode, &now, &events(&limiter)?);
             let rates: serde_json::Map<String, Value> = Reason::ALL
                 .iter()
                 .map(|r| (r.key().to_string(), json!({ "pps": d.get(*r).packets as f64 / secs, "bps": d.get(*r).bytes as f64 * 8.0 / secs })))

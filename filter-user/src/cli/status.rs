@@ -1,9 +1,9 @@
 use filter_common::ListKind;
 use floodgate::{
     loader::error_chain,
-    maps::FilterMaps,
+    maps::Pinned,
     pins::{self, IfacePins, Layout, NetnsId, State},
-    store::monotonic_ns,
+    store::ListMaps,
 };
 use serde_json::{Value, json};
 
@@ -114,10 +114,13 @@ fn row(p: &IfacePins, here: NetnsId) -> Value {
     if p.layout == Layout::Flat || r["state"] == "insecure pins" {
         return r;
     }
-    let meta = FilterMaps::open_pins(p).map_err(|e| error_chain(&e)).and_then(|m| {
-        let meta = m.read_meta().map_err(|e| error_chain(&e))?;
-        Ok((meta, expired(&m)))
-    });
+    let meta = Pinned::open(p)
+        .and_then(|mut src| ListMaps::open(&mut src))
+        .map_err(|e| error_chain(&e))
+        .and_then(|m| {
+            let meta = m.read_meta().map_err(|e| error_chain(&e))?;
+            Ok((meta, m.expired()))
+        });
     match meta {
         Ok((meta, expired)) => {
             let lists: serde_json::Map<String, Value> = ListKind::ALL
@@ -141,25 +144,4 @@ fn row(p: &IfacePins, here: NetnsId) -> Value {
         }
     }
     r
-}
-
-/// Entries whose TTL has run out but that no writer has swept yet, by
-/// `[ListKind][Family]`: the data path ignores them already, so status does not count
-/// them (and, reading only, leaves them for the next writer or `run`).
-fn expired(m: &FilterMaps) -> [[u32; 2]; 2] {
-    let now = monotonic_ns();
-    let mut out = [[0u32; 2]; 2];
-    for (key, exp) in m.expiry.iter().filter_map(Result::ok) {
-        let family = match key.family {
-            4 => 0,
-            6 => 1,
-            _ => continue,
-        };
-        if exp <= now
-            && let Some(c) = out.get_mut(key.list as usize)
-        {
-            c[family] += 1;
-        }
-    }
-    out
 }

@@ -56,10 +56,11 @@ fn ports_text(ports: &[(u16, u16)]) -> String {
 /// `synproxy` in `stats --json` and `synproxy show --json`. `nft_table`: this
 /// interface's chain is in place; `leftover_chain`: it is there although SYN cookies
 /// are off (an `enable` or `disable` cut short: `disable` removes it).
-pub fn describe(s: &Session) -> anyhow::Result<Value> {
-    let cfg = s.maps.synproxy_config()?;
-    let ports = s.maps.synproxy_ports()?;
-    let counter = s.maps.synproxy_chain()?;
+pub fn describe(s: &mut Session) -> anyhow::Result<Value> {
+    let maps = s.synproxy()?;
+    let cfg = maps.synproxy_config()?;
+    let ports = maps.synproxy_ports()?;
+    let counter = maps.synproxy_chain()?;
     Ok(json!({
         "enabled": cfg.enabled != 0,
         "ports": ports_text(&ports),
@@ -77,7 +78,7 @@ pub fn run(cmd: SynProxyCommand) -> anyhow::Result<()> {
             let ports = parse_ports(&ports)?;
             let mut s = Session::locked(interface.as_deref())?;
             let cfg = s
-                .maps
+                .synproxy()?
                 .enable_synproxy(&ports, above)
                 .with_context(|| format!("enabling SYN cookies on {} (nothing was changed)", s.pins.iface))?;
             let when =
@@ -93,7 +94,7 @@ pub fn run(cmd: SynProxyCommand) -> anyhow::Result<()> {
         SynProxyCommand::Disable { interface } => {
             let mut s = Session::locked(interface.as_deref())?;
             let done = s
-                .maps
+                .synproxy()?
                 .disable_synproxy()
                 .with_context(|| format!("disabling SYN cookies on {} (run disable again)", s.pins.iface))?;
             if done {
@@ -107,8 +108,8 @@ pub fn run(cmd: SynProxyCommand) -> anyhow::Result<()> {
             }
         }
         SynProxyCommand::Show { interface, json } => {
-            let s = Session::read(interface.as_deref())?;
-            let v = describe(&s)?;
+            let mut s = Session::read(interface.as_deref())?;
+            let v = describe(&mut s)?;
             if json {
                 return print_json(&v);
             }
@@ -139,6 +140,6 @@ pub fn run(cmd: SynProxyCommand) -> anyhow::Result<()> {
 /// Undoes `enable` before a detach (the table and sysctls would outlive the maps).
 pub fn cleanup(iface: &str) -> anyhow::Result<()> {
     let mut s = Session::locked(Some(iface))?;
-    s.maps.disable_synproxy().with_context(|| format!("removing the SYN-cookie set-up of {iface}"))?;
+    s.synproxy()?.disable_synproxy().with_context(|| format!("removing the SYN-cookie set-up of {iface}"))?;
     Ok(())
 }

@@ -33,18 +33,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !(args.interval.is_finite() && args.interval >= 0.1 && args.interval <= 60.0) {
         bail!("--interval must be between 0.1 and 60 seconds, not {}", args.interval);
     }
-    let s = Session::read(args.interface.as_deref())?;
-    let cfg = s.maps.limits()?;
+    let mut s = Session::read(args.interface.as_deref())?;
+    let limiter = s.limiter()?;
+    let cfg = limiter.limits()?;
     if cfg.enabled == 0 {
         bail!(
             "no limits are set on {}: the limiter tracks no sources (see `floodgate limit set`)",
             s.pins.iface
         );
     }
-    let before: HashMap<SourceKey, Tracked> = s.maps.tracked().into_iter().map(|t| (t.key, t)).collect();
+    let before: HashMap<SourceKey, Tracked> = limiter.tracked().into_iter().map(|t| (t.key, t)).collect();
     std::thread::sleep(Duration::from_secs_f64(args.interval));
-    let mut rows: Vec<(Tracked, f64, f64)> = s
-        .maps
+    let mut rows: Vec<(Tracked, f64, f64)> = limiter
         .tracked()
         .into_iter()
         .map(|t| {

@@ -25,11 +25,13 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use clap::Parser as _;
-use filter_common::{ListKind, MODE_NATIVE, MODE_SKB, Reason};
+use filter_common::{ListKind, Reason};
 use floodgate::{
     loader::{self, Capacity, Mode},
-    maps::FilterMaps,
+    maps::PinDir,
     pins::{self, IfacePins},
+    stats::Counters,
+    store::ListMaps,
 };
 use floodgate_lab::{FrameSpec, Netns, RawSender, build, veth_pair};
 use nix::sys::signal::{SigHandler, Signal, signal};
@@ -156,13 +158,11 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 fn play(scene: &Scene, args: &Args) -> anyhow::Result<()> {
     let attached = scene.srv.enter(|| loader::attach(SRV_IF, Mode::Auto, Capacity::default()))??;
-    let mode = match attached.mode {
-        MODE_NATIVE => "native",
-        MODE_SKB => "skb",
-        _ => "unknown",
-    };
-    println!("$ nsenter --net=/run/netns/fgdemo-srv floodgate attach -i {SRV_IF}    # {mode} mode");
-    let maps = FilterMaps::from_pins(&attached.pins.dir)?;
+    println!(
+        "$ nsenter --net=/run/netns/fgdemo-srv floodgate attach -i {SRV_IF}    # {} mode",
+        filter_common::mode_name(attached.mode)
+    );
+    let maps = Counters::open(&mut PinDir(&attached.pins.dir))?;
     let tally = Arc::new(Tally::default());
     let done = Arc::new(AtomicBool::new(false));
     let finished = || done.load(Relaxed) || stopping();
@@ -199,7 +199,7 @@ fn play(scene: &Scene, args: &Args) -> anyhow::Result<()> {
 }
 
 fn display(
-    maps: &FilterMaps,
+    maps: &Counters,
     pins: &IfacePins,
     tally: &Tally,
     total: Duration,
@@ -252,7 +252,7 @@ fn display(
             println!("      $ floodgate blocklist add {FLOOD_V4} {FLOOD_V6}");
             let nets = [FLOOD_V4.parse()?, FLOOD_V6.parse()?];
             let _lock = pins.lock()?;
-            let mut writable = FilterMaps::from_pins(&pins.dir)?;
+            let mut writable = ListMaps::open(&mut PinDir(&pins.dir))?;
             writable.add(ListKind::Block, &nets, None, &mut |_, _| {})?;
             blocked = true;
             // Count from the moment the block is in force, not from before the command.
