@@ -11,16 +11,13 @@ use thiserror::Error;
 use crate::{
     maps::FilterMaps,
     portmap,
-    rules::{RuleError, parse_proto, parse_range},
+    rules::{RuleError, parse_range},
 };
 
 #[derive(Debug, Error)]
 pub enum PolicyError {
-    #[error(
-        "bad served port '{}': expected PROTO/PORT or PROTO/LO-HI with PROTO tcp or udp, e.g. tcp/443",
-        echo(.0)
-    )]
-    Serve(String),
+    #[error(transparent)]
+    Serve(#[from] portmap::BadPortList),
     #[error("bad ephemeral range '{}': expected auto, LO-HI or none", echo(.0))]
     Ephemeral(String),
     #[error("reading the ephemeral port range from {path}")]
@@ -90,22 +87,18 @@ pub struct Served {
     pub hi: u16,
 }
 
-/// "tcp/443,tcp/80,udp/53,tcp/8000-8100".
+/// The served ports: a [`portmap::PORT_LIST`]; an item without `tcp/` or `udp/` is
+/// served on both ("53" is "tcp/53,udp/53").
 pub fn parse_serve(list: &str) -> Result<Vec<Served>, PolicyError> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|item| {
-            let bad = || PolicyError::Serve(item.to_string());
-            let (p, ports) = item.split_once('/').ok_or_else(bad)?;
-            let proto = parse_proto(p).map_err(|_| bad())?;
-            if !proto.has_ports() {
-                return Err(bad());
-            }
-            let (lo, hi) = parse_range(ports).map_err(|_| bad())?;
-            Ok(Served { proto, lo, hi })
-        })
-        .collect()
+    let mut served = Vec::new();
+    for item in portmap::parse_port_list(list)? {
+        let (lo, hi) = (item.lo, item.hi);
+        match item.proto {
+            Some(proto) => served.push(Served { proto, lo, hi }),
+            None => served.extend([Proto::Tcp, Proto::Udp].map(|proto| Served { proto, lo, hi })),
+        }
+    }
+    Ok(served)
 }
 
 /// What `policy show` reports.
