@@ -83,7 +83,10 @@ mod tests {
     #[test]
     fn refused_forms() {
         for bad in ["", "0s", "s", "10x", "-5s", "h1", "45"] {
-            assert!(matches!(parse_duration(bad), Err(BadDuration::Syntax(_) | BadDuration::Zero(_))), "{bad}");
+            assert!(
+                matches!(parse_duration(bad), Err(BadDuration::Syntax(_) | BadDuration::Zero(_))),
+                "{bad}"
+            );
         }
         assert_eq!(
             parse_duration("10x").unwrap_err().to_string(),
@@ -96,7 +99,7 @@ mod tests {
     #[test]
     fn formatting() {
         assert_eq!(format_duration(Duration::from_secs(0)), "0s");
-        assert_eq!(format_duration(Duration::from_millis(3725_400)), "1h 2m 5s");
+        assert_eq!(format_duration(Duration::from_millis(3_725_400)), "1h 2m 5s");
         assert_eq!(format_exact(Duration::from_millis(500)), "500ms");
         for s in [1u64, 59, 61, 3600, 90_061, MAX_DURATION.as_secs()] {
             assert_eq!(parse_duration(&format_duration(Duration::from_secs(s))), Ok(Duration::from_secs(s)));

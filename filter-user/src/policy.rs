@@ -150,9 +150,11 @@ mod tests {
         let s = parse_serve("tcp/443, tcp/80,udp/53,tcp/8000-8100").unwrap();
         assert_eq!(s.len(), 4);
         assert_eq!(s[3], Served { proto: Proto::Tcp, lo: 8000, hi: 8100 });
-        for bad in ["443", "icmp/1", "tcp/x", "sctp/9", "tcp/9-3"] {
-            assert!(parse_serve(bad).unwrap_err().to_string().contains(bad), "{bad}");
+        for bad in ["", "icmp/1", "tcp/x", "sctp/9", "tcp/9-3"] {
+            assert!(parse_serve(bad).unwrap_err().to_string().contains(&format!("'{bad}'")), "{bad}");
         }
+        // A port without tcp/ or udp/ is served on both.
+        assert_eq!(parse_serve("443").unwrap().len(), 2);
     }
 
     #[test]

@@ -5,8 +5,9 @@ use floodgate::loader::{self, Capacity, Mode};
 
 use super::Iface;
 
-/// Load the filter and attach it to an interface. It stays attached after floodgate
-/// exits (link and maps are pinned under /sys/fs/bpf/floodgate/netns-DEV-INO/IFACE/,
+/// Load the filter and attach it to an interface.
+///
+/// It stays attached after floodgate exits (link and maps are pinned under /sys/fs/bpf/floodgate/netns-DEV-INO/IFACE/,
 /// per network namespace).
 ///
 /// Example: floodgate attach -i eth0 --mode native --max-entries 2000000
@@ -55,7 +56,7 @@ impl From<ModeArg> for Mode {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let iface = &args.iface.interface;
-    let done = loader::attach(&iface, args.mode.into(), args.capacity())
+    let done = loader::attach(iface, args.mode.into(), args.capacity())
         .with_context(|| format!("attaching to {}", iface))?;
     if done.mounted_bpffs {
         eprintln!("floodgate: mounted a bpffs (mode 0700) at {}", floodgate::pins::BPFFS);

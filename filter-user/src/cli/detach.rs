@@ -7,7 +7,9 @@ use floodgate::{
 
 use super::Iface;
 
-/// Detach the filter from an interface and remove every pin it left. Works on pins of
+/// Detach the filter from an interface and remove every pin it left.
+///
+/// Works on pins of
 /// any floodgate version and on a filter whose interface is gone. Also undoes
 /// `synproxy enable`.
 ///

@@ -1,11 +1,6 @@
 //! `blocklist` and `allowlist`: the same commands over either list.
 
-use std::{
-    fs,
-    io::Read as _,
-    sync::atomic::Ordering::Relaxed,
-    time::Duration,
-};
+use std::{fs, io::Read as _, sync::atomic::Ordering::Relaxed, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
@@ -138,7 +133,8 @@ fn parse_all(entries: &[String]) -> anyhow::Result<Vec<IpNet>> {
 /// leaves one or the other too; see `store`). Installed once the lock is held: before
 /// that, the default action (exit) changes nothing either, and stops a wait for it.
 fn catch_interrupts() -> anyhow::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).context("catching SIGINT, SIGTERM and SIGHUP")?;
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP]).context("catching SIGINT, SIGTERM and SIGHUP")?;
     std::thread::spawn(move || {
         for _ in signals.forever() {
             store::INTERRUPT.store(true, Relaxed);
@@ -236,7 +232,9 @@ pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|e| match e.expires {
                     None => Listed::Permanent(e.net.to_string()),
-                    Some(at) => Listed::Expiring { cidr: e.net.to_string(), expires_in_secs: left(at), reason: "ttl" },
+                    Some(at) => {
+                        Listed::Expiring { cidr: e.net.to_string(), expires_in_secs: left(at), reason: "ttl" }
+                    }
                 })
                 .collect();
             // Auto-bans only exist on the blocklist.

@@ -35,7 +35,11 @@ pub trait Report: Serialize {
 }
 
 pub fn emit(report: &impl Report, json: bool) -> anyhow::Result<()> {
-    if json { print_json(report) } else { Ok(print!("{}", report.text())) }
+    if json {
+        return print_json(report);
+    }
+    print!("{}", report.text());
+    Ok(())
 }
 
 pub fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
@@ -60,7 +64,9 @@ pub fn progress_bar(label: &'static str) -> impl FnMut(u64, u64) {
     let style = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({percent}%)")
         .expect("a valid template")
         .progress_chars("## ");
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(style).with_message(label);
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+        .with_style(style)
+        .with_message(label);
     move |done, total| {
         bar.set_length(total);
         bar.set_position(done);

@@ -114,7 +114,8 @@ impl Report for PolicyReport {
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
     match cmd {
         PolicyCommand::Set(a) => {
-            let served = a.serve.as_deref().map(parse_serve).transpose().context("--serve")?.unwrap_or_default();
+            let served =
+                a.serve.as_deref().map(parse_serve).transpose().context("--serve")?.unwrap_or_default();
             let eph = Ephemeral::parse(&a.ephemeral).context("--ephemeral")?.resolve()?;
             let cfg = PolicyConfig {
                 enforce: a.serve.is_some() as u8,

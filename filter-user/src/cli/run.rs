@@ -14,8 +14,10 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::{attach, output::mode_name, session::Session};
 
-/// Attach, then stay in the foreground removing expired entries and bans every
-/// second, and detach when stopped (Ctrl-C, SIGTERM: e.g. from systemd).
+/// Attach, keep the maps tidy in the foreground, detach on Ctrl-C or SIGTERM.
+///
+/// Attaches as `attach` does, then removes expired entries and bans every second, and
+/// detaches when stopped (Ctrl-C, SIGTERM: e.g. from systemd).
 ///
 /// Example: floodgate run -i eth0 --mode native
 #[derive(clap::Args, Debug)]

@@ -21,9 +21,9 @@ use super::{
     session::Session,
 };
 
-/// Show what the filter passed and dropped: packets and bytes per reason since attach.
+/// What the filter passed and dropped: packets and bytes per reason.
 ///
-/// With --watch, refresh every interval with per-second rates until Ctrl-C (with
+/// Totals since attach. With --watch, refresh every interval with per-second rates until Ctrl-C (with
 /// --json: one JSON object per line and interval, with "rates").
 ///
 /// Example: floodgate stats --watch 1s
@@ -142,12 +142,16 @@ impl Report for StatsReport {
                 let c = self.count(r);
                 t.add_row(vec![label(r), grouped(c.packets), grouped(c.bytes)]);
             }
-            return format!("floodgate on {} ({} mode), totals since attach\n{t}\n", self.interface, self.mode);
+            return format!(
+                "floodgate on {} ({} mode), totals since attach\n{t}\n",
+                self.interface, self.mode
+            );
         };
         let every = self.every.map(format_exact).unwrap_or_default();
         let mut t = table(&["reason", "packets/s", "Mbit/s", "packets", "bytes"], 1);
         for r in Reason::ALL {
-            let (c, rate) = (self.count(r), rates.get(r.key()).copied().unwrap_or(Rate { pps: 0.0, bps: 0.0 }));
+            let (c, rate) =
+                (self.count(r), rates.get(r.key()).copied().unwrap_or(Rate { pps: 0.0, bps: 0.0 }));
             t.add_row(vec![
                 label(r),
                 grouped(rate.pps.round() as u64),

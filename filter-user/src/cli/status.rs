@@ -14,8 +14,9 @@ use super::{
     output::{Report, emit, grouped, mode_name},
 };
 
-/// Show where floodgate is attached (in every network namespace), in which mode, and
-/// how full its lists are. Reads only: takes no lock.
+/// Where floodgate is attached, in which mode, and how full its lists are.
+///
+/// Lists the filters of every network namespace. Reads only: takes no lock.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
@@ -168,7 +169,8 @@ fn row(p: &IfacePins, here: NetnsId) -> Row {
                 .iter()
                 .map(|k| {
                     let (c, e) = (meta.counts[*k as usize], expired[*k as usize]);
-                    let families = Families { ipv4: c[0].saturating_sub(e[0]), ipv6: c[1].saturating_sub(e[1]) };
+                    let families =
+                        Families { ipv4: c[0].saturating_sub(e[0]), ipv6: c[1].saturating_sub(e[1]) };
                     (k.name(), families)
                 })
                 .collect();

@@ -98,7 +98,8 @@ impl Report for SynProxyReport {
     fn text(&self) -> String {
         let iface = &self.iface;
         if self.enabled {
-            let above = if self.above_pps == 0 { String::new() } else { format!(" above {}/s", self.above_pps) };
+            let above =
+                if self.above_pps == 0 { String::new() } else { format!(" above {}/s", self.above_pps) };
             // new() listed the table already: no second nft run.
             let table = if self.nft_table { "in place" } else { "chain MISSING (run enable again)" };
             format!(

@@ -16,8 +16,9 @@ use super::{
     session::Session,
 };
 
-/// Show the heaviest current sources: their rate, and what the limiter passed and
-/// dropped of them. Needs limits set (`floodgate limit set`); sources are grouped as
+/// The heaviest sources right now, with their rates.
+///
+/// Shows what the limiter passed and dropped of each source. Needs limits set (`floodgate limit set`); sources are grouped as
 /// the limits say (--v4-prefix, --v6-prefix).
 ///
 /// Example: floodgate top -n 20 --interval 2s
