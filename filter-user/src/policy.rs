@@ -88,9 +88,13 @@ pub struct Served {
 }
 
 /// The served ports: a [`portmap::PORT_LIST`]; an item without `tcp/` or `udp/` is
-/// served on both ("53" is "tcp/53,udp/53").
+/// served on both ("53" is "tcp/53,udp/53"). A list of nothing serves nothing (the CLI
+/// refuses it: that is `policy clear`).
 pub fn parse_serve(list: &str) -> Result<Vec<Served>, PolicyError> {
     let mut served = Vec::new();
+    if list.split(',').all(|item| item.trim().is_empty()) {
+        return Ok(served);
+    }
     for item in portmap::parse_port_list(list)? {
         let (lo, hi) = (item.lo, item.hi);
         match item.proto {
@@ -150,7 +154,8 @@ mod tests {
         let s = parse_serve("tcp/443, tcp/80,udp/53,tcp/8000-8100").unwrap();
         assert_eq!(s.len(), 4);
         assert_eq!(s[3], Served { proto: Proto::Tcp, lo: 8000, hi: 8100 });
-        for bad in ["", "icmp/1", "tcp/x", "sctp/9", "tcp/9-3"] {
+        assert_eq!(parse_serve(" , ").unwrap(), vec![]);
+        for bad in ["icmp/1", "tcp/x", "sctp/9", "tcp/9-3", ",80,x"] {
             assert!(parse_serve(bad).unwrap_err().to_string().contains(&format!("'{bad}'")), "{bad}");
         }
         // A port without tcp/ or udp/ is served on both.

@@ -149,7 +149,8 @@ fn port_lists_mean_the_same_everywhere() {
     {
         assert!(err.contains("expected [tcp/|udp/]PORT[-PORT][,...]"), "{err}");
     }
-    assert!(parse_serve("").is_err() && parse_ports(" , ").is_err());
+    assert!(parse_ports("").is_err() && parse_ports(" , ").is_err());
+    assert_eq!(parse_serve(" , ").unwrap(), vec![], "serves nothing (the CLI refuses it)");
 }
 
 /// Durations: humantime's form only; bare numbers (whose unit would be a guess),

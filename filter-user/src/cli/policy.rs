@@ -116,6 +116,9 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
         PolicyCommand::Set(a) => {
             let served =
                 a.serve.as_deref().map(parse_serve).transpose().context("--serve")?.unwrap_or_default();
+            if a.serve.is_some() && served.is_empty() {
+                anyhow::bail!("--serve lists no ports; to stop enforcing, use `floodgate policy clear`");
+            }
             let eph = Ephemeral::parse(&a.ephemeral).context("--ephemeral")?.resolve()?;
             let cfg = PolicyConfig {
                 enforce: a.serve.is_some() as u8,
