@@ -3,6 +3,7 @@
 //! integration tests use it to drive the real object with BPF_PROG_TEST_RUN.
 pub mod compiled;
 pub mod duration;
+pub mod human;
 pub mod limits;
 pub mod loader;
 pub mod maps;

@@ -13,16 +13,13 @@ use thiserror::Error;
 use crate::{
     maps::{MapSource, OpenError},
     portmap,
-    rules::{RuleError, parse_proto, parse_range},
+    rules::{RuleError, parse_range},
 };
 
 #[derive(Debug, Error)]
 pub enum PolicyError {
-    #[error(
-        "bad served port '{}': expected PROTO/PORT or PROTO/LO-HI with PROTO tcp or udp, e.g. tcp/443",
-        echo(.0)
-    )]
-    Serve(String),
+    #[error(transparent)]
+    Serve(#[from] portmap::BadPortList),
     #[error("bad ephemeral range '{}': expected auto, LO-HI or none", echo(.0))]
     Ephemeral(String),
     #[error("reading the ephemeral port range from {path}")]
@@ -92,22 +89,22 @@ pub struct Served {
     pub hi: u16,
 }
 
-/// "tcp/443,tcp/80,udp/53,tcp/8000-8100".
+/// The served ports: a [`portmap::PORT_LIST`]; an item without `tcp/` or `udp/` is
+/// served on both ("53" is "tcp/53,udp/53"). A list of nothing serves nothing (the CLI
+/// refuses it: that is `policy clear`).
 pub fn parse_serve(list: &str) -> Result<Vec<Served>, PolicyError> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|item| {
-            let bad = || PolicyError::Serve(item.to_string());
-            let (p, ports) = item.split_once('/').ok_or_else(bad)?;
-            let proto = parse_proto(p).map_err(|_| bad())?;
-            if !proto.has_ports() {
-                return Err(bad());
-            }
-            let (lo, hi) = parse_range(ports).map_err(|_| bad())?;
-            Ok(Served { proto, lo, hi })
-        })
-        .collect()
+    let mut served = Vec::new();
+    if list.split(',').all(|item| item.trim().is_empty()) {
+        return Ok(served);
+    }
+    for item in portmap::parse_port_list(list)? {
+        let (lo, hi) = (item.lo, item.hi);
+        match item.proto {
+            Some(proto) => served.push(Served { proto, lo, hi }),
+            None => served.extend([Proto::Tcp, Proto::Udp].map(|proto| Served { proto, lo, hi })),
+        }
+    }
+    Ok(served)
 }
 
 /// What `policy show` reports.
@@ -176,9 +173,12 @@ mod tests {
         let s = parse_serve("tcp/443, tcp/80,udp/53,tcp/8000-8100").unwrap();
         assert_eq!(s.len(), 4);
         assert_eq!(s[3], Served { proto: Proto::Tcp, lo: 8000, hi: 8100 });
-        for bad in ["443", "icmp/1", "tcp/x", "sctp/9", "tcp/9-3"] {
-            assert!(parse_serve(bad).unwrap_err().to_string().contains(bad), "{bad}");
+        assert_eq!(parse_serve(" , ").unwrap(), vec![]);
+        for bad in ["icmp/1", "tcp/x", "sctp/9", "tcp/9-3", ",80,x"] {
+            assert!(parse_serve(bad).unwrap_err().to_string().contains(&format!("'{bad}'")), "{bad}");
         }
+        // A port without tcp/ or udp/ is served on both.
+        assert_eq!(parse_serve("443").unwrap().len(), 2);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use filter_common::{
     cidr::echo,
     limit::Bucket,
     map_names,
+    rules::Proto,
     synproxy::{SynProxyConfig, kernel_wscale},
 };
 use thiserror::Error;
@@ -36,7 +37,6 @@ use thiserror::Error;
 use crate::{
     maps::{Core, MapSource, MetaError, OpenError},
     portmap,
-    rules::parse_range,
 };
 
 /// The nftables table floodgate creates and removes; nothing else is touched.
@@ -51,8 +51,10 @@ const NFT_MSS: u16 = 1460;
 
 #[derive(Debug, Error)]
 pub enum SynProxyError {
-    #[error("bad port list '{}': expected ports or ranges separated by commas, e.g. 80,443", echo(.0))]
-    Ports(String),
+    #[error(transparent)]
+    Ports(#[from] crate::portmap::BadPortList),
+    #[error("'{}' names udp: SYN cookies are for TCP ports only (write 80,443 or tcp/80,tcp/443)", echo(.0))]
+    NotTcp(String),
     #[error(
         "net.ipv4.tcp_window_scaling is 0 in this namespace: the listener would not scale its window \
          while SYN cookies announce scaling; enable window scaling first"
@@ -85,18 +87,15 @@ pub enum SynProxyError {
     },
 }
 
-/// "80,443,8000-8010".
+/// The SYN-cookie ports: a [`portmap::PORT_LIST`] of TCP ports ("80,443,8000-8010" or
+/// "tcp/443").
 pub fn parse_ports(s: &str) -> Result<Vec<(u16, u16)>, SynProxyError> {
-    let ports: Vec<_> = s
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| parse_range(p).map_err(|_| SynProxyError::Ports(s.into())))
-        .collect::<Result<_, _>>()?;
-    if ports.is_empty() {
-        return Err(SynProxyError::Ports(s.into()));
+    let items = crate::portmap::parse_port_list(s)?;
+    // SYN cookies are TCP's: a udp/ item is a mistake, not something to drop silently.
+    match items.iter().find(|i| i.proto.is_some_and(|p| p != Proto::Tcp)) {
+        Some(_) => Err(SynProxyError::NotTcp(s.into())),
+        None => Ok(items.iter().map(|i| (i.lo, i.hi)).collect()),
     }
-    Ok(ports)
 }
 
 fn read_sysctl(path: &'static str) -> Result<String, SynProxyError> {

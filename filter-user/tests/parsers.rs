@@ -10,10 +10,12 @@
 use std::{path::PathBuf, time::Duration};
 
 use filter_common::cidr::{self, parse_cidr, parse_list};
+use filter_common::rules::Proto;
 use floodgate::{
+    duration::{BadDuration, parse_within},
     duration::{MAX_DURATION, format_duration, parse_duration},
-    policy::parse_serve,
-    portmap::range_text,
+    policy::{Served, parse_serve},
+    portmap::{PortItem, parse_port_list, range_text},
     rules::{RuleSpec, parse_range},
     synproxy::parse_ports,
 };
@@ -94,6 +96,13 @@ fn ports_case(input: &str) {
         }
         Err(e) => check_error("parse_ports", input, &e.to_string()),
     }
+    match parse_port_list(input) {
+        Ok(items) => {
+            assert!(!items.is_empty() && items.iter().all(|i| i.lo <= i.hi), "{input:?}");
+            assert_eq!(parse_port_list(&port_list_text(&items)), Ok(items), "round trip of {input:?}");
+        }
+        Err(e) => check_error("parse_port_list", input, &e.to_string()),
+    }
     let serve = format!("tcp/{input}");
     match parse_serve(&serve) {
         Ok(_) => {}
@@ -102,6 +111,61 @@ fn ports_case(input: &str) {
     if let Err(e) = parse_serve(input) {
         check_error("parse_serve", input, &e.to_string());
     }
+}
+
+/// A port list as the grammar writes it.
+fn port_list_text(items: &[PortItem]) -> String {
+    let text: Vec<String> = items
+        .iter()
+        .map(|i| {
+            let proto = i.proto.map(|p| format!("{}/", p.name())).unwrap_or_default();
+            format!("{proto}{}", range_text(i.lo, i.hi))
+        })
+        .collect();
+    text.join(",")
+}
+
+/// One grammar for every port list: what each command makes of a protocol.
+#[test]
+fn port_lists_mean_the_same_everywhere() {
+    let served = |proto, lo, hi| Served { proto, lo, hi };
+    // The policy: a bare port is served on TCP and UDP.
+    assert_eq!(
+        parse_serve("53,tcp/443,udp/6000-6010").unwrap(),
+        vec![
+            served(Proto::Tcp, 53, 53),
+            served(Proto::Udp, 53, 53),
+            served(Proto::Tcp, 443, 443),
+            served(Proto::Udp, 6000, 6010)
+        ]
+    );
+    // SYN cookies: TCP only, with or without the prefix; udp/ is refused by name.
+    assert_eq!(parse_ports("80,tcp/443,8000-8010").unwrap(), vec![(80, 80), (443, 443), (8000, 8010)]);
+    let err = parse_ports("80,udp/53").unwrap_err().to_string();
+    assert!(err.contains("SYN cookies are for TCP ports only"), "{err}");
+    // Errors name the grammar, the same for both commands.
+    for err in
+        [parse_ports("80;443").unwrap_err().to_string(), parse_serve("icmp/1").unwrap_err().to_string()]
+    {
+        assert!(err.contains("expected [tcp/|udp/]PORT[-PORT][,...]"), "{err}");
+    }
+    assert!(parse_ports("").is_err() && parse_ports(" , ").is_err());
+    assert_eq!(parse_serve(" , ").unwrap(), vec![], "serves nothing (the CLI refuses it)");
+}
+
+/// Durations: humantime's form only; bare numbers (whose unit would be a guess),
+/// zero, and values past the bounds are refused with the bound in the message.
+#[test]
+fn durations_take_one_form() {
+    assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+    assert!(matches!(parse_duration("1"), Err(BadDuration::Syntax(_))));
+    assert!(matches!(parse_duration("0ms"), Err(BadDuration::Zero(_))));
+    let (min, max) = (Duration::from_millis(100), Duration::from_secs(60));
+    assert_eq!(parse_within("0.5s", min, max), Ok(Duration::from_millis(500)));
+    let err = parse_within("90s", min, max).unwrap_err().to_string();
+    assert_eq!(err, "'90s' is out of range: expected 100ms to 1m");
+    assert_eq!(format_duration(Duration::from_secs(5400)), "1h 30m");
 }
 
 fn name_case(input: &str) {
@@ -251,7 +315,7 @@ proptest! {
     }
 
     #[test]
-    fn fuzz_ports(s in prop_oneof![grammar_text("0123456789-, ", 24), any::<String>()]) {
+    fn fuzz_ports(s in prop_oneof![grammar_text("0123456789-, ", 24), grammar_text("0123456789-,tcpudp/", 24), any::<String>()]) {
         ports_case(&s);
     }
 

@@ -316,7 +316,7 @@ fn stats_watch_prints_rates_until_stopped() {
     let mut child = lab
         .srv
         .command(integration_tests::live::floodgate_bin().to_str().unwrap())
-        .args(["stats", "--watch", "0.2", "--json"])
+        .args(["stats", "--watch", "200ms", "--json"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -186,7 +186,7 @@ fn ttl_entries_stop_matching_without_a_controller() {
     assert!(items.contains(&Value::from("192.0.2.61/32")), "{list}");
     let ttl = items.iter().find(|v| v["cidr"] == "192.0.2.60/32").expect("ttl entry listed");
     assert_eq!(ttl["reason"], "ttl");
-    let left = ttl["expires_in"].as_f64().unwrap();
+    let left = ttl["expires_in_secs"].as_f64().unwrap();
     assert!(left > 0.0 && left <= 2.0, "{ttl}");
     let frames: Vec<_> =
         ["192.0.2.60", "2001:db8:60::9", "192.0.2.61"].iter().map(|s| lab.frame(s, PORT)).collect();
@@ -226,7 +226,7 @@ fn auto_ban_is_listed_counted_and_expires() {
     let ban = &list[0];
     assert_eq!(ban["cidr"], "192.0.2.70/32", "{list}");
     assert_eq!(ban["reason"], "auto-ban");
-    let left = ban["expires_in"].as_f64().unwrap();
+    let left = ban["expires_in_secs"].as_f64().unwrap();
     assert!(left > 0.5 && left <= 3.0, "{ban}");
     let text = lab.ok(&["blocklist", "list"]);
     assert!(text.contains("192.0.2.70/32") && text.contains("auto-ban"), "{text}");

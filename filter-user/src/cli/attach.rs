@@ -3,16 +3,19 @@ use clap::ValueEnum;
 use filter_common::{DEFAULT_MAX_ENTRIES, DEFAULT_MAX_SOURCES};
 use floodgate::loader::{self, Capacity, Mode};
 
-/// Load the filter and attach it to an interface. It stays attached after floodgate
-/// exits (link and maps are pinned under /sys/fs/bpf/floodgate/netns-DEV-INO/IFACE/,
+use super::Iface;
+
+/// Load the filter and attach it to an interface.
+///
+/// It stays attached after floodgate exits (link and maps are pinned under /sys/fs/bpf/floodgate/netns-DEV-INO/IFACE/,
 /// per network namespace).
+///
+/// Example: floodgate attach -i eth0 --mode native --max-entries 2000000
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Interface to protect (looked up in the current network namespace).
-    #[arg(short, long, value_name = "IFACE")]
-    pub interface: String,
-    /// native: in the driver, fastest; skb: generic mode, works on any interface;
-    /// auto: native, falling back to skb with a warning.
+    #[command(flatten)]
+    pub iface: Iface,
+    /// Where the program runs.
     #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
     pub mode: ModeArg,
     /// Capacity of each list per address family (hosts and prefixes together). Entries
@@ -33,8 +36,11 @@ impl Args {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum ModeArg {
+    /// Native, falling back to skb with a warning.
     Auto,
+    /// In the driver: fastest; fails where the driver has no XDP support.
     Native,
+    /// Generic XDP: works on any interface, slower.
     Skb,
 }
 
@@ -49,20 +55,21 @@ impl From<ModeArg> for Mode {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let done = loader::attach(&args.interface, args.mode.into(), args.capacity())
-        .with_context(|| format!("attaching to {}", args.interface))?;
+    let iface = &args.iface.interface;
+    let done = loader::attach(iface, args.mode.into(), args.capacity())
+        .with_context(|| format!("attaching to {}", iface))?;
     if done.mounted_bpffs {
         eprintln!("floodgate: mounted a bpffs (mode 0700) at {}", floodgate::pins::BPFFS);
     }
     if let Some(why) = &done.native_error {
         eprintln!(
             "floodgate: warning: native XDP is not available on {} ({why}); attached in skb (generic) mode, which is slower",
-            args.interface
+            iface
         );
     }
     println!(
         "attached to {} in {} mode; lists hold up to {} entries per family; pins in {}",
-        args.interface,
+        iface,
         super::output::mode_name(done.mode),
         args.max_entries,
         done.pins.dir.display()

@@ -6,16 +6,23 @@ use floodgate::{
     synproxy::SynProxyMaps,
 };
 
-/// Detach the filter from an interface and remove every pin it left. Works on pins of
-/// any floodgate version and on a filter whose interface is gone.
+use super::Iface;
+
+/// Detach the filter from an interface and remove every pin it left.
+///
+/// Works on pins of
+/// any floodgate version and on a filter whose interface is gone. Also undoes
+/// `synproxy enable`.
+///
+/// Example: floodgate detach -i eth0
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    #[arg(short, long, value_name = "IFACE")]
-    pub interface: String,
+    #[command(flatten)]
+    pub iface: Iface,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let iface = &args.interface;
+    let iface = &args.iface.interface;
     let p = pins::resolve_for(Some(iface), Purpose::Detach)?;
     // The SYN-cookie set-up lives outside the maps (nftables, sysctls): undo it while
     // its state is readable, i.e. the pins are this version's. Only that group is

@@ -5,10 +5,14 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use filter_common::limit::{Bucket, LimitConfig};
-use floodgate::duration::{format_duration, nanos, parse_duration};
-use serde_json::{Value, json};
+use floodgate::duration::{format_exact, nanos, parse_duration};
+use serde::Serialize;
 
-use super::{output::print_json, session::Session};
+use super::{
+    Format, Target,
+    output::{Report, emit},
+    session::Session,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum LimitCommand {
@@ -20,25 +24,27 @@ pub enum LimitCommand {
     /// dropped.syn_limit. Allowlisted and blocklisted sources never reach the limiter.
     /// With --ban-after, a source that stays over its limit that long is banned
     /// (dropped outright, listed by `blocklist list`) for --ban-for.
+    ///
+    /// Example: floodgate limit set --pps 200 --syn-pps 20 --ban-after 30s --ban-for 10m
     Set(SetArgs),
-    /// Show the limits in force.
-    Show {
-        #[arg(short, long, value_name = "IFACE")]
-        interface: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
     /// Remove all limits, and the bans they made.
     Clear {
-        #[arg(short, long, value_name = "IFACE")]
-        interface: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show the limits in force.
+    Show {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        format: Format,
     },
 }
 
 #[derive(clap::Args, Debug)]
 pub struct SetArgs {
-    #[arg(short, long, value_name = "IFACE")]
-    pub interface: Option<String>,
+    #[command(flatten)]
+    pub target: Target,
     /// Packets per second per source.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub pps: Option<u64>,
@@ -62,10 +68,10 @@ pub struct SetArgs {
     /// from random spoofed sources, which no per-source limit sees.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     pub global_syn_pps: Option<u64>,
-    /// Ban a source that stays over its limit this long (e.g. 30s).
+    /// Ban a source that stays over its limit this long (DURATION, e.g. 30s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "ban_for")]
     pub ban_after: Option<Duration>,
-    /// How long an auto-ban lasts (e.g. 10m).
+    /// How long an auto-ban lasts (DURATION, e.g. 10m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "ban_after")]
     pub ban_for: Option<Duration>,
 }
@@ -112,82 +118,116 @@ fn rate_burst(b: &Bucket, given: u64) -> Option<(u64, u64)> {
     b.enabled().then(|| (given, b.tolerance / b.cost + 1))
 }
 
-pub fn describe(cfg: &LimitConfig) -> Value {
-    if cfg.enabled == 0 {
-        return json!({ "enabled": false });
-    }
-    let bucket = |b: &Bucket, given: u64| match rate_burst(b, given) {
-        Some((rate, burst)) => json!({ "per_second": rate, "burst": burst }),
-        None => Value::Null,
-    };
-    let bps = cfg.bytes.enabled().then(|| json!({ "bits_per_second": cfg.given[1] }));
-    let ban = (cfg.ban_after_ns != 0).then(|| {
-        json!({ "after_seconds": cfg.ban_after_ns as f64 / 1e9, "for_seconds": cfg.ban_for_ns as f64 / 1e9 })
-    });
-    json!({
-        "enabled": true,
-        "v4_prefix": cfg.v4_prefix,
-        "v6_prefix": cfg.v6_prefix,
-        "packets": bucket(&cfg.packets, cfg.given[0]),
-        "bytes": bps,
-        "syn": bucket(&cfg.syn, cfg.given[2]),
-        "global_syn": bucket(&cfg.global_syn, cfg.given[3]),
-        "auto_ban": ban,
-    })
+/// A packet bucket as given: per-second rate and burst.
+#[derive(Serialize)]
+struct RateBurst {
+    per_second: u64,
+    burst: u64,
 }
 
-fn human(cfg: &LimitConfig) -> String {
-    if cfg.enabled == 0 {
-        return "no limits set".to_string();
+#[derive(Serialize)]
+struct Bits {
+    bits_per_second: u64,
+}
+
+#[derive(Serialize)]
+struct AutoBan {
+    after_secs: f64,
+    for_secs: f64,
+}
+
+/// `limit show --json`: `{"enabled": false}` when no limits are set.
+#[derive(Serialize)]
+struct LimitReport {
+    #[serde(skip)]
+    iface: String,
+    enabled: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    limits: Option<Limits>,
+}
+
+#[derive(Serialize)]
+struct Limits {
+    v4_prefix: u32,
+    v6_prefix: u32,
+    packets: Option<RateBurst>,
+    bytes: Option<Bits>,
+    syn: Option<RateBurst>,
+    global_syn: Option<RateBurst>,
+    auto_ban: Option<AutoBan>,
+}
+
+impl LimitReport {
+    fn new(iface: &str, cfg: &LimitConfig) -> Self {
+        let bucket = |b: &Bucket, given: u64| {
+            rate_burst(b, given).map(|(per_second, burst)| RateBurst { per_second, burst })
+        };
+        let limits = (cfg.enabled != 0).then(|| Limits {
+            v4_prefix: cfg.v4_prefix,
+            v6_prefix: cfg.v6_prefix,
+            packets: bucket(&cfg.packets, cfg.given[0]),
+            bytes: cfg.bytes.enabled().then(|| Bits { bits_per_second: cfg.given[1] }),
+            syn: bucket(&cfg.syn, cfg.given[2]),
+            global_syn: bucket(&cfg.global_syn, cfg.given[3]),
+            auto_ban: (cfg.ban_after_ns != 0).then(|| AutoBan {
+                after_secs: cfg.ban_after_ns as f64 / 1e9,
+                for_secs: cfg.ban_for_ns as f64 / 1e9,
+            }),
+        });
+        LimitReport { iface: iface.to_string(), enabled: limits.is_some(), limits }
     }
-    let mut parts = vec![format!("sources grouped by IPv4 /{} and IPv6 /{}", cfg.v4_prefix, cfg.v6_prefix)];
-    if let Some((r, b)) = rate_burst(&cfg.packets, cfg.given[0]) {
-        parts.push(format!("{r} packets/s per source (burst {b})"));
+}
+
+impl Report for LimitReport {
+    fn text(&self) -> String {
+        let Some(l) = &self.limits else {
+            return format!("{}: no limits set\n", self.iface);
+        };
+        let mut parts = vec![format!("sources grouped by IPv4 /{} and IPv6 /{}", l.v4_prefix, l.v6_prefix)];
+        if let Some(b) = &l.packets {
+            parts.push(format!("{} packets/s per source (burst {})", b.per_second, b.burst));
+        }
+        if let Some(b) = &l.bytes {
+            parts.push(format!("{} bits/s per source", b.bits_per_second));
+        }
+        if let Some(b) = &l.syn {
+            parts.push(format!("{} SYNs/s per source (burst {})", b.per_second, b.burst));
+        }
+        if let Some(b) = &l.global_syn {
+            parts.push(format!("{} SYNs/s in all (burst {})", b.per_second, b.burst));
+        }
+        if let Some(ban) = &l.auto_ban {
+            parts.push(format!(
+                "ban for {} after {} over the limit",
+                format_exact(Duration::from_secs_f64(ban.for_secs)),
+                format_exact(Duration::from_secs_f64(ban.after_secs))
+            ));
+        }
+        format!("{}: {}\n", self.iface, parts.join("; "))
     }
-    if cfg.bytes.enabled() {
-        parts.push(format!("{} bits/s per source", cfg.given[1]));
-    }
-    if let Some((r, b)) = rate_burst(&cfg.syn, cfg.given[2]) {
-        parts.push(format!("{r} SYNs/s per source (burst {b})"));
-    }
-    if let Some((r, b)) = rate_burst(&cfg.global_syn, cfg.given[3]) {
-        parts.push(format!("{r} SYNs/s in all (burst {b})"));
-    }
-    if cfg.ban_after_ns != 0 {
-        parts.push(format!(
-            "ban for {} after {} over the limit",
-            format_duration(Duration::from_nanos(cfg.ban_for_ns)),
-            format_duration(Duration::from_nanos(cfg.ban_after_ns))
-        ));
-    }
-    parts.join("; ")
 }
 
 pub fn run(cmd: LimitCommand) -> anyhow::Result<()> {
     match cmd {
         LimitCommand::Set(a) => {
             let cfg = config(&a)?;
-            let mut s = Session::locked(a.interface.as_deref())?;
+            let mut s = Session::locked(a.target.name())?;
             s.limiter()?.set_limits(&cfg).with_context(|| format!("setting limits on {}", s.pins.iface))?;
-            println!("{}: {}", s.pins.iface, human(&cfg));
+            emit(&LimitReport::new(&s.pins.iface, &cfg), false)?;
         }
-        LimitCommand::Show { interface, json } => {
-            let mut s = Session::read(interface.as_deref())?;
-            let cfg = s.limiter()?.limits()?;
-            if json {
-                print_json(&describe(&cfg))?;
-            } else {
-                println!("{}: {}", s.pins.iface, human(&cfg));
-            }
-        }
-        LimitCommand::Clear { interface } => {
-            let mut s = Session::locked(interface.as_deref())?;
+        LimitCommand::Clear { target } => {
+            let mut s = Session::locked(target.name())?;
             let mut limiter = s.limiter()?;
             let mut off = limiter.limits()?;
             off.enabled = 0;
             off.ban_after_ns = 0;
             limiter.set_limits(&off)?;
             println!("{}: limits and auto-bans cleared", s.pins.iface);
+        }
+        LimitCommand::Show { target, format } => {
+            let mut s = Session::read(target.name())?;
+            let cfg = s.limiter()?.limits()?;
+            emit(&LimitReport::new(&s.pins.iface, &cfg), format.json)?;
         }
     }
     Ok(())

@@ -1,8 +1,6 @@
 //! `blocklist` and `allowlist`: the same commands over either list.
 
-use std::{fs, io::Read as _};
-
-use std::time::Duration;
+use std::{fs, io::Read as _, sync::atomic::Ordering::Relaxed, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
@@ -13,10 +11,15 @@ use floodgate::{
     store::{self, Added, monotonic_ns},
 };
 use ipnet::IpNet;
-use serde_json::{Value, json};
+use serde::Serialize;
+use signal_hook::{
+    consts::{SIGHUP, SIGINT, SIGTERM},
+    iterator::Signals,
+};
 
 use super::{
-    output::{grouped, print_json, progress_bar},
+    Format, Target,
+    output::{Report, emit, grouped, progress_bar},
     session::Session,
 };
 
@@ -27,53 +30,90 @@ pub enum ListCommand {
     /// Effective for the next packet. Entries already on the list are counted, not an
     /// error. A prefix with host bits set (203.0.113.7/24) is refused: floodgate says
     /// which prefix you probably meant instead of guessing.
+    ///
+    /// Example: floodgate blocklist add 203.0.113.0/24 2001:db8:bad::/48 --ttl 1h
     Add {
-        #[arg(short, long, value_name = "IFACE")]
-        interface: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        /// Addresses or prefixes, e.g. 192.0.2.7 203.0.113.0/24 2001:db8::/32.
         #[arg(value_name = "ADDR_OR_CIDR", required = true)]
         entries: Vec<String>,
-        /// Remove the entries after this long (90s, 10m, 1h, 2d). The data path stops
-        /// matching them at that moment even if no floodgate process runs.
+        /// Remove the entries after this long (DURATION: 90s, 10m, 1h, 2d). The data
+        /// path stops matching them at that moment even if no floodgate process runs.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         ttl: Option<Duration>,
-    },
-    /// Remove exact entries. Removing 203.0.113.7 does not punch a hole in a listed
-    /// 203.0.113.0/24. If any given entry is not on the list, nothing is removed.
-    Remove {
-        #[arg(short, long, value_name = "IFACE")]
-        interface: Option<String>,
-        #[arg(value_name = "ADDR_OR_CIDR", required = true)]
-        entries: Vec<String>,
     },
     /// Load a list file: one address or CIDR per line; blank lines, `# comments` and
     /// Spamhaus-DROP style `; comments` are ignored. `-` reads standard input.
     ///
     /// The whole file is checked first: any bad line is reported as FILE:LINE and
     /// nothing is applied. Without --replace the entries are added to the list.
+    ///
+    /// Example: floodgate blocklist load drop.txt --replace
     Load {
-        #[arg(short, long, value_name = "IFACE")]
-        interface: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        /// The list file, or - for standard input.
         #[arg(value_name = "FILE")]
         file: String,
         /// Make the file the whole list, atomically: packets see the old list until
         /// the new one is complete, never an empty or partial one.
         #[arg(long, conflicts_with = "ttl")]
         replace: bool,
-        /// Added entries expire after this long (not with --replace).
+        /// Added entries expire after this long (DURATION, e.g. 1h; not with --replace).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         ttl: Option<Duration>,
     },
+    /// Remove exact entries. Removing 203.0.113.7 does not punch a hole in a listed
+    /// 203.0.113.0/24. If any given entry is not on the list, nothing is removed.
+    Remove {
+        #[command(flatten)]
+        target: Target,
+        /// Entries exactly as listed, e.g. 203.0.113.0/24.
+        #[arg(value_name = "ADDR_OR_CIDR", required = true)]
+        entries: Vec<String>,
+    },
     /// Print the entries, IPv4 then IPv6, with the remaining time of expiring ones
     /// (and, on the blocklist, the limiter's auto-bans).
+    ///
+    /// JSON: an array with a CIDR string per permanent entry and an object
+    /// {"cidr", "expires_in_secs", "reason"} (reason "ttl" or "auto-ban") per expiring one.
     List {
-        #[arg(short, long, value_name = "IFACE")]
-        interface: Option<String>,
-        /// A JSON array: a CIDR string per permanent entry; an object
-        /// {"cidr", "expires_in", "reason"} (seconds; reason "ttl" or "auto-ban") per
-        /// expiring one.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        format: Format,
     },
+}
+
+/// One entry of `list`: a bare CIDR when permanent.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Listed {
+    Permanent(String),
+    Expiring { cidr: String, expires_in_secs: u64, reason: &'static str },
+}
+
+#[derive(Serialize)]
+#[serde(transparent)]
+struct ListReport(Vec<Listed>);
+
+impl Report for ListReport {
+    fn text(&self) -> String {
+        let mut out = String::with_capacity(self.0.len() * 20);
+        for item in &self.0 {
+            match item {
+                Listed::Permanent(cidr) => out.push_str(cidr),
+                Listed::Expiring { cidr, expires_in_secs, reason } => {
+                    let what = if *reason == "auto-ban" { "auto-ban, " } else { "" };
+                    let left = format_duration(Duration::from_secs(*expires_in_secs));
+                    out.push_str(&format!("{cidr}  ({what}expires in {left})"));
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
 }
 
 fn parse_all(entries: &[String]) -> anyhow::Result<Vec<IpNet>> {
@@ -88,21 +128,19 @@ fn parse_all(entries: &[String]) -> anyhow::Result<Vec<IpNet>> {
     Ok(nets)
 }
 
-extern "C" fn on_interrupt(_: libc::c_int) {
-    store::INTERRUPT.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// Ctrl-C, SIGTERM or SIGHUP during a change: the change stops before it becomes
 /// visible and leaves the list as it was, or, past that point, finishes (a SIGKILL
 /// leaves one or the other too; see `store`). Installed once the lock is held: before
 /// that, the default action (exit) changes nothing either, and stops a wait for it.
-fn catch_interrupts() {
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::signal(sig, on_interrupt as *const () as libc::sighandler_t);
+fn catch_interrupts() -> anyhow::Result<()> {
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP]).context("catching SIGINT, SIGTERM and SIGHUP")?;
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            store::INTERRUPT.store(true, Relaxed);
         }
-    }
+    });
+    Ok(())
 }
 
 fn summary(kind: ListKind, meta: &Meta) -> String {
@@ -129,28 +167,28 @@ fn added_line(name: &str, from: &str, r: &Added, meta: &Meta, kind: ListKind) ->
 pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     let name = kind.name();
     match cmd {
-        ListCommand::Add { interface, entries, ttl } => {
+        ListCommand::Add { target, entries, ttl } => {
             // Everything is parsed before the maps are touched.
             let nets = parse_all(&entries)?;
-            let mut s = Session::locked(interface.as_deref())?;
+            let mut s = Session::locked(target.name())?;
             let mut lists = s.lists()?;
-            catch_interrupts();
+            catch_interrupts()?;
             let r = lists
                 .add(kind, &nets, ttl, &mut progress_bar("adding"))
                 .with_context(|| format!("adding to the {name} of {}", s.pins.iface))?;
             println!("{}", added_line(name, "", &r, &lists.read_meta()?, kind));
         }
-        ListCommand::Remove { interface, entries } => {
+        ListCommand::Remove { target, entries } => {
             let nets = parse_all(&entries)?;
-            let mut s = Session::locked(interface.as_deref())?;
+            let mut s = Session::locked(target.name())?;
             let mut lists = s.lists()?;
-            catch_interrupts();
+            catch_interrupts()?;
             let n = lists
                 .remove(kind, &nets)
                 .with_context(|| format!("removing from the {name} of {}", s.pins.iface))?;
             println!("{name}: removed {n}; {}", summary(kind, &lists.read_meta()?));
         }
-        ListCommand::Load { interface, file, replace, ttl } => {
+        ListCommand::Load { target, file, replace, ttl } => {
             let text = read_input(&file)?;
             let (nets, mapped) = cidr::parse_list_noting(&file, &text)?;
             drop(text);
@@ -160,9 +198,9 @@ pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                     if mapped == 1 { "y" } else { "ies" }
                 );
             }
-            let mut s = Session::locked(interface.as_deref())?;
+            let mut s = Session::locked(target.name())?;
             let mut lists = s.lists()?;
-            catch_interrupts();
+            catch_interrupts()?;
             let file = cidr::echo(&file);
             let ctx = || format!("loading {file} into the {name} of {}", s.pins.iface);
             let mut bar = progress_bar("loading");
@@ -177,50 +215,39 @@ pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                 println!("{}", added_line(name, &format!(" from {file}"), &r, &lists.read_meta()?, kind));
             }
         }
-        ListCommand::List { interface, json } => {
-            let mut s = Session::read(interface.as_deref())?;
+        ListCommand::List { target, format } => {
+            let mut s = Session::read(target.name())?;
             let entries = match s.lists()?.entries(kind) {
                 // Switched under every lock-free read: read once more between writers.
                 Err(store::StoreError::Busy { .. }) => {
-                    s = Session::locked(interface.as_deref())?;
+                    s = Session::locked(target.name())?;
                     s.lists()?.entries(kind)
                 }
                 other => other,
             }
             .with_context(|| format!("reading the {name} of {}", s.pins.iface))?;
             let now = monotonic_ns();
-            let left = |expires: u64| Duration::from_nanos(expires.saturating_sub(now));
-            // (CIDR, remaining, reason) per entry; auto-bans only exist on the blocklist.
-            let mut rows: Vec<(String, Option<Duration>, &str)> =
-                entries.iter().map(|e| (e.net.to_string(), e.expires.map(left), "ttl")).collect();
+            // Whole seconds, rounded up: an entry is never shown as expired early.
+            let left = |expires: u64| expires.saturating_sub(now).div_ceil(1_000_000_000);
+            let mut items: Vec<Listed> = entries
+                .iter()
+                .map(|e| match e.expires {
+                    None => Listed::Permanent(e.net.to_string()),
+                    Some(at) => {
+                        Listed::Expiring { cidr: e.net.to_string(), expires_in_secs: left(at), reason: "ttl" }
+                    }
+                })
+                .collect();
+            // Auto-bans only exist on the blocklist.
             if kind == ListKind::Block {
                 for (key, ban) in s.limiter()?.bans() {
                     if ban.expires > now {
-                        rows.push((key_cidr(&key), Some(left(ban.expires)), "auto-ban"));
+                        let (cidr, expires_in_secs) = (key_cidr(&key), left(ban.expires));
+                        items.push(Listed::Expiring { cidr, expires_in_secs, reason: "auto-ban" });
                     }
                 }
             }
-            if json {
-                let items: Vec<Value> = rows
-                    .iter()
-                    .map(|(cidr, rest, reason)| match rest {
-                        None => json!(cidr),
-                        Some(d) => json!({ "cidr": cidr, "expires_in": d.as_secs_f64().ceil() as u64, "reason": reason }),
-                    })
-                    .collect();
-                print_json(&Value::Array(items))?;
-            } else {
-                let mut out = String::with_capacity(rows.len() * 20);
-                for (cidr, rest, reason) in &rows {
-                    out.push_str(cidr);
-                    if let Some(d) = rest {
-                        let what = if *reason == "auto-ban" { "auto-ban, " } else { "" };
-                        out.push_str(&format!("  ({what}expires in {})", format_duration(*d)));
-                    }
-                    out.push('\n');
-                }
-                print!("{out}");
-            }
+            emit(&ListReport(items), format.json)?;
         }
     }
     Ok(())

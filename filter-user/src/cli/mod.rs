@@ -16,22 +16,60 @@ mod top;
 
 use clap::{Parser, Subcommand};
 
+/// The attached interface a command acts on (every command but attach, detach, run).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// Attached interface to act on, e.g. eth0; may be left out when exactly one
+    /// interface of this network namespace is attached.
+    #[arg(short, long, value_name = "IFACE")]
+    pub interface: Option<String>,
+}
+
+impl Target {
+    pub fn name(&self) -> Option<&str> {
+        self.interface.as_deref()
+    }
+}
+
+/// The interface attach, detach and run act on: always named.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Iface {
+    /// Interface to act on, e.g. eth0 (looked up in the current network namespace).
+    #[arg(short, long, value_name = "IFACE")]
+    pub interface: String,
+}
+
+/// Text for people, or JSON for programs.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct Format {
+    /// Print JSON instead of text (fields: README, "JSON output"). Durations are
+    /// numbers of seconds in fields named *_secs.
+    #[arg(long)]
+    pub json: bool,
+}
+
 const ABOUT: &str =
     "floodgate: drop flood traffic in the driver, before the network stack spends anything on it.";
 
 const AFTER_HELP: &str = "\
 Typical use:
-  floodgate attach -i eth0                   # load the filter; it stays after floodgate exits
-  floodgate blocklist add 203.0.113.0/24      # drop a source range, effective at once
-  floodgate blocklist load drop.txt --replace # swap in a whole list atomically
-  floodgate allowlist add 198.51.100.53       # never drop your own resolvers or monitors
-  floodgate limit set --pps 2000 --syn-pps 50 # per-source limits, effective at once
-  floodgate stats --watch 1                   # live counters: what was passed and dropped
-  floodgate top                               # the heaviest sources right now
-  floodgate rule preset reflection            # drop UDP floods from reflection ports
-  floodgate policy set --serve tcp/443,tcp/80 # drop what is aimed at other ports
-  floodgate synproxy enable --ports 80,443    # answer SYN floods with cookies in the driver
-  floodgate detach -i eth0                    # remove everything floodgate put in place
+  floodgate attach -i eth0                     # load the filter; it stays after floodgate exits
+  floodgate blocklist add 203.0.113.0/24        # drop a source range, effective at once
+  floodgate blocklist add 192.0.2.7 --ttl 1h    # a ban that lifts itself
+  floodgate blocklist load drop.txt --replace   # swap in a whole list atomically
+  floodgate allowlist add 198.51.100.53         # never drop your own resolvers or monitors
+  floodgate limit set --pps 2000 --syn-pps 50   # per-source limits, effective at once
+  floodgate stats --watch 1s                    # live counters: what was passed and dropped
+  floodgate top --interval 2s                   # the heaviest sources right now
+  floodgate rule preset reflection              # drop UDP floods from reflection ports
+  floodgate policy set --serve tcp/443,tcp/80   # drop what is aimed at other ports
+  floodgate synproxy enable --ports 80,443      # answer SYN floods with cookies in the driver
+  floodgate detach -i eth0                      # remove everything floodgate put in place
+
+Formats used by many flags:
+  DURATION  a number with a unit, run together or spaced: 500ms, 90s, 10m, 1h30m, 2d
+  PORTS     [tcp/|udp/]PORT[-PORT][,...]: 80,443 or tcp/8000-8010,udp/53
+  --json    JSON instead of text; durations are numbers of seconds in fields named *_secs
 
 Pins live under /sys/fs/bpf/floodgate/netns-DEV-INO/IFACE/, per network namespace: a
 command acts on the interfaces of its own namespace, so run it there with
@@ -48,6 +86,7 @@ pub struct Cli {
 pub enum Command {
     Attach(attach::Args),
     Detach(detach::Args),
+    Run(run::Args),
     Status(status::Args),
     /// Sources whose packets are dropped in the driver.
     #[command(subcommand)]
@@ -69,7 +108,6 @@ pub enum Command {
     Synproxy(synproxy::SynProxyCommand),
     Stats(stats::Args),
     Top(top::Args),
-    Run(run::Args),
 }
 
 impl Command {

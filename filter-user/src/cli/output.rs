@@ -1,9 +1,11 @@
-//! Shared formatting helpers.
+//! Shared output: JSON or text from one typed report, tables, the progress bar.
 
-use std::io::IsTerminal as _;
-
+use comfy_table::{CellAlignment, Table, presets::NOTHING};
 use filter_common::{Counter, MODE_NATIVE, MODE_SKB};
-use serde_json::{Value, json};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+pub use floodgate::human::grouped;
 
 pub fn mode_name(mode: u32) -> &'static str {
     match mode {
@@ -13,44 +15,63 @@ pub fn mode_name(mode: u32) -> &'static str {
     }
 }
 
-pub fn counter_json(c: Counter) -> Value {
-    json!({ "packets": c.packets, "bytes": c.bytes })
+/// Packets and bytes, as every JSON counter is written.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Count {
+    pub packets: u64,
+    pub bytes: u64,
 }
 
-pub fn print_json(v: &Value) -> anyhow::Result<()> {
+impl From<Counter> for Count {
+    fn from(c: Counter) -> Self {
+        Count { packets: c.packets, bytes: c.bytes }
+    }
+}
+
+/// A command's result: one value, printed as JSON or as text.
+pub trait Report: Serialize {
+    /// The text form, newline-terminated lines.
+    fn text(&self) -> String;
+}
+
+pub fn emit(report: &impl Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(report);
+    }
+    print!("{}", report.text());
+    Ok(())
+}
+
+pub fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-/// A progress line on stderr, only when stderr is a terminal.
-pub fn progress_bar(label: &str) -> impl FnMut(u64, u64) + '_ {
-    let tty = std::io::stderr().is_terminal();
-    move |done, total| {
-        if tty && total > 0 {
-            let pct = done * 100 / total;
-            let width = 30;
-            let filled = (done * width / total) as usize;
-            eprint!(
-                "\r{label} [{}{}] {done}/{total} ({pct}%)",
-                "#".repeat(filled),
-                " ".repeat(width as usize - filled)
-            );
-            if done == total {
-                eprintln!();
-            }
+/// A borderless table; columns from `right_from` on are right-aligned (numbers).
+pub fn table(header: &[&str], right_from: usize) -> Table {
+    let mut t = Table::new();
+    t.load_preset(NOTHING).set_header(header.to_vec());
+    for i in right_from..header.len() {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
         }
     }
+    t
 }
 
-/// Thousands separators for humans.
-pub fn grouped(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
+/// A progress bar on stderr; indicatif draws it only when stderr is a terminal.
+pub fn progress_bar(label: &'static str) -> impl FnMut(u64, u64) {
+    let style = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({percent}%)")
+        .expect("a valid template")
+        .progress_chars("## ");
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+        .with_style(style)
+        .with_message(label);
+    move |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+        if done >= total {
+            bar.finish();
         }
-        out.push(ch);
     }
-    out
 }

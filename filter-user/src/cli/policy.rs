@@ -1,11 +1,16 @@
 //! `policy set|clear|show`: the served-ports policy and the fragment setting.
 
+use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
 use filter_common::rules::PolicyConfig;
 use floodgate::policy::{Ephemeral, Served, parse_serve};
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use super::{output::print_json, session::Session};
+use super::{
+    Format, Target,
+    output::{Report, emit},
+    session::Session,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCommand {
@@ -25,35 +30,40 @@ pub enum PolicyCommand {
     Set(SetArgs),
     /// Remove the policy: every port is open again, fragments pass.
     Clear {
-        #[arg(short, long, value_name = "IFACE")]
-        interface: Option<String>,
+        #[command(flatten)]
+        target: Target,
     },
     /// The policy in force.
     Show {
-        #[arg(short, long, value_name = "IFACE")]
-        interface: Option<String>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        format: Format,
     },
 }
 
+/// What becomes of non-first fragments, which carry no ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Fragments {
+    /// Pass them (the default).
     Pass,
+    /// Drop them (counted as dropped.fragment).
     Drop,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct SetArgs {
-    #[arg(short, long, value_name = "IFACE")]
-    pub interface: Option<String>,
-    /// Served ports: PROTO/PORT or PROTO/LO-HI, comma-separated (tcp/443,tcp/80,udp/53).
-    #[arg(long, value_name = "LIST")]
+    #[command(flatten)]
+    pub target: Target,
+    /// Served ports, the rest of TCP and UDP is dropped: [tcp/|udp/]PORT[-PORT][,...],
+    /// e.g. tcp/443,tcp/80,udp/53; a port without tcp/ or udp/ is served on both.
+    #[arg(long, value_name = "PORTS")]
     pub serve: Option<String>,
     /// Where replies to this host's own connections arrive: auto (the kernel's
-    /// ip_local_port_range), LO-HI, or none.
+    /// ip_local_port_range), a range LO-HI (e.g. 32768-60999), or none.
     #[arg(long, value_name = "auto|LO-HI|none", default_value = "auto")]
     pub ephemeral: String,
+    /// Non-first fragments (no ports to check): pass or drop.
     #[arg(long, value_enum, default_value_t = Fragments::Pass)]
     pub fragments: Fragments,
 }
@@ -62,23 +72,54 @@ fn served_text(s: &Served) -> String {
     format!("{}/{}", s.proto.name(), floodgate::portmap::range_text(s.lo, s.hi))
 }
 
-fn describe(cfg: &PolicyConfig, served: &[Served]) -> Value {
-    json!({
-        "enforced": cfg.enforce != 0,
-        "serve": served.iter().map(served_text).collect::<Vec<_>>(),
-        "ephemeral": (cfg.ephemeral != 0).then(|| format!("{}-{}", cfg.eph_lo, cfg.eph_hi)),
-        "fragments": if cfg.drop_fragments != 0 { "drop" } else { "pass" },
-    })
+/// `policy show --json`.
+#[derive(Serialize)]
+struct PolicyReport {
+    #[serde(skip)]
+    iface: String,
+    enforced: bool,
+    serve: Vec<String>,
+    ephemeral: Option<String>,
+    fragments: &'static str,
+}
+
+impl PolicyReport {
+    fn new(iface: &str, cfg: &PolicyConfig, served: &[Served]) -> Self {
+        PolicyReport {
+            iface: iface.to_string(),
+            enforced: cfg.enforce != 0,
+            serve: served.iter().map(served_text).collect(),
+            ephemeral: (cfg.ephemeral != 0).then(|| format!("{}-{}", cfg.eph_lo, cfg.eph_hi)),
+            fragments: if cfg.drop_fragments != 0 { "drop" } else { "pass" },
+        }
+    }
+}
+
+impl Report for PolicyReport {
+    fn text(&self) -> String {
+        let ports = if !self.enforced {
+            "every port open".to_string()
+        } else {
+            let eph = match &self.ephemeral {
+                Some(range) => format!("ephemeral {range}"),
+                None => "no ephemeral range".to_string(),
+            };
+            format!("serving {} ({eph}); other TCP/UDP ports dropped", self.serve.join(","))
+        };
+        let frags = if self.fragments == "drop" { "non-first fragments dropped" } else { "fragments pass" };
+        format!("{}: {ports}; {frags}\n", self.iface)
+    }
 }
 
 pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
     match cmd {
         PolicyCommand::Set(a) => {
-            let served = a.serve.as_deref().map(parse_serve).transpose()?.unwrap_or_default();
+            let served =
+                a.serve.as_deref().map(parse_serve).transpose().context("--serve")?.unwrap_or_default();
             if a.serve.is_some() && served.is_empty() {
                 anyhow::bail!("--serve lists no ports; to stop enforcing, use `floodgate policy clear`");
             }
-            let eph = Ephemeral::parse(&a.ephemeral)?.resolve()?;
+            let eph = Ephemeral::parse(&a.ephemeral).context("--ephemeral")?.resolve()?;
             let cfg = PolicyConfig {
                 enforce: a.serve.is_some() as u8,
                 drop_fragments: (a.fragments == Fragments::Drop) as u8,
@@ -87,39 +128,20 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
                 eph_lo: eph.map_or(0, |e| e.0),
                 eph_hi: eph.map_or(0, |e| e.1),
             };
-            let mut s = Session::locked(a.interface.as_deref())?;
+            let mut s = Session::locked(a.target.name())?;
             s.policy()?.set_policy(cfg, &served)?;
-            println!("{}: {}", s.pins.iface, human(&cfg, &served));
+            emit(&PolicyReport::new(&s.pins.iface, &cfg, &served), false)?;
         }
-        PolicyCommand::Clear { interface } => {
-            let mut s = Session::locked(interface.as_deref())?;
+        PolicyCommand::Clear { target } => {
+            let mut s = Session::locked(target.name())?;
             s.policy()?.set_policy(PolicyConfig::default(), &[])?;
             println!("{}: policy cleared: every port open, fragments pass", s.pins.iface);
         }
-        PolicyCommand::Show { interface, json } => {
-            let mut s = Session::read(interface.as_deref())?;
+        PolicyCommand::Show { target, format } => {
+            let mut s = Session::read(target.name())?;
             let st = s.policy()?.policy_state()?;
-            if json {
-                return print_json(&describe(&st.config, &st.served));
-            }
-            println!("{}: {}", s.pins.iface, human(&st.config, &st.served));
+            emit(&PolicyReport::new(&s.pins.iface, &st.config, &st.served), format.json)?;
         }
     }
     Ok(())
-}
-
-fn human(cfg: &PolicyConfig, served: &[Served]) -> String {
-    let ports = if cfg.enforce == 0 {
-        "every port open".to_string()
-    } else {
-        let list: Vec<_> = served.iter().map(served_text).collect();
-        let eph = if cfg.ephemeral != 0 {
-            format!("ephemeral {}-{}", cfg.eph_lo, cfg.eph_hi)
-        } else {
-            "no ephemeral range".to_string()
-        };
-        format!("serving {} ({eph}); other TCP/UDP ports dropped", list.join(","))
-    };
-    let frags = if cfg.drop_fragments != 0 { "non-first fragments dropped" } else { "fragments pass" };
-    format!("{ports}; {frags}")
 }

@@ -2,11 +2,13 @@
 
 use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
+use filter_common::rules::Dir;
 use floodgate::rules::{Rule, RuleSpec, reflection_preset};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use super::{
-    output::{counter_json, grouped, print_json},
+    Format, Target,
+    output::{Count, Report, emit, grouped, table},
     session::Session,
 };
 
@@ -22,21 +24,9 @@ pub enum RuleCommand {
     /// both match, drop wins. A pass rule exempts its packets from the served-ports
     /// policy, not from rate limits. ICMPv6 neighbour discovery is never dropped.
     /// Cost per packet does not grow with the number of rules.
+    ///
+    /// Example: floodgate rule add --proto udp --src-port 11211 --name memcached
     Add(AddArgs),
-    /// Remove a rule by name or id.
-    Remove {
-        #[arg(short, long, value_name = "IFACE")]
-        interface: Option<String>,
-        #[arg(value_name = "NAME_OR_ID")]
-        rule: String,
-    },
-    /// Every rule with the packets and bytes it matched.
-    List {
-        #[arg(short, long, value_name = "IFACE")]
-        interface: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
     /// Add a named set of rules; applying it twice adds nothing twice.
     ///
     /// reflection: drop UDP from the source ports of the well-known reflection and
@@ -45,83 +35,167 @@ pub enum RuleCommand {
     /// It also drops answers from DNS and NTP servers you query yourself: allowlist
     /// your resolvers and time servers first.
     Preset {
-        #[arg(short, long, value_name = "IFACE")]
-        interface: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        /// The set of rules to add.
         preset: Preset,
+    },
+    /// Remove a rule by name or id.
+    Remove {
+        #[command(flatten)]
+        target: Target,
+        /// The rule's name or id, as `rule list` shows them (e.g. wsd or 3).
+        #[arg(value_name = "NAME_OR_ID")]
+        rule: String,
+    },
+    /// Every rule with the packets and bytes it matched.
+    List {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        format: Format,
     },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Preset {
+    /// UDP from the source ports of reflection and amplification vectors.
     Reflection,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Action {
+    /// Drop matching packets (counted as dropped.rule).
     Drop,
+    /// Pass them, exempt from the served-ports policy.
     Pass,
+}
+
+/// The protocols a rule can match.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ProtoArg {
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+}
+
+impl ProtoArg {
+    fn name(self) -> &'static str {
+        match self {
+            ProtoArg::Tcp => "tcp",
+            ProtoArg::Udp => "udp",
+            ProtoArg::Icmp => "icmp",
+            ProtoArg::Icmpv6 => "icmpv6",
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
 pub struct AddArgs {
-    #[arg(short, long, value_name = "IFACE")]
-    pub interface: Option<String>,
-    /// tcp, udp, icmp or icmpv6.
-    #[arg(long, value_name = "PROTO")]
-    pub proto: String,
-    /// Source port or range (P or P-Q), tcp and udp only.
-    #[arg(long, value_name = "P[-Q]")]
+    #[command(flatten)]
+    pub target: Target,
+    /// The protocol to match.
+    #[arg(long, value_enum)]
+    pub proto: ProtoArg,
+    /// Source port or range, e.g. 53 or 6000-6063 (tcp and udp only).
+    #[arg(long, value_name = "PORT[-PORT]")]
     pub src_port: Option<String>,
-    /// Destination port or range (P or P-Q), tcp and udp only.
-    #[arg(long, value_name = "P[-Q]")]
+    /// Destination port or range, e.g. 3389 or 6000-6063 (tcp and udp only).
+    #[arg(long, value_name = "PORT[-PORT]")]
     pub dst_port: Option<String>,
+    /// What to do with matching packets.
     #[arg(long, value_enum, default_value_t = Action::Drop)]
     pub action: Action,
-    /// A name to remove it by [default: rule-ID].
+    /// A name to remove it by: 1 to 31 letters, digits, '-', '_' or '.' [default: rule-ID].
     #[arg(long)]
     pub name: Option<String>,
 }
 
-fn rule_json(r: &Rule) -> Value {
-    json!({
-        "id": r.id,
-        "name": r.spec.name,
-        "proto": r.spec.proto.name(),
-        "src_port": (r.spec.dir == filter_common::rules::Dir::Src).then(|| ports(r)),
-        "dst_port": (r.spec.dir == filter_common::rules::Dir::Dst).then(|| ports(r)),
-        "action": if r.spec.drop { "drop" } else { "pass" },
-        "matched": counter_json(r.hits),
-    })
+/// One rule of `rule list --json`.
+#[derive(Serialize)]
+struct Listed {
+    id: u32,
+    name: String,
+    proto: &'static str,
+    src_port: Option<String>,
+    dst_port: Option<String>,
+    action: &'static str,
+    matched: Count,
+    /// What it matches, for the text table.
+    #[serde(skip)]
+    matches: String,
 }
 
-fn ports(r: &Rule) -> String {
-    floodgate::portmap::range_text(r.spec.lo, r.spec.hi)
+#[derive(Serialize)]
+#[serde(transparent)]
+struct RuleReport {
+    rules: Vec<Listed>,
+    #[serde(skip)]
+    iface: String,
+}
+
+impl RuleReport {
+    fn new(iface: &str, rules: &[Rule]) -> Self {
+        let listed = |r: &Rule| {
+            let ports = || floodgate::portmap::range_text(r.spec.lo, r.spec.hi);
+            Listed {
+                id: r.id,
+                name: r.spec.name.clone(),
+                proto: r.spec.proto.name(),
+                src_port: (r.spec.dir == Dir::Src).then(ports),
+                dst_port: (r.spec.dir == Dir::Dst).then(ports),
+                action: if r.spec.drop { "drop" } else { "pass" },
+                matched: r.hits.into(),
+                matches: r.spec.describe(),
+            }
+        };
+        RuleReport { rules: rules.iter().map(listed).collect(), iface: iface.to_string() }
+    }
+}
+
+impl Report for RuleReport {
+    fn text(&self) -> String {
+        if self.rules.is_empty() {
+            return format!("no rules on {} (see `floodgate rule add --help`)\n", self.iface);
+        }
+        let mut t = table(&["id", "name", "match", "action", "packets", "bytes"], 4);
+        if let Some(c) = t.column_mut(0) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+        for r in &self.rules {
+            t.add_row(vec![
+                r.id.to_string(),
+                r.name.clone(),
+                r.matches.clone(),
+                r.action.to_string(),
+                grouped(r.matched.packets),
+                grouped(r.matched.bytes),
+            ]);
+        }
+        format!("{t}\n")
+    }
 }
 
 pub fn run(cmd: RuleCommand) -> anyhow::Result<()> {
     match cmd {
         RuleCommand::Add(a) => {
             let spec = RuleSpec::parse(
-                &a.proto,
+                a.proto.name(),
                 a.src_port.as_deref(),
                 a.dst_port.as_deref(),
                 matches!(a.action, Action::Drop),
                 a.name.as_deref(),
             )?;
-            let mut s = Session::locked(a.interface.as_deref())?;
+            let mut s = Session::locked(a.target.name())?;
             let added = s.rules()?.add_rules(std::slice::from_ref(&spec))?;
             match added.first() {
                 Some(r) => println!("{}: rule {} '{}': {}", s.pins.iface, r.id, r.spec.name, r.spec),
                 None => println!("{}: an identical rule exists already; nothing added", s.pins.iface),
             }
         }
-        RuleCommand::Remove { interface, rule } => {
-            let mut s = Session::locked(interface.as_deref())?;
-            let r = s.rules()?.remove_rule(&rule)?;
-            println!("{}: removed rule {} '{}': {}", s.pins.iface, r.id, r.spec.name, r.spec);
-        }
-        RuleCommand::Preset { interface, preset: Preset::Reflection } => {
-            let mut s = Session::locked(interface.as_deref())?;
+        RuleCommand::Preset { target, preset: Preset::Reflection } => {
+            let mut s = Session::locked(target.name())?;
             let specs = reflection_preset();
             let added =
                 s.rules()?.add_rules(&specs).context("applying the reflection preset (nothing was added)")?;
@@ -132,31 +206,15 @@ pub fn run(cmd: RuleCommand) -> anyhow::Result<()> {
                 specs.len() - added.len()
             );
         }
-        RuleCommand::List { interface, json } => {
-            let mut s = Session::read(interface.as_deref())?;
+        RuleCommand::Remove { target, rule } => {
+            let mut s = Session::locked(target.name())?;
+            let r = s.rules()?.remove_rule(&rule)?;
+            println!("{}: removed rule {} '{}': {}", s.pins.iface, r.id, r.spec.name, r.spec);
+        }
+        RuleCommand::List { target, format } => {
+            let mut s = Session::read(target.name())?;
             let rules = s.rules()?.rules()?;
-            if json {
-                return print_json(&Value::Array(rules.iter().map(rule_json).collect()));
-            }
-            if rules.is_empty() {
-                println!("no rules on {} (see `floodgate rule add --help`)", s.pins.iface);
-                return Ok(());
-            }
-            println!(
-                "{:>4}  {:<26} {:<28} {:<6} {:>14} {:>16}",
-                "id", "name", "match", "action", "packets", "bytes"
-            );
-            for r in &rules {
-                println!(
-                    "{:>4}  {:<26} {:<28} {:<6} {:>14} {:>16}",
-                    r.id,
-                    r.spec.name,
-                    r.spec.describe(),
-                    if r.spec.drop { "drop" } else { "pass" },
-                    grouped(r.hits.packets),
-                    grouped(r.hits.bytes)
-                );
-            }
+            emit(&RuleReport::new(&s.pins.iface, &rules), format.json)?;
         }
     }
     Ok(())

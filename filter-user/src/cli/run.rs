@@ -1,17 +1,25 @@
 //! `run`: attach in the foreground, keep the maps tidy, detach on SIGINT/SIGTERM.
 
 use std::{
-    sync::atomic::{AtomicBool, Ordering::Relaxed},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use floodgate::{loader, pins};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use super::{attach, output::mode_name, session::Session};
 
-/// Attach, then stay in the foreground removing expired entries and bans every
-/// second, and detach when stopped (Ctrl-C, SIGTERM: e.g. from systemd).
+/// Attach, keep the maps tidy in the foreground, detach on Ctrl-C or SIGTERM.
+///
+/// Attaches as `attach` does, then removes expired entries and bans every second, and
+/// detaches when stopped (Ctrl-C, SIGTERM: e.g. from systemd).
+///
+/// Example: floodgate run -i eth0 --mode native
 #[derive(clap::Args, Debug)]
 #[group(id = "run")]
 pub struct Args {
@@ -19,26 +27,19 @@ pub struct Args {
     pub attach: attach::Args,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Relaxed);
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("catching SIGINT and SIGTERM")?;
     }
-    let iface = args.attach.interface.clone();
+    let iface = args.attach.iface.interface.clone();
     let done = loader::attach(&iface, args.attach.mode.into(), args.attach.capacity())
         .with_context(|| format!("attaching to {iface}"))?;
     if let Some(why) = &done.native_error {
         eprintln!("floodgate: warning: native XDP is not available on {iface} ({why}); using skb mode");
     }
     println!("attached to {iface} in {} mode; maintaining until SIGINT/SIGTERM", mode_name(done.mode));
-    let result = maintain(&iface);
+    let result = maintain(&iface, &stop);
     let cleaned = super::synproxy::cleanup(&iface);
     let detached = pins::resolve_for(Some(&iface), pins::Purpose::Detach)
         .map_err(anyhow::Error::from)
@@ -54,10 +55,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// too long, pins being replaced) is logged and retried: protection stays attached
 /// whatever happens to the housekeeping. The same error is logged once a minute at
 /// most, and its end once.
-fn maintain(iface: &str) -> anyhow::Result<()> {
+fn maintain(iface: &str, stop: &AtomicBool) -> anyhow::Result<()> {
     let mut next = Instant::now();
     let mut failing: Option<(String, Instant)> = None;
-    while !STOP.load(Relaxed) {
+    while !stop.load(Relaxed) {
         if Instant::now() >= next {
             match sweep(iface) {
                 Ok(()) => {

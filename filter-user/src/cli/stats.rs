@@ -1,150 +1,212 @@
+//! `stats`: what the filter passed and dropped, once or every interval.
+
 use std::{
+    collections::BTreeMap,
     io::{IsTerminal as _, Write as _},
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use filter_common::{Reason, limit::Event};
-use floodgate::{limits::LimiterMaps, stats::Totals};
-use serde_json::{Value, json};
+use floodgate::{
+    duration::{MAX_DURATION, format_exact, parse_within},
+    limits::LimiterMaps,
+    stats::Totals,
+};
+use serde::Serialize;
 
 use super::{
-    output::{counter_json, grouped, mode_name, print_json},
+    Format, Target,
+    output::{Count, Report, emit, grouped, mode_name, table},
     session::Session,
 };
 
-/// Show what the filter passed and dropped: packets and bytes per reason since attach.
+/// What the filter passed and dropped: packets and bytes per reason.
+///
+/// Totals since attach. With --watch, refresh every interval with per-second rates until Ctrl-C (with
+/// --json: one JSON object per line and interval, with "rates").
+///
+/// Example: floodgate stats --watch 1s
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    #[arg(short, long, value_name = "IFACE")]
-    pub interface: Option<String>,
-    /// One JSON object (with --watch: one JSON object per line and interval, with rates).
-    #[arg(long)]
-    pub json: bool,
-    /// Refresh every SECONDS with per-second rates, until Ctrl-C.
-    #[arg(long, value_name = "SECONDS")]
-    pub watch: Option<f64>,
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub format: Format,
+    /// Refresh every DURATION (at least 100ms, e.g. 1s or 500ms) with per-second rates.
+    #[arg(long, value_name = "DURATION", value_parser = parse_watch)]
+    pub watch: Option<Duration>,
+}
+
+fn parse_watch(s: &str) -> Result<Duration, floodgate::duration::BadDuration> {
+    parse_within(s, Duration::from_millis(100), MAX_DURATION)
 }
 
 /// Limiter events since attach.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Events {
-    pub auto_bans: u64,
-    pub ban_map_full: u64,
-    pub heavy_map_full: u64,
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+struct Limiter {
+    ban_map_full: u64,
+    heavy_map_full: u64,
 }
 
-fn events(maps: &LimiterMaps) -> anyhow::Result<Events> {
-    Ok(Events {
-        auto_bans: maps.event(Event::AutoBan)?,
-        ban_map_full: maps.event(Event::BanMapFull)?,
-        heavy_map_full: maps.event(Event::HeavyMapFull)?,
-    })
+/// The SYN-cookie counters, and the nftables SYNPROXY rule's (ACKs that completed or
+/// failed a cookie handshake; present, possibly null, only while SYN cookies are on).
+#[derive(Debug, Default, Serialize)]
+struct SynProxyCounts {
+    #[serde(flatten)]
+    reasons: BTreeMap<&'static str, Count>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    synproxy_rule: Option<Option<Count>>,
+}
+
+/// Packets and bits per second of one reason over the last interval.
+#[derive(Clone, Copy, Debug, Serialize)]
+struct Rate {
+    pps: f64,
+    bps: f64,
 }
 
 /// `stats --json`: totals since attach; `dropped` groups the reasons that drop.
-pub fn stats_json(iface: &str, mode: u32, t: &Totals, e: &Events) -> Value {
-    let mut v = json!({
-        "interface": iface,
-        "mode": mode_name(mode),
-        "auto_bans": e.auto_bans,
-        "limiter": { "ban_map_full": e.ban_map_full, "heavy_map_full": e.heavy_map_full },
-    });
-    let mut dropped = serde_json::Map::new();
-    for r in Reason::ALL {
-        if r == Reason::SynProxy || r == Reason::AckRepaired {
-            v["synproxy"][r.key()] = counter_json(t.get(r));
-        } else if r.drops() {
-            dropped.insert(r.key().to_string(), counter_json(t.get(r)));
-        } else {
-            v[r.key()] = counter_json(t.get(r));
+#[derive(Debug, Serialize)]
+struct StatsReport {
+    interface: String,
+    mode: &'static str,
+    auto_bans: u64,
+    limiter: Limiter,
+    /// Reasons that pass, by key, at the top level.
+    #[serde(flatten)]
+    passing: BTreeMap<&'static str, Count>,
+    synproxy: SynProxyCounts,
+    dropped: BTreeMap<&'static str, Count>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rates: Option<BTreeMap<&'static str, Rate>>,
+    /// The watch interval, for the text header.
+    #[serde(skip)]
+    every: Option<Duration>,
+}
+
+fn is_synproxy(r: Reason) -> bool {
+    r == Reason::SynProxy || r == Reason::AckRepaired
+}
+
+impl StatsReport {
+    fn new(iface: &str, mode: u32, t: &Totals, limiter: &LimiterMaps) -> anyhow::Result<Self> {
+        let mut report = StatsReport {
+            interface: iface.to_string(),
+            mode: mode_name(mode),
+            auto_bans: limiter.event(Event::AutoBan)?,
+            limiter: Limiter {
+                ban_map_full: limiter.event(Event::BanMapFull)?,
+                heavy_map_full: limiter.event(Event::HeavyMapFull)?,
+            },
+            passing: BTreeMap::new(),
+            synproxy: SynProxyCounts::default(),
+            dropped: BTreeMap::new(),
+            rates: None,
+            every: None,
+        };
+        for r in Reason::ALL {
+            let group = if is_synproxy(r) {
+                &mut report.synproxy.reasons
+            } else if r.drops() {
+                &mut report.dropped
+            } else {
+                &mut report.passing
+            };
+            group.insert(r.key(), t.get(r).into());
         }
+        Ok(report)
     }
-    v["dropped"] = Value::Object(dropped);
-    v
+
+    fn count(&self, r: Reason) -> Count {
+        let group = if is_synproxy(r) {
+            &self.synproxy.reasons
+        } else if r.drops() {
+            &self.dropped
+        } else {
+            &self.passing
+        };
+        group.get(r.key()).copied().unwrap_or(Count { packets: 0, bytes: 0 })
+    }
 }
 
 fn label(r: Reason) -> String {
     if r.drops() { format!("dropped:{}", r.key()) } else { r.key().to_string() }
 }
 
+impl Report for StatsReport {
+    fn text(&self) -> String {
+        let Some(rates) = &self.rates else {
+            let mut t = table(&["reason", "packets", "bytes"], 1);
+            for r in Reason::ALL {
+                let c = self.count(r);
+                t.add_row(vec![label(r), grouped(c.packets), grouped(c.bytes)]);
+            }
+            return format!(
+                "floodgate on {} ({} mode), totals since attach\n{t}\n",
+                self.interface, self.mode
+            );
+        };
+        let every = self.every.map(format_exact).unwrap_or_default();
+        let mut t = table(&["reason", "packets/s", "Mbit/s", "packets", "bytes"], 1);
+        for r in Reason::ALL {
+            let (c, rate) =
+                (self.count(r), rates.get(r.key()).copied().unwrap_or(Rate { pps: 0.0, bps: 0.0 }));
+            t.add_row(vec![
+                label(r),
+                grouped(rate.pps.round() as u64),
+                format!("{:.2}", rate.bps / 1e6),
+                grouped(c.packets),
+                grouped(c.bytes),
+            ]);
+        }
+        format!("floodgate on {} ({} mode), every {every}; Ctrl-C to stop\n{t}\n", self.interface, self.mode)
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut s = Session::read(args.interface.as_deref())?;
+    let mut s = Session::read(args.target.name())?;
     let meta = s.core()?.read()?;
     let (counters, limiter, synproxy) = (s.counters()?, s.limiter()?, s.synproxy()?);
     let p = &s.pins;
     let read = || counters.totals().with_context(|| format!("reading the counters of {}", p.iface));
     let Some(every) = args.watch else {
-        let t = read()?;
-        let e = events(&limiter)?;
-        if args.json {
-            let mut v = stats_json(&p.iface, meta.mode, &t, &e);
-            // The SYNPROXY rule's counters: ACKs that completed (or failed) a cookie
-            // handshake; absent while SYN cookies are off.
-            if synproxy.synproxy_config()?.enabled != 0 {
-                let rule = floodgate::synproxy::nft_counter();
-                v["synproxy"]["synproxy_rule"] =
-                    rule.map_or(Value::Null, |(p, b)| json!({ "packets": p, "bytes": b }));
-            }
-            return print_json(&v);
+        let mut report = StatsReport::new(&p.iface, meta.mode, &read()?, &limiter)?;
+        if args.format.json && synproxy.synproxy_config()?.enabled != 0 {
+            let rule = floodgate::synproxy::nft_counter().map(|(packets, bytes)| Count { packets, bytes });
+            report.synproxy.synproxy_rule = Some(rule);
         }
-        println!("floodgate on {} ({} mode), totals since attach", p.iface, mode_name(meta.mode));
-        println!("{:<20} {:>16} {:>18}", "reason", "packets", "bytes");
-        for r in Reason::ALL {
-            let c = t.get(r);
-            println!("{:<20} {:>16} {:>18}", label(r), grouped(c.packets), grouped(c.bytes));
-        }
-        return Ok(());
+        return emit(&report, args.format.json);
     };
-    if !(every.is_finite() && every >= 0.1) {
-        bail!("--watch needs an interval of at least 0.1 seconds, not {every}");
-    }
     let tty = std::io::stdout().is_terminal();
     let mut prev = read()?;
     let mut at = Instant::now();
     loop {
-        std::thread::sleep(Duration::from_secs_f64(every));
+        std::thread::sleep(every);
         let now = read()?;
         let secs = at.elapsed().as_secs_f64();
         at = Instant::now();
         let d = now.since(&prev);
         prev = now;
-        let mut out = std::io::stdout().lock();
-        if args.json {
-            let mut v = stats_json(&p.iface, meta.mode, &now, &events(&limiter)?);
-            let rates: serde_json::Map<String, Value> = Reason::ALL
+        let mut report = StatsReport::new(&p.iface, meta.mode, &now, &limiter)?;
+        report.every = Some(every);
+        report.rates = Some(
+            Reason::ALL
                 .iter()
-                .map(|r| (r.key().to_string(), json!({ "pps": d.get(*r).packets as f64 / secs, "bps": d.get(*r).bytes as f64 * 8.0 / secs })))
-                .collect();
-            v["rates"] = Value::Object(rates);
-            writeln!(out, "{}", serde_json::to_string(&v)?)?;
+                .map(|r| {
+                    let c = d.get(*r);
+                    (r.key(), Rate { pps: c.packets as f64 / secs, bps: c.bytes as f64 * 8.0 / secs })
+                })
+                .collect(),
+        );
+        let mut out = std::io::stdout().lock();
+        if args.format.json {
+            writeln!(out, "{}", serde_json::to_string(&report)?)?;
         } else {
             if tty {
                 write!(out, "\x1b[H\x1b[2J")?;
             }
-            writeln!(
-                out,
-                "floodgate on {} ({} mode), every {every}s; Ctrl-C to stop",
-                p.iface,
-                mode_name(meta.mode)
-            )?;
-            writeln!(
-                out,
-                "{:<20} {:>12} {:>10} {:>16} {:>18}",
-                "reason", "packets/s", "Mbit/s", "packets", "bytes"
-            )?;
-            for r in Reason::ALL {
-                let (c, dc) = (now.get(r), d.get(r));
-                writeln!(
-                    out,
-                    "{:<20} {:>12} {:>10.2} {:>16} {:>18}",
-                    label(r),
-                    grouped((dc.packets as f64 / secs).round() as u64),
-                    dc.bytes as f64 * 8.0 / secs / 1e6,
-                    grouped(c.packets),
-                    grouped(c.bytes)
-                )?;
-            }
+            write!(out, "{}", report.text())?;
             if !tty {
                 writeln!(out)?;
             }

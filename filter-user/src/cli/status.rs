@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use filter_common::ListKind;
 use floodgate::{
     loader::error_chain,
@@ -5,58 +7,100 @@ use floodgate::{
     pins::{self, IfacePins, Layout, NetnsId, State},
     store::ListMaps,
 };
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use super::output::{grouped, mode_name, print_json};
+use super::{
+    Format,
+    output::{Report, emit, grouped, mode_name},
+};
 
-/// Show where floodgate is attached (in every network namespace), in which mode, and
-/// how full its lists are. Reads only: takes no lock.
+/// Where floodgate is attached, in which mode, and how full its lists are.
+///
+/// Lists the filters of every network namespace. Reads only: takes no lock.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub format: Format,
+}
+
+/// Entries of one list, by family.
+#[derive(Clone, Copy, Serialize)]
+struct Families {
+    ipv4: u32,
+    ipv6: u32,
+}
+
+/// What a filter whose pins are this version's says of itself.
+#[derive(Serialize)]
+struct Filter {
+    ifindex: u32,
+    mode: &'static str,
+    max_entries: u32,
+    attached_at: u64,
+    lists: BTreeMap<&'static str, Families>,
+}
+
+/// One attached filter in `status --json`.
+#[derive(Serialize)]
+struct Row {
+    interface: String,
+    netns: Option<String>,
+    netns_here: bool,
+    state: String,
+    link_pinned: bool,
+    pins: String,
+    problem: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    filter: Option<Filter>,
+}
+
+#[derive(Serialize)]
+#[serde(transparent)]
+struct StatusReport(Vec<Row>);
+
+impl Report for StatusReport {
+    fn text(&self) -> String {
+        if self.0.is_empty() {
+            return "floodgate is not attached to any interface\n".to_string();
+        }
+        let mut out = String::new();
+        for r in &self.0 {
+            let ns = if r.netns_here {
+                String::new()
+            } else {
+                format!(" [netns {}]", r.netns.as_deref().unwrap_or("unknown"))
+            };
+            let problem = r.problem.as_ref().map(|p| format!(" ({p})")).unwrap_or_default();
+            let (name, state) = (&r.interface, &r.state);
+            let Some(f) = &r.filter else {
+                out.push_str(&format!("{name}{ns}: {state}{problem}\n"));
+                continue;
+            };
+            let list = |k: ListKind| f.lists.get(k.name()).copied().unwrap_or(Families { ipv4: 0, ipv6: 0 });
+            let (b, a) = (list(ListKind::Block), list(ListKind::Allow));
+            out.push_str(&format!(
+                "{name}{ns}: {state}, {} mode{problem}, blocklist {} v4 + {} v6, allowlist {} v4 + {} v6 (capacity {} per family)\n",
+                f.mode,
+                b.ipv4,
+                b.ipv6,
+                a.ipv4,
+                a.ipv6,
+                grouped(f.max_entries.into()),
+            ));
+        }
+        out
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let here = NetnsId::current()?;
-    let rows: Vec<Value> = pins::all()?.iter().map(|p| row(p, here)).collect();
-    if args.json {
-        return print_json(&Value::Array(rows));
-    }
-    if rows.is_empty() {
-        println!("floodgate is not attached to any interface");
-        return Ok(());
-    }
-    for r in &rows {
-        let name = r["interface"].as_str().unwrap_or("?");
-        let ns = if r["netns_here"] == true {
-            String::new()
-        } else {
-            format!(" [netns {}]", r["netns"].as_str().unwrap_or("unknown"))
-        };
-        let problem = r["problem"].as_str().map(|p| format!(" ({p})")).unwrap_or_default();
-        if r["lists"].is_null() {
-            println!("{name}{ns}: {}{problem}", r["state"].as_str().unwrap_or("?"));
-            continue;
-        }
-        let lists = &r["lists"];
-        println!(
-            "{name}{ns}: {}, {} mode{problem}, blocklist {} v4 + {} v6, allowlist {} v4 + {} v6 (capacity {} per family)",
-            r["state"].as_str().unwrap_or("?"),
-            r["mode"].as_str().unwrap_or("?"),
-            lists["blocklist"]["ipv4"],
-            lists["blocklist"]["ipv6"],
-            lists["allowlist"]["ipv4"],
-            lists["allowlist"]["ipv6"],
-            grouped(r["max_entries"].as_u64().unwrap_or(0)),
-        );
-    }
-    Ok(())
+    let rows: Vec<Row> = pins::all()?.iter().map(|p| row(p, here)).collect();
+    emit(&StatusReport(rows), args.format.json)
 }
 
 /// One filter: where it is, whether its interface is still there, and its lists when
 /// its pins are this version's.
-fn row(p: &IfacePins, here: NetnsId) -> Value {
+fn row(p: &IfacePins, here: NetnsId) -> Row {
     let is_here = p.netns == Some(here);
     let link = pins::link_ifindex(&p.dir);
     let mut problem = None;
@@ -102,16 +146,17 @@ fn row(p: &IfacePins, here: NetnsId) -> Value {
             p.iface
         ));
     }
-    let mut r = json!({
-        "interface": p.iface,
-        "netns": p.netns.map(|n| n.label()),
-        "netns_here": is_here,
-        "state": state,
-        "link_pinned": link.is_some(),
-        "pins": p.dir.display().to_string(),
-        "problem": problem,
-    });
-    if p.layout == Layout::Flat || r["state"] == "insecure pins" {
+    let mut r = Row {
+        interface: p.iface.clone(),
+        netns: p.netns.map(|n| n.label()),
+        netns_here: is_here,
+        state,
+        link_pinned: link.is_some(),
+        pins: p.dir.display().to_string(),
+        problem,
+        filter: None,
+    };
+    if p.layout == Layout::Flat || r.state == "insecure pins" {
         return r;
     }
     let meta = Pinned::open(p)
@@ -123,24 +168,25 @@ fn row(p: &IfacePins, here: NetnsId) -> Value {
         });
     match meta {
         Ok((meta, expired)) => {
-            let lists: serde_json::Map<String, Value> = ListKind::ALL
+            let lists = ListKind::ALL
                 .iter()
                 .map(|k| {
                     let (c, e) = (meta.counts[*k as usize], expired[*k as usize]);
-                    let c = [c[0].saturating_sub(e[0]), c[1].saturating_sub(e[1])];
-                    (k.name().to_string(), json!({ "ipv4": c[0], "ipv6": c[1] }))
+                    let families =
+                        Families { ipv4: c[0].saturating_sub(e[0]), ipv6: c[1].saturating_sub(e[1]) };
+                    (k.name(), families)
                 })
                 .collect();
-            r["ifindex"] = json!(meta.ifindex);
-            r["mode"] = json!(mode_name(meta.mode));
-            r["max_entries"] = json!(meta.max_entries);
-            r["attached_at"] = json!(meta.attached_at);
-            r["lists"] = Value::Object(lists);
+            r.filter = Some(Filter {
+                ifindex: meta.ifindex,
+                mode: mode_name(meta.mode),
+                max_entries: meta.max_entries,
+                attached_at: meta.attached_at,
+                lists,
+            });
         }
         Err(e) => {
-            if r["problem"].is_null() {
-                r["problem"] = json!(e);
-            }
+            r.problem.get_or_insert(e);
         }
     }
     r

@@ -4,9 +4,13 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use floodgate::portmap::range_text;
 use floodgate::synproxy::{NFT_TABLE, parse_ports};
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use super::{output::print_json, session::Session};
+use super::{
+    Format, Target,
+    output::{Count, Report, emit},
+    session::Session,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum SynProxyCommand {
@@ -23,28 +27,31 @@ pub enum SynProxyCommand {
     /// from tcp_rmem and rmem_max as the kernel does (a listener that sets SO_RCVBUF
     /// itself may use another: leave such ports out). Without client timestamps a
     /// cookie carries only the MSS, as the kernel's own cookies do.
+    ///
+    /// Example: floodgate synproxy enable --ports 80,443 --above-pps 2000
     Enable {
-        #[arg(short, long, value_name = "IFACE")]
-        interface: Option<String>,
-        /// Protected ports: comma-separated ports or ranges (80,443,8000-8010).
+        #[command(flatten)]
+        target: Target,
+        /// Protected TCP ports: [tcp/]PORT[-PORT][,...], e.g. 80,443,8000-8010 (udp/ is
+        /// refused: SYN cookies are TCP's).
         #[arg(long, value_name = "PORTS")]
         ports: String,
         /// SYNs per second per port that still go to the listener as usual, so that
         /// without a flood connections keep every TCP option (0: answer all).
-        #[arg(long, value_name = "PPS", default_value_t = 0)]
-        above: u32,
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        above_pps: u32,
     },
     /// Stop answering SYNs; remove the nftables table and restore the sysctls.
     Disable {
-        #[arg(short, long, value_name = "IFACE")]
-        interface: Option<String>,
+        #[command(flatten)]
+        target: Target,
     },
     /// What is protected, and whether floodgate's nftables table is in place.
     Show {
-        #[arg(short, long, value_name = "IFACE")]
-        interface: Option<String>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        format: Format,
     },
 }
 
@@ -53,30 +60,69 @@ fn ports_text(ports: &[(u16, u16)]) -> String {
     items.join(",")
 }
 
-/// `synproxy` in `stats --json` and `synproxy show --json`. `nft_table`: this
-/// interface's chain is in place; `leftover_chain`: it is there although SYN cookies
-/// are off (an `enable` or `disable` cut short: `disable` removes it).
-pub fn describe(s: &mut Session) -> anyhow::Result<Value> {
-    let maps = s.synproxy()?;
-    let cfg = maps.synproxy_config()?;
-    let ports = maps.synproxy_ports()?;
-    let counter = maps.synproxy_chain()?;
-    Ok(json!({
-        "enabled": cfg.enabled != 0,
-        "ports": ports_text(&ports),
-        "above_pps": cfg.above_pps,
-        "wscale": cfg.wscale,
-        "nft_table": cfg.enabled != 0 && counter.is_some(),
-        "leftover_chain": cfg.enabled == 0 && counter.is_some(),
-        "synproxy_rule": counter.map(|(packets, bytes)| json!({ "packets": packets, "bytes": bytes })),
-    }))
+/// `synproxy show --json`. `nft_table`: this interface's chain is in place;
+/// `leftover_chain`: it is there although SYN cookies are off (an `enable` or
+/// `disable` cut short: `disable` removes it).
+#[derive(Serialize)]
+struct SynProxyReport {
+    #[serde(skip)]
+    iface: String,
+    enabled: bool,
+    ports: String,
+    above_pps: u32,
+    wscale: u8,
+    nft_table: bool,
+    leftover_chain: bool,
+    synproxy_rule: Option<Count>,
+}
+
+impl SynProxyReport {
+    fn new(s: &mut Session) -> anyhow::Result<Self> {
+        let maps = s.synproxy()?;
+        let cfg = maps.synproxy_config()?;
+        let ports = maps.synproxy_ports()?;
+        let counter = maps.synproxy_chain()?;
+        Ok(SynProxyReport {
+            iface: s.pins.iface.clone(),
+            enabled: cfg.enabled != 0,
+            ports: ports_text(&ports),
+            above_pps: cfg.above_pps,
+            wscale: cfg.wscale,
+            nft_table: cfg.enabled != 0 && counter.is_some(),
+            leftover_chain: cfg.enabled == 0 && counter.is_some(),
+            synproxy_rule: counter.map(|(packets, bytes)| Count { packets, bytes }),
+        })
+    }
+}
+
+impl Report for SynProxyReport {
+    fn text(&self) -> String {
+        let iface = &self.iface;
+        if self.enabled {
+            let above =
+                if self.above_pps == 0 { String::new() } else { format!(" above {}/s", self.above_pps) };
+            // new() listed the table already: no second nft run.
+            let table = if self.nft_table { "in place" } else { "chain MISSING (run enable again)" };
+            format!(
+                "{iface}: SYN cookies for tcp port(s) {}{above}, window scale {}; nftables table {table}\n",
+                self.ports, self.wscale
+            )
+        } else if self.leftover_chain {
+            format!(
+                "{iface}: SYN cookies off, but its chain in nftables table inet {NFT_TABLE} is still in place \
+                 (an enable or disable was cut short): run `floodgate synproxy disable`\n"
+            )
+        } else {
+            format!("{iface}: SYN cookies off\n")
+        }
+    }
 }
 
 pub fn run(cmd: SynProxyCommand) -> anyhow::Result<()> {
     match cmd {
-        SynProxyCommand::Enable { interface, ports, above } => {
-            let ports = parse_ports(&ports)?;
-            let mut s = Session::locked(interface.as_deref())?;
+        SynProxyCommand::Enable { target, ports, above_pps: above } => {
+            let ports = parse_ports(&ports).context("--ports")?;
+            let mut s = Session::locked(target.name())?;
             let cfg = s
                 .synproxy()?
                 .enable_synproxy(&ports, above)
@@ -91,8 +137,8 @@ pub fn run(cmd: SynProxyCommand) -> anyhow::Result<()> {
                 cfg.wscale
             );
         }
-        SynProxyCommand::Disable { interface } => {
-            let mut s = Session::locked(interface.as_deref())?;
+        SynProxyCommand::Disable { target } => {
+            let mut s = Session::locked(target.name())?;
             let done = s
                 .synproxy()?
                 .disable_synproxy()
@@ -107,31 +153,9 @@ pub fn run(cmd: SynProxyCommand) -> anyhow::Result<()> {
                 println!("{}: SYN cookies were not enabled", s.pins.iface);
             }
         }
-        SynProxyCommand::Show { interface, json } => {
-            let mut s = Session::read(interface.as_deref())?;
-            let v = describe(&mut s)?;
-            if json {
-                return print_json(&v);
-            }
-            if v["enabled"] == true {
-                println!(
-                    "{}: SYN cookies for tcp port(s) {}{}, window scale {}; nftables table {}",
-                    s.pins.iface,
-                    v["ports"].as_str().unwrap_or(""),
-                    if v["above_pps"] == 0 { String::new() } else { format!(" above {}/s", v["above_pps"]) },
-                    v["wscale"],
-                    // describe() listed the table already: no second nft run.
-                    if v["nft_table"] == true { "in place" } else { "chain MISSING (run enable again)" }
-                );
-            } else if v["leftover_chain"] == true {
-                println!(
-                    "{}: SYN cookies off, but its chain in nftables table inet {NFT_TABLE} is still in place \
-                     (an enable or disable was cut short): run `floodgate synproxy disable`",
-                    s.pins.iface
-                );
-            } else {
-                println!("{}: SYN cookies off", s.pins.iface);
-            }
+        SynProxyCommand::Show { target, format } => {
+            let mut s = Session::read(target.name())?;
+            emit(&SynProxyReport::new(&mut s)?, format.json)?;
         }
     }
     Ok(())

@@ -4,36 +4,91 @@ use std::{collections::HashMap, time::Duration};
 
 use anyhow::bail;
 use filter_common::limit::SourceKey;
-use floodgate::limits::{Tracked, key_cidr};
-use serde_json::{Value, json};
+use floodgate::{
+    duration::{BadDuration, format_exact, parse_within},
+    limits::{Tracked, key_cidr},
+};
+use serde::Serialize;
 
 use super::{
-    output::{grouped, print_json},
+    Format, Target,
+    output::{Report, emit, grouped, table},
     session::Session,
 };
 
-/// Show the heaviest current sources: their rate, and what the limiter passed and
-/// dropped of them. Needs limits set (`floodgate limit set`); sources are grouped as
+/// The heaviest sources right now, with their rates.
+///
+/// Shows what the limiter passed and dropped of each source. Needs limits set (`floodgate limit set`); sources are grouped as
 /// the limits say (--v4-prefix, --v6-prefix).
+///
+/// Example: floodgate top -n 20 --interval 2s
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    #[arg(short, long, value_name = "IFACE")]
-    pub interface: Option<String>,
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub format: Format,
     /// How many sources to show.
-    #[arg(short = 'n', long, default_value_t = 10)]
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 10)]
     pub count: usize,
-    /// Seconds between the two samples the rates come from.
-    #[arg(long, default_value_t = 1.0)]
-    pub interval: f64,
-    #[arg(long)]
-    pub json: bool,
+    /// Time between the two samples the rates come from (DURATION, 100ms to 1m).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
+    pub interval: Duration,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, BadDuration> {
+    parse_within(s, Duration::from_millis(100), Duration::from_secs(60))
+}
+
+/// One source of `top --json`.
+#[derive(Serialize)]
+struct Source {
+    source: String,
+    pps: f64,
+    passed_pps: f64,
+    dropped_pps: f64,
+    passed: u64,
+    dropped: u64,
+    over_limit: bool,
+}
+
+#[derive(Serialize)]
+#[serde(transparent)]
+struct TopReport {
+    sources: Vec<Source>,
+    #[serde(skip)]
+    interval: Duration,
+}
+
+impl Report for TopReport {
+    fn text(&self) -> String {
+        let mut t = table(&["source", "packets/s", "dropped/s", "passed", "dropped", "state"], 1);
+        if let Some(c) = t.column_mut(5) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Left);
+        }
+        for s in &self.sources {
+            t.add_row(vec![
+                s.source.clone(),
+                grouped(s.pps.round() as u64),
+                grouped(s.dropped_pps.round() as u64),
+                grouped(s.passed),
+                grouped(s.dropped),
+                (if s.over_limit { "over limit" } else { "" }).to_string(),
+            ]);
+        }
+        let mut out = format!("{t}\n");
+        if self.sources.is_empty() {
+            out.push_str(&format!(
+                "(no traffic from tracked sources in the last {})\n",
+                format_exact(self.interval)
+            ));
+        }
+        out
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if !(args.interval.is_finite() && args.interval >= 0.1 && args.interval <= 60.0) {
-        bail!("--interval must be between 0.1 and 60 seconds, not {}", args.interval);
-    }
-    let mut s = Session::read(args.interface.as_deref())?;
+    let mut s = Session::read(args.target.name())?;
     let limiter = s.limiter()?;
     let cfg = limiter.limits()?;
     if cfg.enabled == 0 {
@@ -43,54 +98,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let before: HashMap<SourceKey, Tracked> = limiter.tracked().into_iter().map(|t| (t.key, t)).collect();
-    std::thread::sleep(Duration::from_secs_f64(args.interval));
-    let mut rows: Vec<(Tracked, f64, f64)> = limiter
+    std::thread::sleep(args.interval);
+    let secs = args.interval.as_secs_f64();
+    let mut sources: Vec<Source> = limiter
         .tracked()
         .into_iter()
         .map(|t| {
             let (p0, d0) = before.get(&t.key).map(|b| (b.state.passed, b.state.dropped)).unwrap_or((0, 0));
-            let pps = t.state.passed.saturating_sub(p0) as f64 / args.interval;
-            let dps = t.state.dropped.saturating_sub(d0) as f64 / args.interval;
-            (t, pps, dps)
+            let passed_pps = t.state.passed.saturating_sub(p0) as f64 / secs;
+            let dropped_pps = t.state.dropped.saturating_sub(d0) as f64 / secs;
+            Source {
+                source: key_cidr(&t.key),
+                pps: passed_pps + dropped_pps,
+                passed_pps,
+                dropped_pps,
+                passed: t.state.passed,
+                dropped: t.state.dropped,
+                over_limit: t.over_limit,
+            }
         })
-        .filter(|(_, p, d)| p + d > 0.0)
+        .filter(|s| s.pps > 0.0)
         .collect();
-    rows.sort_by(|a, b| (b.1 + b.2).total_cmp(&(a.1 + a.2)));
-    rows.truncate(args.count);
-    if args.json {
-        let items: Vec<Value> = rows
-            .iter()
-            .map(|(t, pps, dps)| {
-                json!({
-                    "source": key_cidr(&t.key),
-                    "pps": pps + dps,
-                    "passed_pps": pps,
-                    "dropped_pps": dps,
-                    "passed": t.state.passed,
-                    "dropped": t.state.dropped,
-                    "over_limit": t.over_limit,
-                })
-            })
-            .collect();
-        return print_json(&Value::Array(items));
-    }
-    println!(
-        "{:<44} {:>12} {:>12} {:>14} {:>14}  state",
-        "source", "packets/s", "dropped/s", "passed", "dropped"
-    );
-    for (t, pps, dps) in &rows {
-        println!(
-            "{:<44} {:>12} {:>12} {:>14} {:>14}  {}",
-            key_cidr(&t.key),
-            grouped((pps + dps).round() as u64),
-            grouped(dps.round() as u64),
-            grouped(t.state.passed),
-            grouped(t.state.dropped),
-            if t.over_limit { "over limit" } else { "" }
-        );
-    }
-    if rows.is_empty() {
-        println!("(no traffic from tracked sources in the last {}s)", args.interval);
-    }
-    Ok(())
+    sources.sort_by(|a, b| b.pps.total_cmp(&a.pps));
+    sources.truncate(args.count);
+    emit(&TopReport { sources, interval: args.interval }, args.format.json)
 }
