@@ -59,11 +59,36 @@ pub fn build(package: &str, objects: &[&str]) -> anyhow::Result<()> {
     let toolchain = pinned_toolchain(root)?;
     let dir = root.join(package);
     let dir = dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
-    aya_build::build_ebpf(
+    // One eBPF build per package for the whole target directory, not one per OUT_DIR:
+    // aya-build's inner cargo build (with `core` from source, about a minute) keeps its
+    // target dir under OUT_DIR, and every profile and feature set of the calling crate
+    // (check, clippy, test, release) has an OUT_DIR of its own. The eBPF build is the
+    // same for all of them.
+    let shared = shared_dir(&out).join(package);
+    fs::create_dir_all(&shared).with_context(|| format!("creating {}", shared.display()))?;
+    // SAFETY: as above, single-threaded; aya-build reads OUT_DIR to place its build.
+    unsafe { env::set_var("OUT_DIR", &shared) };
+    let built = aya_build::build_ebpf(
         [aya_build::Package { name: package, root_dir: dir, ..Default::default() }],
         aya_build::Toolchain::Custom(&toolchain),
-    )
-    .with_context(|| format!("building the XDP object ({package})"))
+    );
+    // SAFETY: as above.
+    unsafe { env::set_var("OUT_DIR", &out) };
+    built.with_context(|| format!("building the XDP object ({package})"))?;
+    for name in objects {
+        let (from, to) = (shared.join(name), out.join(name));
+        fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
+}
+
+/// `ebpf/` in the target directory that holds OUT_DIR
+/// (`TARGET/[TRIPLE/]PROFILE/build/CRATE-HASH/out`); OUT_DIR itself if the layout differs.
+fn shared_dir(out: &Path) -> PathBuf {
+    match out.ancestors().nth(4) {
+        Some(target) if out.ancestors().nth(2).is_some_and(|b| b.ends_with("build")) => target.join("ebpf"),
+        _ => out.to_path_buf(),
+    }
 }
 
 /// bpf-linker on PATH, or where scripts/setup.sh installs it.
