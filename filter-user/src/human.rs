@@ -1,16 +1,10 @@
 //! Numbers as the CLI prints them for people.
 
+use num_format::{Locale, ToFormattedString as _};
+
 /// Thousands separators: `1234567` as `1,234,567`.
 pub fn grouped(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
+    n.to_formatted_string(&Locale::en)
 }
 
 #[cfg(test)]

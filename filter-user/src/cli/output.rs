@@ -1,19 +1,12 @@
 //! Shared output: JSON or text from one typed report, tables, the progress bar.
 
 use comfy_table::{CellAlignment, Table, presets::NOTHING};
-use filter_common::{Counter, MODE_NATIVE, MODE_SKB};
+use filter_common::Counter;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+pub use filter_common::mode_name;
 pub use floodgate::human::grouped;
-
-pub fn mode_name(mode: u32) -> &'static str {
-    match mode {
-        MODE_NATIVE => "native",
-        MODE_SKB => "skb",
-        _ => "unknown",
-    }
-}
 
 /// Packets and bytes, as every JSON counter is written.
 #[derive(Clone, Copy, Debug, Serialize)]

@@ -27,6 +27,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser as _;
 use filter_common::{ListKind, Reason};
 use floodgate::{
+    human::grouped,
     loader::{self, Capacity, Mode},
     maps::PinDir,
     pins::{self, IfacePins},
@@ -35,7 +36,6 @@ use floodgate::{
 };
 use floodgate_lab::{FrameSpec, Netns, RawSender, build, veth_pair};
 use nix::sys::signal::{SigHandler, Signal, signal};
-use num_format::{Locale, ToFormattedString as _};
 
 /// Run a self-contained demonstration: a server under a spoofed UDP flood, a
 /// legitimate client, and floodgate blocking the flood's source range part-way through.
@@ -68,11 +68,6 @@ fn parse_length(s: &str) -> Result<Duration, String> {
         return Err("expected whole seconds from 6s to 10m".into());
     }
     Ok(d)
-}
-
-/// Thousands separators for humans.
-fn grouped(n: u64) -> String {
-    n.to_formatted_string(&Locale::en)
 }
 
 fn main() -> ExitCode {
