@@ -9,7 +9,7 @@ use floodgate::duration::{format_exact, nanos, parse_duration};
 use serde::Serialize;
 
 use super::{
-    Format, Target,
+    Shown, Target,
     output::{Report, emit},
     session::Session,
 };
@@ -33,12 +33,7 @@ pub enum LimitCommand {
         target: Target,
     },
     /// Show the limits in force.
-    Show {
-        #[command(flatten)]
-        target: Target,
-        #[command(flatten)]
-        format: Format,
-    },
+    Show(Shown),
 }
 
 #[derive(clap::Args, Debug)]
@@ -224,7 +219,7 @@ pub fn run(cmd: LimitCommand) -> anyhow::Result<()> {
             limiter.set_limits(&off)?;
             println!("{}: limits and auto-bans cleared", s.pins.iface);
         }
-        LimitCommand::Show { target, format } => {
+        LimitCommand::Show(Shown { target, format }) => {
             let mut s = Session::read(target.name())?;
             let cfg = s.limiter()?.limits()?;
             emit(&LimitReport::new(&s.pins.iface, &cfg), format.json)?;

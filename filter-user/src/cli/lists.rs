@@ -18,7 +18,7 @@ use signal_hook::{
 };
 
 use super::{
-    Format, Target,
+    Shown, Target,
     output::{Report, emit, grouped, progress_bar},
     session::Session,
 };
@@ -78,12 +78,7 @@ pub enum ListCommand {
     ///
     /// JSON: an array with a CIDR string per permanent entry and an object
     /// {"cidr", "expires_in_secs", "reason"} (reason "ttl" or "auto-ban") per expiring one.
-    List {
-        #[command(flatten)]
-        target: Target,
-        #[command(flatten)]
-        format: Format,
-    },
+    List(Shown),
 }
 
 /// One entry of `list`: a bare CIDR when permanent.
@@ -215,7 +210,7 @@ pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
                 println!("{}", added_line(name, &format!(" from {file}"), &r, &lists.read_meta()?, kind));
             }
         }
-        ListCommand::List { target, format } => {
+        ListCommand::List(Shown { target, format }) => {
             let mut s = Session::read(target.name())?;
             let entries = match s.lists()?.entries(kind) {
                 // Switched under every lock-free read: read once more between writers.

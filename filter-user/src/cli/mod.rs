@@ -48,6 +48,15 @@ pub struct Format {
     pub json: bool,
 }
 
+/// What a `show` or `list` takes: the interface and the output format.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Shown {
+    #[command(flatten)]
+    pub target: Target,
+    #[command(flatten)]
+    pub format: Format,
+}
+
 const ABOUT: &str =
     "floodgate: drop flood traffic in the driver, before the network stack spends anything on it.";
 

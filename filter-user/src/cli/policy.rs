@@ -7,7 +7,7 @@ use floodgate::policy::{Ephemeral, Served, parse_serve};
 use serde::Serialize;
 
 use super::{
-    Format, Target,
+    Shown, Target,
     output::{Report, emit},
     session::Session,
 };
@@ -34,12 +34,7 @@ pub enum PolicyCommand {
         target: Target,
     },
     /// The policy in force.
-    Show {
-        #[command(flatten)]
-        target: Target,
-        #[command(flatten)]
-        format: Format,
-    },
+    Show(Shown),
 }
 
 /// What becomes of non-first fragments, which carry no ports.
@@ -137,7 +132,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             s.policy()?.set_policy(PolicyConfig::default(), &[])?;
             println!("{}: policy cleared: every port open, fragments pass", s.pins.iface);
         }
-        PolicyCommand::Show { target, format } => {
+        PolicyCommand::Show(Shown { target, format }) => {
             let mut s = Session::read(target.name())?;
             let st = s.policy()?.policy_state()?;
             emit(&PolicyReport::new(&s.pins.iface, &st.config, &st.served), format.json)?;

@@ -7,7 +7,7 @@ use floodgate::rules::{Rule, RuleSpec, reflection_preset};
 use serde::Serialize;
 
 use super::{
-    Format, Target,
+    Shown, Target,
     output::{Count, Report, emit, grouped, table},
     session::Session,
 };
@@ -49,12 +49,7 @@ pub enum RuleCommand {
         rule: String,
     },
     /// Every rule with the packets and bytes it matched.
-    List {
-        #[command(flatten)]
-        target: Target,
-        #[command(flatten)]
-        format: Format,
-    },
+    List(Shown),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -211,7 +206,7 @@ pub fn run(cmd: RuleCommand) -> anyhow::Result<()> {
             let r = s.rules()?.remove_rule(&rule)?;
             println!("{}: removed rule {} '{}': {}", s.pins.iface, r.id, r.spec.name, r.spec);
         }
-        RuleCommand::List { target, format } => {
+        RuleCommand::List(Shown { target, format }) => {
             let mut s = Session::read(target.name())?;
             let rules = s.rules()?.rules()?;
             emit(&RuleReport::new(&s.pins.iface, &rules), format.json)?;

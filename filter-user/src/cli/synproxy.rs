@@ -7,7 +7,7 @@ use floodgate::synproxy::{NFT_TABLE, parse_ports};
 use serde::Serialize;
 
 use super::{
-    Format, Target,
+    Shown, Target,
     output::{Count, Report, emit},
     session::Session,
 };
@@ -47,12 +47,7 @@ pub enum SynProxyCommand {
         target: Target,
     },
     /// What is protected, and whether floodgate's nftables table is in place.
-    Show {
-        #[command(flatten)]
-        target: Target,
-        #[command(flatten)]
-        format: Format,
-    },
+    Show(Shown),
 }
 
 fn ports_text(ports: &[(u16, u16)]) -> String {
@@ -153,7 +148,7 @@ pub fn run(cmd: SynProxyCommand) -> anyhow::Result<()> {
                 println!("{}: SYN cookies were not enabled", s.pins.iface);
             }
         }
-        SynProxyCommand::Show { target, format } => {
+        SynProxyCommand::Show(Shown { target, format }) => {
             let mut s = Session::read(target.name())?;
             emit(&SynProxyReport::new(&mut s)?, format.json)?;
         }
