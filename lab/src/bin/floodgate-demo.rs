@@ -354,3 +354,25 @@ fn flood(
         .context("sending the flood")?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn arguments_are_well_formed() {
+        super::Args::command().debug_assert();
+    }
+
+    #[test]
+    fn duration_takes_whole_seconds_from_6s_to_10m() {
+        assert_eq!(super::parse_length("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(super::parse_length("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(super::parse_length("10m"), Ok(Duration::from_secs(600)));
+        for bad in ["5s", "11m", "20.5s", "20", "soon"] {
+            assert!(super::parse_length(bad).is_err(), "{bad}");
+        }
+    }
+}
