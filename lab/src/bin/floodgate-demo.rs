@@ -63,9 +63,10 @@ const ECHO_PORT: u16 = 7;
 const SINK_PORT: u16 = 9;
 
 fn parse_length(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if !(6..=600).contains(&d.as_secs()) || d.subsec_nanos() != 0 {
-        return Err("expected whole seconds from 6s to 10m".into());
+    let d = floodgate::duration::parse_within(s, Duration::from_secs(6), Duration::from_secs(600))
+        .map_err(|e| e.to_string())?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!("'{s}': expected whole seconds"));
     }
     Ok(d)
 }
