@@ -277,7 +277,8 @@ fn pct(v: &[f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-pub fn run(quick: bool) -> anyhow::Result<Vec<Section>> {
+/// Parts 4 and 5 (those of them in `parts`): one set-up, two tables.
+pub fn run(quick: bool, parts: &[u8]) -> anyhow::Result<Vec<Section>> {
     let (rounds, secs) = if quick { (1, 3.0) } else { (3, 6.0) };
     let lab = Lab::new()?;
     let cli = Netns::create("fgb-cli")?;
@@ -298,45 +299,51 @@ pub fn run(quick: bool) -> anyhow::Result<Vec<Section>> {
     let mut obj = Obj::load(16_384)?;
     obj.add(ListKind::Block, &[net("203.0.113.0/24"), net(V6_FLOOD)])?;
     obj.set_mask(u32::MAX)?;
-    let filters = [Filter::Calm, Filter::Floodgate, Filter::Nft, Filter::None];
-    let out = rounds_of(&lab, &cli, &mut obj, &filters, rounds, secs, "legit")?;
-    let mut sec = Section::new(
-        "4. Legitimate HTTP under a SYN flood plus a blocklisted UDP flood",
-        &["filter", "requests", "success", "p50 ms", "p99 ms", "flood frames/s", "dropped by filter/s"],
-    );
-    let mut j = Vec::new();
-    for (f, v) in filters.iter().zip(&out) {
-        let Summary { sent, rate, p50, p99, flood, handled: dropped, .. } = Summary::of(v);
-        sec.rows.push(vec![
-            f.name().into(),
-            sent.to_string(),
-            format!("{:.1}%", rate * 100.0),
-            format!("{p50:.2}"),
-            format!("{p99:.2}"),
-            if *f == Filter::Calm { "-".into() } else { count(flood) },
-            if matches!(f, Filter::Floodgate | Filter::Nft) { count(dropped) } else { "-".into() },
-        ]);
-        j.push(
-            json!({"filter": f.name(), "requests": sent, "success_rate": rate, "p50_ms": p50, "p99_ms": p99,
-            "flood_pps": flood, "dropped_pps": dropped}),
+    let mut sections = Vec::new();
+    if parts.contains(&4) {
+        let filters = [Filter::Calm, Filter::Floodgate, Filter::Nft, Filter::None];
+        let out = rounds_of(&lab, &cli, &mut obj, &filters, rounds, secs, "legit")?;
+        let mut sec = Section::new(
+            "4. Legitimate HTTP under a SYN flood plus a blocklisted UDP flood",
+            &["filter", "requests", "success", "p50 ms", "p99 ms", "flood frames/s", "dropped by filter/s"],
         );
+        let mut j = Vec::new();
+        for (f, v) in filters.iter().zip(&out) {
+            let Summary { sent, rate, p50, p99, flood, handled: dropped, .. } = Summary::of(v);
+            sec.rows.push(vec![
+                f.name().into(),
+                sent.to_string(),
+                format!("{:.1}%", rate * 100.0),
+                format!("{p50:.2}"),
+                format!("{p99:.2}"),
+                if *f == Filter::Calm { "-".into() } else { count(flood) },
+                if matches!(f, Filter::Floodgate | Filter::Nft) { count(dropped) } else { "-".into() },
+            ]);
+            j.push(
+                json!({"filter": f.name(), "requests": sent, "success_rate": rate, "p50_ms": p50, "p99_ms": p99,
+                "flood_pps": flood, "dropped_pps": dropped}),
+            );
+        }
+        sec.notes.push(format!(
+            "{rounds} round(s) of {secs:.0} s per case, cases interleaved. The client sends one request at a time with \
+             5 ms pauses; a request succeeds when a 200 arrives within 1 s (a lost SYN waits 1 s to be resent, so it \
+             fails). The generator alternates 300,000-frame chunks of both floods on CPU0."
+        ));
+        sec.json = json!({"rounds": rounds, "seconds_per_case": secs, "filters": j});
+        sections.push(sec);
     }
-    sec.notes.push(format!(
-        "{rounds} round(s) of {secs:.0} s per case, cases interleaved. The client sends one request at a time with \
-         5 ms pauses; a request succeeds when a 200 arrives within 1 s (a lost SYN waits 1 s to be resent, so it \
-         fails). The generator alternates 300,000-frame chunks of both floods on CPU0."
-    ));
-    sec.json = json!({"rounds": rounds, "seconds_per_case": secs, "filters": j});
-    let syn = table(
-        "5. Legitimate HTTP under a random-source SYN flood: SYN cookies in XDP, in the kernel, in nftables",
-        &[Filter::Calm, Filter::SynProxy, Filter::KernelCookies, Filter::NftSynproxy],
-        &lab,
-        &cli,
-        &mut obj,
-        rounds,
-        secs,
-    )?;
-    Ok(vec![sec, syn])
+    if parts.contains(&5) {
+        sections.push(table(
+            "5. Legitimate HTTP under a random-source SYN flood: SYN cookies in XDP, in the kernel, in nftables",
+            &[Filter::Calm, Filter::SynProxy, Filter::KernelCookies, Filter::NftSynproxy],
+            &lab,
+            &cli,
+            &mut obj,
+            rounds,
+            secs,
+        )?);
+    }
+    Ok(sections)
 }
 
 /// Part 5: the same client against a SYN-only flood, per way of answering it.

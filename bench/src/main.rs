@@ -32,8 +32,8 @@ struct Args {
     /// The floodgate binary (part 3 times its CLI).
     #[arg(long, default_value = "target/release/floodgate")]
     floodgate: PathBuf,
-    /// Only these parts (1-4), e.g. `--parts 1,2`.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4])]
+    /// Only these parts (1-5, as in the report), e.g. `--parts 1,2`.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5])]
     parts: Vec<u8>,
     /// Also write part 1's limiter figures here as soon as they are known.
     #[arg(long)]
@@ -67,8 +67,10 @@ fn main() -> anyhow::Result<()> {
     if args.parts.contains(&3) {
         sections.extend(lists::run(args.quick, &args.floodgate).context("part 3 (list loading)")?);
     }
-    if args.parts.contains(&4) {
-        sections.extend(legit::run(args.quick).context("part 4 (legitimate traffic under flood)")?);
+    if args.parts.contains(&4) || args.parts.contains(&5) {
+        sections.extend(
+            legit::run(args.quick, &args.parts).context("parts 4 and 5 (legitimate traffic under flood)")?,
+        );
     }
     let md = report::write(&args.out, args.quick, &machine, &sections, t0.elapsed().as_secs_f64())?;
     println!("{md}");
