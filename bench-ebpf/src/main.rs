@@ -98,14 +98,20 @@ fn fold(s: u32) -> u32 {
     u32::from(!csum_fold(s))
 }
 
+/// # Safety
+/// `p + off` and `p + off + 1` lie inside the frame.
 #[inline(always)]
 unsafe fn get16(p: *const u8, off: usize) -> u32 {
+    // SAFETY: the caller's promise.
     unsafe { u32::from(u16::from_be_bytes([*p.add(off), *p.add(off + 1)])) }
 }
 
+/// # Safety
+/// As [`get16`].
 #[inline(always)]
 unsafe fn put16(p: *mut u8, off: usize, v: u32) {
     let b = (v as u16).to_be_bytes();
+    // SAFETY: the caller's promise.
     unsafe {
         *p.add(off) = b[0];
         *p.add(off + 1) = b[1];
@@ -113,8 +119,12 @@ unsafe fn put16(p: *mut u8, off: usize, v: u32) {
 }
 
 /// Subtracts `d` (ones' complement) from the 16-bit field at `off`.
+///
+/// # Safety
+/// As [`get16`].
 #[inline(always)]
 unsafe fn compensate(p: *mut u8, off: usize, d: u32) {
+    // SAFETY: the caller's promise.
     unsafe { put16(p, off, fold(get16(p, off) + (!d & 0xffff))) }
 }
 
@@ -122,10 +132,14 @@ unsafe fn compensate(p: *mut u8, off: usize, d: u32) {
 /// `c1` and `c2`, so every checksum over the frame stays valid without recomputing
 /// it. Relative to what the frame holds now: live-frames mode recycles pages without
 /// restoring their contents.
+///
+/// # Safety
+/// Every offset in `words` and `comp` (but a 0 in `comp`) is a 16-bit field inside the frame.
 #[inline(always)]
 unsafe fn swap_words(p: *mut u8, words: [(usize, u32); 2], comp: [usize; 2]) {
     let mut d = 0u32;
     for (off, new) in words {
+        // SAFETY: the caller's promise.
         unsafe {
             d += (!get16(p, off) & 0xffff) + new;
             put16(p, off, new);
@@ -134,6 +148,7 @@ unsafe fn swap_words(p: *mut u8, words: [(usize, u32); 2], comp: [usize; 2]) {
     let d = fold(d);
     for off in comp {
         if off != 0 {
+            // SAFETY: the caller's promise.
             unsafe { compensate(p, off, d) };
         }
     }
