@@ -16,7 +16,7 @@ use floodgate::{
 use serde::Serialize;
 
 use super::{
-    Format, Target,
+    Shown,
     output::{Count, Report, emit, grouped, mode_name, table},
     session::Session,
 };
@@ -30,9 +30,7 @@ use super::{
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
-    pub target: Target,
-    #[command(flatten)]
-    pub format: Format,
+    pub shown: Shown,
     /// Refresh every DURATION (at least 100ms, e.g. 1s or 500ms) with per-second rates.
     #[arg(long, value_name = "DURATION", value_parser = parse_watch)]
     pub watch: Option<Duration>,
@@ -165,18 +163,18 @@ impl Report for StatsReport {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut s = Session::read(args.target.name())?;
+    let mut s = Session::read(args.shown.target.name())?;
     let meta = s.core()?.read()?;
     let (counters, limiter, synproxy) = (s.counters()?, s.limiter()?, s.synproxy()?);
     let p = &s.pins;
     let read = || counters.totals().with_context(|| format!("reading the counters of {}", p.iface));
     let Some(every) = args.watch else {
         let mut report = StatsReport::new(&p.iface, meta.mode, &read()?, &limiter)?;
-        if args.format.json && synproxy.synproxy_config()?.enabled != 0 {
+        if args.shown.format.json && synproxy.synproxy_config()?.enabled != 0 {
             let rule = floodgate::synproxy::nft_counter().map(|(packets, bytes)| Count { packets, bytes });
             report.synproxy.synproxy_rule = Some(rule);
         }
-        return emit(&report, args.format.json);
+        return emit(&report, args.shown.format.json);
     };
     let tty = std::io::stdout().is_terminal();
     let mut prev = read()?;
@@ -200,7 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .collect(),
         );
         let mut out = std::io::stdout().lock();
-        if args.format.json {
+        if args.shown.format.json {
             writeln!(out, "{}", serde_json::to_string(&report)?)?;
         } else {
             if tty {

@@ -11,7 +11,7 @@ use floodgate::{
 use serde::Serialize;
 
 use super::{
-    Format, Target,
+    Shown,
     output::{Report, emit, grouped, table},
     session::Session,
 };
@@ -25,9 +25,7 @@ use super::{
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
-    pub target: Target,
-    #[command(flatten)]
-    pub format: Format,
+    pub shown: Shown,
     /// How many sources to show.
     #[arg(short = 'n', long, value_name = "N", default_value_t = 10)]
     pub count: usize,
@@ -88,7 +86,7 @@ impl Report for TopReport {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut s = Session::read(args.target.name())?;
+    let mut s = Session::read(args.shown.target.name())?;
     let limiter = s.limiter()?;
     let cfg = limiter.limits()?;
     if cfg.enabled == 0 {
@@ -121,5 +119,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     sources.sort_by(|a, b| b.pps.total_cmp(&a.pps));
     sources.truncate(args.count);
-    emit(&TopReport { sources, interval: args.interval }, args.format.json)
+    emit(&TopReport { sources, interval: args.interval }, args.shown.format.json)
 }
