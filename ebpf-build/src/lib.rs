@@ -83,12 +83,20 @@ pub fn build(package: &str, objects: &[&str]) -> anyhow::Result<()> {
 }
 
 /// `ebpf/` in the target directory that holds OUT_DIR
-/// (`TARGET/[TRIPLE/]PROFILE/build/CRATE-HASH/out`); OUT_DIR itself if the layout differs.
+/// (`TARGET/[TRIPLE/]PROFILE/build/CRATE-HASH/out`), the same for every host triple
+/// and profile; OUT_DIR itself if the layout differs.
 fn shared_dir(out: &Path) -> PathBuf {
-    match out.ancestors().nth(4) {
-        Some(target) if out.ancestors().nth(2).is_some_and(|b| b.ends_with("build")) => target.join("ebpf"),
-        _ => out.to_path_buf(),
+    let up = |n| out.ancestors().nth(n);
+    if !up(2).is_some_and(|b| b.ends_with("build")) {
+        return out.to_path_buf();
     }
+    // Cargo names the triple's directory after the build script's TARGET.
+    let triple = env::var("TARGET").ok();
+    let target = match up(4) {
+        Some(dir) if triple.is_some_and(|t| dir.ends_with(t)) => up(5),
+        other => other,
+    };
+    target.map_or_else(|| out.to_path_buf(), |t| t.join("ebpf"))
 }
 
 /// bpf-linker on PATH, or where scripts/setup.sh installs it.
