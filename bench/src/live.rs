@@ -135,12 +135,7 @@ impl Lab {
         self.atk
             .enter(|| -> anyhow::Result<Duration> {
                 pin_to_cpu(0);
-                let name = std::ffi::CString::new(ATK_IF).unwrap();
-                // SAFETY: a valid C string.
-                let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-                if ifindex == 0 {
-                    bail!("no {ATK_IF} in the attacker namespace");
-                }
+                let ifindex = floodgate::loader::ifindex(ATK_IF).context("the attacker's veth")?;
                 // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
                 // egress_ifindex.
                 let mut ctx = [0u8; 24];
