@@ -2,6 +2,7 @@
 //! maps, and list operations. The `floodgate` binary is a CLI over this; the
 //! integration tests use it to drive the real object with BPF_PROG_TEST_RUN.
 pub mod compiled;
+pub mod config;
 pub mod duration;
 pub mod human;
 pub mod limits;

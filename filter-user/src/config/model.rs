@@ -1,0 +1,108 @@
+//! The desired state a config file describes, after every check passed: what the
+//! service converges the kernel to. Parsing and checking live in the sibling modules;
+//! applying it lives in `crate::reconcile`.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use filter_common::limit::LimitConfig;
+use ipnet::IpNet;
+
+use crate::{loader::Capacity, loader::Mode, policy::Served, rules::RuleSpec};
+
+/// A whole config file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The file it came from (for messages).
+    pub path: PathBuf,
+    pub service: Service,
+    pub interfaces: Vec<Interface>,
+}
+
+/// Settings of the process rather than of a filter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    /// Where the Prometheus endpoint listens; None: no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
+    /// Level of the data path's own events (aya-log); None: off (pruned by the verifier).
+    pub bpf_log: Option<BpfLogLevel>,
+    /// Where fetched URL lists are cached (survives reboots).
+    pub state_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BpfLogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// The desired state of one interface's filter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Interface {
+    pub name: String,
+    pub mode: Mode,
+    pub capacity: Capacity,
+    pub blocklist: ListSpec,
+    pub allowlist: ListSpec,
+    /// None: no limits (as `limit clear`).
+    pub limits: Option<LimitConfig>,
+    /// Rules in order, presets already expanded; every rule has a unique name.
+    pub rules: Vec<RuleSpec>,
+    /// None: no served-ports policy (as `policy clear`).
+    pub policy: Option<Policy>,
+    /// None: SYN cookies off.
+    pub synproxy: Option<SynProxy>,
+}
+
+/// One list's sources. Entries from every source together make the list's config part;
+/// what an operator adds from the command line is kept apart and survives reloads.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ListSpec {
+    /// Entries written in the config file itself.
+    pub entries: Vec<IpNet>,
+    /// Local list files, globs already expanded at check time (each file checked whole).
+    pub files: Vec<PathBuf>,
+    /// Globs as written, expanded again at every reload (a new file in a directory counts).
+    pub globs: Vec<String>,
+    pub urls: Vec<UrlSource>,
+}
+
+/// A list fetched over HTTP(S) and refreshed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UrlSource {
+    pub url: String,
+    pub refresh: Duration,
+    /// A fetch that would remove more than this fraction (0..=1) of the source's entries
+    /// is held back until `floodgate reload --accept-shrink`.
+    pub max_shrink: f64,
+    pub format: ListFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ListFormat {
+    /// One address or CIDR per line; `#` and `;` comments (Spamhaus DROP/EDROP, FireHOL netset).
+    #[default]
+    Auto,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub config: filter_common::rules::PolicyConfig,
+    pub served: Vec<Served>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SynProxy {
+    pub ports: Vec<(u16, u16)>,
+    pub above_pps: u32,
+}
