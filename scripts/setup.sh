@@ -11,7 +11,7 @@ BPF_LINKER_VERSION=0.13.0
 TOOLS=${FLOODGATE_TOOLS:-$HOME/.cache/floodgate-tools}
 # util-linux: nsenter; kmod: depmod/modprobe on the extracted kernels; xz/zstd: their
 # compressed images and modules.
-APT_PACKAGES=(iproute2 ethtool bpftool nftables procps busybox-static util-linux kmod xz-utils zstd ipset iptables nginx-light dnsmasq-base bind9-dnsutils)
+APT_PACKAGES=(iproute2 ethtool bpftool nftables procps busybox-static util-linux kmod xz-utils zstd ipset iptables nginx-light dnsmasq-base bind9-dnsutils prometheus)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 

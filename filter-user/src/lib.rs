@@ -8,6 +8,7 @@ pub mod human;
 pub mod limits;
 pub mod loader;
 pub mod maps;
+pub mod metrics;
 pub mod object;
 pub mod pins;
 pub mod policy;
