@@ -235,3 +235,57 @@ fn metrics_reach_a_real_prometheus_during_a_flood() {
     let reload = prom.query("floodgate_config_last_reload_successful");
     assert_eq!(reload.first().map(|r| r.1), Some(1.0), "{reload:?}");
 }
+
+/// The worst case of a scrape: the limiter's LRU table full (attach's default of
+/// 131,072 sources), walked key by key. Prints the scrape time for the closing note.
+#[test]
+fn metrics_scrape_time_with_a_full_limiter_table() {
+    let lab = Lab::new("mfull");
+    lab.attach("native");
+    lab.ok(&["limit", "set", "-i", &lab.srv_if, "--pps", "1000", "--v6-prefix", "128"]);
+    // 150,000 sources from 2001:db8::/32, two frames each (the doorkeeper tracks a
+    // source from its second frame on): more than the table holds.
+    let base = lab.spec("2001:db8::1".parse().unwrap(), PORT);
+    let n = if std::env::var_os("FLOODGATE_VM").is_some() { 20_000u64 } else { 150_000 };
+    let sent = lab
+        .sender()
+        .send_paced(
+            2 * n,
+            0,
+            |i| {
+                let mut o = [0u8; 16];
+                o[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+                o[8..].copy_from_slice(&(i / 2 + 1).to_be_bytes());
+                let mut spec = base.clone();
+                spec.src = std::net::IpAddr::V6(std::net::Ipv6Addr::from(o));
+                floodgate_lab::build(&spec)
+            },
+            || false,
+        )
+        .expect("sending");
+    assert_eq!(sent, 2 * n);
+    thread::sleep(Duration::from_millis(200));
+    let exporter = Exporter::new(vec![target(&lab)], state());
+    let mut times = Vec::new();
+    let mut body = String::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        body = render(&exporter);
+        times.push(start.elapsed());
+    }
+    times.sort();
+    let i = &lab.srv_if;
+    let v = |series: &str| sample(&body, series).unwrap_or_else(|| panic!("no {series} in\n{body}"));
+    let entries = v(&format!("floodgate_limiter_table_entries{{interface=\"{i}\",table=\"rate\"}}"));
+    let cap = v(&format!("floodgate_limiter_table_capacity_entries{{interface=\"{i}\",table=\"rate\"}}"));
+    let tracked = v(&format!("floodgate_limiter_tracked_sources{{interface=\"{i}\"}}"));
+    println!(
+        "scrape with {entries} of {cap} sources tracked: min {:?}, median {:?}, max {:?}",
+        times[0], times[2], times[4]
+    );
+    // The LRU keeps per-CPU free lists: it evicts somewhat before it is full.
+    assert!(entries >= (n as f64).min(cap) * 0.5, "{entries} of {cap} sources tracked");
+    assert!(entries <= cap);
+    assert!(tracked >= entries, "{tracked} tracked, {entries} in the rate table");
+    assert!(times[2] < Duration::from_secs(5), "a scrape took {:?}", times[2]);
+}

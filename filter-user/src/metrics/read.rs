@@ -10,7 +10,7 @@ use std::{
     ffi::CString,
     io,
     os::{
-        fd::{FromRawFd as _, OwnedFd},
+        fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
         unix::ffi::OsStrExt as _,
     },
     path::Path,
@@ -249,20 +249,82 @@ fn capacity<V: Pod>(map: &HashMap<MapData, SourceKey, V>) -> Result<u64, ReadErr
     Ok(map.map().info().map_err(map_err("a limiter table's size"))?.max_entries() as u64)
 }
 
-/// The distinct keys of a hash map the data path changes while we walk it. When the
-/// key the walk stands on is deleted (an LRU eviction), the kernel restarts the walk
-/// from the first key: the set drops the repeats, and the walk is bounded to twice
-/// the map's capacity so that churn cannot keep it going.
+/// The distinct keys of a hash map the data path changes while we read it: in
+/// batches ([`batch_keys`]), or where the kernel refuses those, key by key.
 fn keys<V: Pod>(map: &HashMap<MapData, SourceKey, V>) -> Result<KeysAndCapacity, ReadError> {
-    let cap = capacity(map)?;
+    let info = map.map().info().map_err(map_err("a limiter table's size"))?;
+    let cap = info.max_entries() as u64;
     let mut set = HashSet::new();
+    if batch_keys(map.map().fd().as_fd(), info.value_size() as usize, &mut set).is_ok() {
+        return Ok((set, cap));
+    }
+    // When the key the walk stands on is deleted (an LRU eviction), the kernel
+    // restarts it from the first key: the set drops the repeats, and the walk is
+    // bounded to twice the map's capacity so that churn cannot keep it going.
+    set.clear();
     for k in map.keys().take(2 * cap as usize) {
-        match k {
-            Ok(k) => {
-                set.insert(k);
-            }
-            Err(e) => return Err(map_err("a limiter table's keys")(e)),
-        }
+        set.insert(k.map_err(map_err("a limiter table's keys"))?);
     }
     Ok((set, cap))
+}
+
+/// `union bpf_attr` as the BPF_MAP_*_BATCH calls read it.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Adds the keys of the hash map `fd` (keys [`SourceKey`], values `value_size` bytes)
+/// to `into`, 4,096 at a time with BPF_MAP_LOOKUP_BATCH: a full 131,072-source table
+/// in 32 syscalls rather than one per key, and a walk by bucket that does not restart
+/// when the data path evicts the key it stands on.
+fn batch_keys(fd: BorrowedFd<'_>, value_size: usize, into: &mut HashSet<SourceKey>) -> io::Result<()> {
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    const CHUNK: usize = 4096;
+    let mut keys = vec![SourceKey::default(); CHUNK];
+    let mut values = vec![0u8; CHUNK * value_size];
+    // A hash map's batch token is a bucket index (u32); room for more costs nothing.
+    let (mut token_in, mut token_out) = ([0u8; 64], [0u8; 64]);
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { token_in.as_ptr() as u64 },
+            out_batch: token_out.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: attr is a complete bpf_attr for the batch calls; the kernel writes at
+        // most `count` keys (SourceKey: plain integers, any bytes valid) and values
+        // (`value_size` bytes each) into buffers that large, a token of at most a key's
+        // size into token_out, and the count back into attr.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        let err = (rc < 0).then(io::Error::last_os_error);
+        into.extend(&keys[..(attr.count as usize).min(CHUNK)]);
+        match err {
+            None => {}
+            // The end of the map (with the last keys, if any).
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Some(e) => return Err(e),
+        }
+        token_in = token_out;
+        first = false;
+    }
 }
