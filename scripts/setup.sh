@@ -10,7 +10,8 @@ BPF_LINKER_VERSION=0.13.0
 # Kept outside the repository so every clone shares one bpf-linker build.
 TOOLS=${FLOODGATE_TOOLS:-$HOME/.cache/floodgate-tools}
 # util-linux: nsenter; kmod: depmod/modprobe on the extracted kernels; xz/zstd: their
-# compressed images and modules.
+# compressed images and modules; prometheus: prometheus and promtool for the metrics
+# tests.
 APT_PACKAGES=(iproute2 ethtool bpftool nftables procps busybox-static util-linux kmod xz-utils zstd ipset iptables nginx-light dnsmasq-base bind9-dnsutils prometheus)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -60,6 +61,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Debian starts the Prometheus it installs (on :9090); the tests run their own
+    # on free ports. Stop the packaged one only when this run installed it.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 fi
 
 # 4. QEMU from bookworm-backports (10.x): bookworm's 7.2 removes the preinstalled

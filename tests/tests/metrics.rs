@@ -87,6 +87,14 @@ impl Drop for Endpoint {
     }
 }
 
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
+    }
+}
+
 /// Blocked sources 203.0.113.1-64, to the server's sink port.
 fn flood_frames(lab: &Lab) -> Vec<Vec<u8>> {
     (1..=64).map(|i| lab.frame(&format!("203.0.113.{i}"), PORT)).collect()
@@ -188,6 +196,8 @@ fn metrics_reach_a_real_prometheus_during_a_flood() {
     let i = lab.srv_if.clone();
 
     let (mut scrapes, body) = thread::scope(|s| {
+        // Stops the flood however this scope ends (a failed assertion included).
+        let _stop = StopOnDrop(&stop);
         let flood = s.spawn(|| {
             let tx = lab.sender();
             // At most 30 s at 50,000 frames/s; stopped once Prometheus has seen it.
