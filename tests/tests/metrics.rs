@@ -163,6 +163,8 @@ fn metrics_read_a_live_filter_read_only_and_lock_free() {
     lab.ok(&["detach", "-i", &lab.srv_if]);
     let body = render(&exporter);
     assert_eq!(sample(&body, &format!("floodgate_interface_up{{interface=\"{i}\"}}")), Some(0.0), "{body}");
+    let e = floodgate::metrics::read_interface(&t.pins).expect_err("a detached filter");
+    assert!(e.to_string().starts_with(&format!("floodgate is not attached to {i}")), "{e}");
     assert!(body.contains("floodgate_config_last_reload_successful 1\n"), "{body}");
 }
 

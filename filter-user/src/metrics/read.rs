@@ -37,6 +37,8 @@ use crate::{
 
 #[derive(Debug, Error)]
 pub enum ReadError {
+    #[error("floodgate is not attached to {0} (no pins in {1})")]
+    NotAttached(String, String),
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error(transparent)]
@@ -187,6 +189,9 @@ pub fn mode_name(mode: u32) -> &'static str {
 /// Reads one filter's maps (read-only, no lock). The nftables counter is left to the
 /// caller, which asks nft once for every interface.
 pub fn read_interface(pins: &IfacePins) -> Result<InterfaceSample, ReadError> {
+    if !pins.exists() {
+        return Err(ReadError::NotAttached(pins.iface.clone(), pins.dir.display().to_string()));
+    }
     let mut src = ReadOnlyPins::open(pins)?;
     let meta = Core::open(&mut src)?.read()?;
     // As ListMaps::read_meta finds them unverified; it would recount, a scrape skips.
