@@ -6,8 +6,10 @@ mod limit;
 mod lists;
 mod output;
 mod policy;
+mod reload;
 mod rule;
 mod run;
+mod service;
 mod session;
 mod stats;
 mod status;
@@ -96,6 +98,7 @@ pub enum Command {
     Attach(attach::Args),
     Detach(detach::Args),
     Run(run::Args),
+    Reload(reload::Args),
     Status(status::Args),
     /// Sources whose packets are dropped in the driver.
     #[command(subcommand)]
@@ -135,6 +138,7 @@ impl Command {
             Command::Stats(a) => stats::run(a),
             Command::Top(a) => top::run(a),
             Command::Run(a) => run::run(a),
+            Command::Reload(a) => reload::run(a),
         }
     }
 }
