@@ -7,3 +7,4 @@ pub mod frames;
 pub mod fuzz;
 pub mod harness;
 pub mod live;
+pub mod service;

@@ -365,8 +365,10 @@ fn crash_wrong_counts_are_recounted_not_wrapped() {
 /// must stay attached and `run` keep going, then sweep again once it can.
 #[test]
 fn crash_run_keeps_protection_when_sweeps_fail() {
-    let lab = Lab::new("fgc-r");
-    let mut run = spawn(&lab, &["run", "-i", &lab.srv_if, "--mode", "skb"]);
+    let mut lab = Lab::new("fgc-r");
+    let rt = integration_tests::service::TempDir::new("fgc-r");
+    lab.env.push(("FLOODGATE_RUNTIME_DIR".into(), rt.path().display().to_string()));
+    let mut run = spawn(&lab, &["run", "-i", &lab.srv_if, "--mode", "skb", "--detach-on-exit"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !(lab.has_xdp()
         && lab.pins_dir().exists()

@@ -70,11 +70,6 @@ impl Session {
         Ok(())
     }
 
-    /// The checked pins, for code that opens several groups itself (the service).
-    pub fn source(&mut self) -> &mut Pinned {
-        &mut self.src
-    }
-
     pub fn core(&mut self) -> anyhow::Result<Core> {
         Ok(Core::open(&mut self.src)?)
     }

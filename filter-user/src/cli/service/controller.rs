@@ -186,19 +186,21 @@ impl Controller {
         carry: Option<&Owned>,
     ) -> anyhow::Result<Outcome> {
         let carried = match carry {
-            Some(owned) => Some(operator_entries(pins, owned)?),
+            Some(owned) => Some((operator_entries(pins, owned)?, Settings::read(pins)?)),
             None => None,
         };
         let name = pins.iface.clone();
         let mut populate = |ebpf: &mut Ebpf| -> Result<(), BoxError> {
-            if let Some(d) = desired {
-                apply_logged(ebpf, &name, d, None, &Owned::default())?;
-            }
-            if let Some(entries) = &carried {
+            // What was in force first; the config then applies over it.
+            if let Some((entries, settings)) = &carried {
+                settings.write(ebpf)?;
                 let mut lists = ListMaps::open(ebpf)?;
                 for (kind, net, ttl) in entries {
                     lists.add(*kind, &[*net], *ttl, &mut |_, _| {})?;
                 }
+            }
+            if let Some(d) = desired {
+                apply_logged(ebpf, &name, d, None, &Owned::default())?;
             }
             Ok(())
         };
@@ -367,6 +369,41 @@ fn owned_of(want: &Desired<'_>) -> Owned {
         blocklist: sorted(&want.blocklist),
         allowlist: sorted(&want.allowlist),
         rules: want.config.rules.iter().map(|r| r.name.clone()).collect(),
+    }
+}
+
+/// The single settings of a filter (limits, rules, policy, SYN cookies' data-path
+/// side), carried into new maps of the same layout.
+struct Settings {
+    limits: filter_common::limit::LimitConfig,
+    rules: Vec<floodgate::rules::RuleSpec>,
+    policy: floodgate::policy::PolicyState,
+    synproxy: (filter_common::synproxy::SynProxyConfig, Vec<(u16, u16)>),
+}
+
+impl Settings {
+    fn read(pins: &IfacePins) -> anyhow::Result<Self> {
+        let src = &mut Pinned::open(pins)?;
+        let sp = floodgate::synproxy::SynProxyMaps::open(src)?;
+        Ok(Settings {
+            limits: floodgate::limits::LimiterMaps::open(src)?.limits()?,
+            rules: floodgate::rules::RuleMaps::open(src)?.rules()?.into_iter().map(|r| r.spec).collect(),
+            policy: floodgate::policy::PolicyMaps::open(src)?.policy_state()?,
+            synproxy: (sp.synproxy_config()?, sp.synproxy_ports()?),
+        })
+    }
+
+    fn write(&self, ebpf: &mut Ebpf) -> Result<(), BoxError> {
+        if self.limits.enabled != 0 || self.limits.ban_after_ns != 0 {
+            floodgate::limits::LimiterMaps::open(ebpf)?.set_limits(&self.limits)?;
+        }
+        if !self.rules.is_empty() {
+            floodgate::rules::RuleMaps::open(ebpf)?.add_rules(&self.rules)?;
+        }
+        floodgate::policy::PolicyMaps::open(ebpf)?.set_policy(self.policy.config, &self.policy.served)?;
+        let (cfg, ports) = &self.synproxy;
+        floodgate::synproxy::SynProxyMaps::open(ebpf)?.write_synproxy(cfg, ports)?;
+        Ok(())
     }
 }
 
