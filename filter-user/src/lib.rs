@@ -13,6 +13,7 @@ pub mod pins;
 pub mod policy;
 pub mod portmap;
 pub mod rules;
+pub mod sources;
 pub mod stats;
 pub mod store;
 pub mod synproxy;
