@@ -20,7 +20,8 @@ use tokio::{
 use super::*;
 use crate::config::{ListFormat, UrlSource};
 
-/// One scripted answer, written as is; the connection is closed after it.
+/// One scripted answer, written as is; the connection is closed after it. An empty one
+/// is a server that accepts and never answers (the connection is held a while).
 struct Reply(Vec<u8>);
 
 impl Reply {
@@ -91,6 +92,9 @@ impl Server {
                 }
                 q.lock().unwrap().push(String::from_utf8_lossy(&head).to_lowercase());
                 let reply = r.lock().unwrap().pop_front().expect("a reply scripted for every request");
+                if reply.0.is_empty() {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
                 let _ = conn.write_all(&reply.0).await;
                 let _ = conn.shutdown().await;
             }
@@ -474,5 +478,20 @@ async fn json_lines_and_redirects() {
     assert!(matches!(out, Outcome::Failed(FetchError::Network(ref e)) if e.contains("redirects")), "{out:?}");
     assert_eq!(server.request_count(), 2 + MAX_REDIRECTS + 1);
     assert_eq!(list.entries().len(), 2);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out() {
+    let (server, mut list, dir, _) = primed("silent", 0.5).await;
+    let impatient =
+        client_with(Timeouts { connect: Duration::from_secs(1), total: Duration::from_millis(300) }).unwrap();
+    server.script(Reply(Vec::new()));
+    let started = std::time::Instant::now();
+    let out = list.refresh(&impatient).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(matches!(out, Outcome::Failed(FetchError::Network(_))), "{out:?}");
+    let st = assert_kept(&list, 1, "timed out");
+    assert_eq!((st.last_http_status, st.fetches.network_error), (None, 1));
     std::fs::remove_dir_all(dir).unwrap();
 }
