@@ -14,6 +14,7 @@ pub mod policy;
 pub mod portmap;
 pub mod reconcile;
 pub mod rules;
+pub mod sources;
 pub mod stats;
 pub mod store;
 pub mod synproxy;
