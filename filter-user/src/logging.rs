@@ -99,8 +99,7 @@ fn stderr_is_journal() -> bool {
     let Ok(value) = std::env::var("JOURNAL_STREAM") else {
         return false;
     };
-    nix::sys::stat::fstat(std::io::stderr())
-        .is_ok_and(|st| journal_stream_is(&value, st.st_dev, st.st_ino))
+    nix::sys::stat::fstat(std::io::stderr()).is_ok_and(|st| journal_stream_is(&value, st.st_dev, st.st_ino))
 }
 
 /// Whether `$JOURNAL_STREAM`'s value names the file with this device and inode.

@@ -1,9 +1,11 @@
 //! Command-line interface: the clap definitions and one module per subcommand.
 
 mod attach;
+mod completions;
 mod detach;
 mod limit;
 mod lists;
+mod manpage;
 mod output;
 mod policy;
 mod rule;
@@ -117,6 +119,10 @@ pub enum Command {
     Synproxy(synproxy::SynProxyCommand),
     Stats(stats::Args),
     Top(top::Args),
+    Completions(completions::Args),
+    /// Write the man pages (for packagers).
+    #[command(hide = true)]
+    Manpage(manpage::Args),
 }
 
 impl Command {
@@ -135,6 +141,8 @@ impl Command {
             Command::Stats(a) => stats::run(a),
             Command::Top(a) => top::run(a),
             Command::Run(a) => run::run(a),
+            Command::Completions(a) => completions::run(a),
+            Command::Manpage(a) => manpage::run(a),
         }
     }
 }
