@@ -110,10 +110,11 @@ mod tests {
     /// names every subcommand, and each has a page of its own.
     #[test]
     fn pages_render_and_name_every_subcommand() {
-        let dir = std::env::temp_dir().join(format!("floodgate-manpage-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let written = super::write_all(&dir).unwrap();
+        let tmp = TempDir(std::env::temp_dir().join(format!("floodgate-manpage-{}", std::process::id())));
+        let dir = &tmp.0;
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).unwrap();
+        let written = super::write_all(dir).unwrap();
 
         let main = std::fs::read_to_string(dir.join("floodgate.1")).unwrap();
         assert!(main.contains("\n.TH floodgate 1 "), "{main}");
@@ -147,7 +148,15 @@ mod tests {
         }
         let add = groff(&dir.join("floodgate-blocklist-add.1"));
         assert!(add.contains("floodgate-blocklist-add") && add.contains("--ttl"), "{add}");
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Removed when dropped, also when the test fails.
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     /// The page as `man` would show it; panics on any groff warning.
