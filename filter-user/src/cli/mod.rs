@@ -1,9 +1,11 @@
 //! Command-line interface: the clap definitions and one module per subcommand.
 
 mod attach;
+mod completions;
 mod detach;
 mod limit;
 mod lists;
+mod manpage;
 mod output;
 mod policy;
 mod reload;
@@ -120,6 +122,10 @@ pub enum Command {
     Synproxy(synproxy::SynProxyCommand),
     Stats(stats::Args),
     Top(top::Args),
+    Completions(completions::Args),
+    /// Write the man pages (for packagers).
+    #[command(hide = true)]
+    Manpage(manpage::Args),
 }
 
 impl Command {
@@ -139,6 +145,8 @@ impl Command {
             Command::Top(a) => top::run(a),
             Command::Run(a) => run::run(a),
             Command::Reload(a) => reload::run(a),
+            Command::Completions(a) => completions::run(a),
+            Command::Manpage(a) => manpage::run(a),
         }
     }
 }

@@ -96,7 +96,14 @@ impl From<LogFormatArg> for LogFormat {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).try_init();
+    // The config's log format, unless the command line says otherwise; a config that
+    // does not load is reported by the service itself, in the default format.
+    let format = match (args.log_format, &args.config) {
+        (Some(f), _) => f.into(),
+        (None, Some(path)) => floodgate::config::load(path).map(|c| c.service.log_format).unwrap_or_default(),
+        (None, None) => LogFormat::default(),
+    };
+    floodgate::logging::init(format, None).context("setting up the log")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -40,6 +40,17 @@ pub async fn serve(args: Args) -> anyhow::Result<()> {
     let mut ctl = tokio::task::spawn_blocking(move || Controller::start(args, runtime))
         .await
         .context("the controller panicked")??;
+    let notifier = floodgate::notify::Notifier::from_env().context("$NOTIFY_SOCKET")?;
+    let notify = move |what: &str, r: Result<(), floodgate::notify::NotifyError>| {
+        if let Err(e) = r {
+            tracing::warn!("telling systemd {what}: {e}");
+        }
+    };
+    // Only now, with every interface's config in force.
+    if let Some(n) = &notifier {
+        notify("READY=1", n.ready());
+        notify("STATUS", n.status(&ctl.summary()));
+    }
     tracing::info!("ready: {}", ctl.summary());
 
     // The controller thread: every map change happens here, in order.
@@ -49,13 +60,24 @@ pub async fn serve(args: Args) -> anyhow::Result<()> {
             while let Some(msg) = rx.blocking_recv() {
                 match msg {
                     Msg::Reload { accept_shrink, done } => {
+                        if let Some(n) = &notifier {
+                            notify("RELOADING=1", n.reloading());
+                        }
                         let reply = ctl.reload(accept_shrink);
+                        if let Some(n) = &notifier {
+                            let status = if reply.ok { ctl.summary() } else { "last reload refused".into() };
+                            notify("STATUS", n.status(&status));
+                            notify("READY=1", n.ready());
+                        }
                         if let Some(done) = done {
                             let _ = done.send(reply);
                         }
                     }
                     Msg::Sweep => ctl.sweep(),
                     Msg::Stop { done } => {
+                        if let Some(n) = &notifier {
+                            notify("STOPPING=1", n.stopping());
+                        }
                         let _ = done.send(ctl.stop());
                         return;
                     }
