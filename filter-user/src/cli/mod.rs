@@ -1,6 +1,7 @@
 //! Command-line interface: the clap definitions and one module per subcommand.
 
 mod attach;
+mod config;
 mod detach;
 mod limit;
 mod lists;
@@ -15,6 +16,12 @@ mod synproxy;
 mod top;
 
 use clap::{Parser, Subcommand};
+
+/// Ends the process with this status, having printed what it had to say (`config
+/// check` on a bad file).
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {0}")]
+pub struct Exit(pub u8);
 
 /// The attached interface a command acts on (every command but attach, detach, run).
 #[derive(clap::Args, Debug, Clone)]
@@ -117,6 +124,9 @@ pub enum Command {
     Synproxy(synproxy::SynProxyCommand),
     Stats(stats::Args),
     Top(top::Args),
+    /// The service's config file.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 impl Command {
@@ -135,6 +145,7 @@ impl Command {
             Command::Stats(a) => stats::run(a),
             Command::Top(a) => top::run(a),
             Command::Run(a) => run::run(a),
+            Command::Config(c) => config::run(c),
         }
     }
 }
