@@ -43,3 +43,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub fn load_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     check::check(path, text)
 }
+
+#[cfg(test)]
+mod tests;
