@@ -502,7 +502,11 @@ fn rule(ctx: &mut Ctx, t: &Table) -> Option<RuleSpec> {
         let Some(v) = t.get(key) else { return Some(None) };
         match v.get_ref() {
             DeValue::String(s) => Some(Some(s.to_string())),
-            DeValue::Integer(i) => Some(Some(i.as_str().to_string())),
+            // In decimal whatever the radix it was written in (0x35 is port 53).
+            DeValue::Integer(i) => match i128::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) => Some(Some(n.to_string())),
+                Err(_) => Some(Some(i.as_str().to_string())),
+            },
             _ => {
                 ctx.wrong_type(&t.key(key), v, "a port or \"LO-HI\"");
                 None

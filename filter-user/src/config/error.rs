@@ -52,3 +52,12 @@ impl ConfigErrors {
         self.0.is_empty()
     }
 }
+
+/// Line and column (from 1, the column in characters) of the first byte that is not
+/// UTF-8, for "not UTF-8 text" errors.
+pub fn utf8_position(bytes: &[u8], valid_up_to: usize) -> (usize, usize) {
+    let valid = String::from_utf8_lossy(&bytes[..valid_up_to]);
+    let line = valid.matches('\n').count() + 1;
+    let column = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}

@@ -25,15 +25,14 @@ pub const DEFAULT_CONFIG: &str = "/etc/floodgate/floodgate.toml";
 
 /// Reads and checks a config file. Relative list paths are relative to its directory.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let unreadable = |reason: String| {
-        ConfigErrors(vec![ConfigError { file: path.display().to_string(), line: 1, column: 1, reason }])
+    let unreadable = |(line, column), reason: String| {
+        ConfigErrors(vec![ConfigError { file: path.display().to_string(), line, column, reason }])
     };
-    let bytes = std::fs::read(path).map_err(|e| unreadable(format!("cannot read the config file: {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| unreadable((1, 1), format!("cannot read the config file: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        unreadable(format!(
-            "not UTF-8 text (the first bad byte is at offset {})",
-            e.utf8_error().valid_up_to()
-        ))
+        let at = error::utf8_position(e.as_bytes(), e.utf8_error().valid_up_to());
+        unreadable(at, "not UTF-8 text".to_string())
     })?;
     load_str(path, &text)
 }

@@ -149,8 +149,12 @@ fn read_list_file(ctx: &mut Ctx, key: &str, file: &Path, at: std::ops::Range<usi
         Ok(b) => b,
         Err(e) => return ctx.error(at, format!("{key}: list file {shown}: {e}")),
     };
-    let Ok(text) = String::from_utf8(bytes) else {
-        return ctx.error(at, format!("{key}: list file {shown} is not UTF-8 text"));
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let (line, column) = super::error::utf8_position(e.as_bytes(), e.utf8_error().valid_up_to());
+            return ctx.error_at(file, line, column, "not UTF-8 text");
+        }
     };
     let bad: Vec<_> = list_lines(&text).filter(|l| l.parsed.is_err()).collect();
     let more = bad.len().saturating_sub(MAX_ERRORS_PER_FILE);

@@ -338,8 +338,16 @@ fn list_files() {
     assert_eq!(errs.0[1].line, 2);
     assert!(errs.0.last().unwrap().reason.ends_with("(and 5 more bad lines)"), "{errs}");
     // Not text.
-    std::fs::write(dir.0.join("bin.txt"), [0xff, 0xfe, 0x00]).unwrap();
-    one_error_in(&dir, "[interface.eth0.blocklist]\nfiles = [@@\"bin.txt\"]\n", "not UTF-8");
+    // Not text: reported where the first bad byte is.
+    std::fs::write(dir.0.join("bin.txt"), b"192.0.2.1\n  \xc3\xa9x\xff\n").unwrap();
+    let errs = load_in(&dir, "[interface.eth0.blocklist]\nfiles = [\"bin.txt\"]\n").unwrap_err();
+    assert_eq!(errs.to_string(), format!("{}:2:5: not UTF-8 text", dir.0.join("bin.txt").display()));
+    // Missing and unreadable list files are reported where the config names them.
+    one_error_in(&dir, "[interface.eth0.blocklist]\nfiles = [\"good.txt\", @@\"gone.txt\"]\n", "gone.txt");
+    // A port written in hex is that port.
+    let cfg =
+        load_in(&dir, "[[interface.eth0.rule]]\nname = \"a\"\nproto = \"udp\"\nsrc_port = 0x35\n").unwrap();
+    assert_eq!((cfg.interfaces[0].rules[0].lo, cfg.interfaces[0].rules[0].hi), (53, 53));
 }
 
 /// [`one_error`] with the caller's directory.
@@ -394,8 +402,9 @@ fn the_config_file_itself() {
     let errs = load(&missing).unwrap_err();
     assert_eq!(errs.len(), 1);
     assert!(errs.to_string().starts_with(&format!("{}:1:1: cannot read the config file", missing.display())));
-    std::fs::write(dir.0.join("bin.toml"), b"a = 1\n\xff").unwrap();
-    assert!(load(&dir.0.join("bin.toml")).unwrap_err().to_string().contains("not UTF-8"));
+    std::fs::write(dir.0.join("bin.toml"), b"a = 1\nb = \xff").unwrap();
+    let bin = dir.0.join("bin.toml");
+    assert_eq!(load(&bin).unwrap_err().to_string(), format!("{}:2:5: not UTF-8 text", bin.display()));
 }
 
 #[test]
