@@ -466,7 +466,7 @@ fn crash_bad_values_are_refused_normalised_or_escaped() {
     let err = lab.err(&["blocklist", "load", "-i", &i, bad.path()]);
     assert!(err.len() < 400, "{} bytes of error", err.len());
     assert!(!err.trim_end().chars().any(|c| c.is_control()), "{err:?}");
-    assert!(err.contains(":2: '\\u{1b}[31mowned\\u{7}\\u{1b}[2J\\u{9b}AAA"), "{err}");
+    assert!(err.contains(":2:1: '\\u{1b}[31mowned\\u{7}\\u{1b}[2J\\u{9b}AAA"), "{err}");
     assert!(err.contains("A…'"), "{err}");
     assert!(!listed(&lab, "blocklist").contains("192.0.2.50/32"), "nothing of a bad file is applied");
     // A file that starts with a BOM loads.

@@ -2,6 +2,7 @@
 
 mod attach;
 mod completions;
+mod config;
 mod detach;
 mod limit;
 mod lists;
@@ -19,6 +20,12 @@ mod synproxy;
 mod top;
 
 use clap::{Parser, Subcommand};
+
+/// Ends the process with this status, having printed what it had to say (`config
+/// check` on a bad file).
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {0}")]
+pub struct Exit(pub u8);
 
 /// The attached interface a command acts on (every command but attach, detach, run).
 #[derive(clap::Args, Debug, Clone)]
@@ -126,6 +133,9 @@ pub enum Command {
     /// Write the man pages (for packagers).
     #[command(hide = true)]
     Manpage(manpage::Args),
+    /// The service's config file.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 impl Command {
@@ -147,6 +157,7 @@ impl Command {
             Command::Reload(a) => reload::run(a),
             Command::Completions(a) => completions::run(a),
             Command::Manpage(a) => manpage::run(a),
+            Command::Config(c) => config::run(c),
         }
     }
 }
