@@ -137,7 +137,12 @@ pub type Populate<'a> = &'a mut dyn FnMut(&mut Ebpf) -> Result<(), Box<dyn std::
 
 /// [`attach`], with `populate` filling the maps (the service's config) before the
 /// program is attached: the first packet already meets the lists.
-pub fn attach_filled(iface: &str, mode: Mode, cap: Capacity, populate: Populate<'_>) -> Result<Attached, AttachError> {
+pub fn attach_filled(
+    iface: &str,
+    mode: Mode,
+    cap: Capacity,
+    populate: Populate<'_>,
+) -> Result<Attached, AttachError> {
     cap.check()?;
     let index = ifindex(iface)?;
     let mut pins = IfacePins::new(iface)?;

@@ -79,6 +79,9 @@ impl Notifier {
             return Err(NotifyError::Unsupported(addr.into()));
         };
         let socket = UnixDatagram::unbound().map_err(NotifyError::Socket)?;
+        // Never block the service on a listener that does not read (a full queue
+        // fails the send, which the caller logs).
+        socket.set_nonblocking(true).map_err(NotifyError::Socket)?;
         Ok(Notifier { socket, addr: sockaddr, text: addr.into() })
     }
 

@@ -39,7 +39,7 @@ pub enum ReconcileError {
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error("the {0}")]
-    List(&'static str, #[source] StoreError),
+    List(&'static str, #[source] Box<StoreError>),
     #[error("rules")]
     Rules(#[from] RuleError),
     #[error("limits")]
@@ -154,7 +154,9 @@ impl fmt::Display for Changes {
         if !self.rules_removed.is_empty() {
             parts.push(format!("rules removed: {}", self.rules_removed.join(", ")));
         }
-        for (what, change) in [("limits", &self.limits), ("policy", &self.policy), ("synproxy", &self.synproxy)] {
+        for (what, change) in
+            [("limits", &self.limits), ("policy", &self.policy), ("synproxy", &self.synproxy)]
+        {
             if let Some((old, new)) = change {
                 parts.push(format!("{what} {old} -> {new}"));
             }
@@ -194,8 +196,9 @@ fn apply_sections(
         let before: BTreeSet<IpNet> = owned.list(kind).iter().copied().collect();
         let add: Vec<IpNet> = desired.iter().copied().collect();
         let drop: Vec<IpNet> = before.difference(&desired).copied().collect();
-        let (added, removed) =
-            lists.converge(kind, &add, &drop, &mut |_, _| {}).map_err(|e| ReconcileError::List(kind.name(), e))?;
+        let (added, removed) = lists
+            .converge(kind, &add, &drop, &mut |_, _| {})
+            .map_err(|e| ReconcileError::List(kind.name(), Box::new(e)))?;
         *owned.list_mut(kind) = add;
         if added + removed > 0 {
             changes.lists.push(ListChange { list: kind.name(), added, removed });
@@ -249,7 +252,10 @@ fn apply_sections(
         let want_sp = want.config.synproxy.as_ref().map(|s| (s.ports.clone(), s.above_pps));
         if current != want_sp {
             let old = describe_synproxy(
-                current.as_ref().map(|(ports, above)| SynProxy { ports: ports.clone(), above_pps: *above }).as_ref(),
+                current
+                    .as_ref()
+                    .map(|(ports, above)| SynProxy { ports: ports.clone(), above_pps: *above })
+                    .as_ref(),
             );
             match &want.config.synproxy {
                 Some(s) => {
@@ -330,7 +336,11 @@ pub fn describe_limits(l: Option<&LimitConfig>) -> String {
         parts.push(format!("{gsyn} global syn/s"));
     }
     if l.ban_after_ns > 0 {
-        parts.push(format!("ban after {}s for {}s", l.ban_after_ns / 1_000_000_000, l.ban_for_ns / 1_000_000_000));
+        parts.push(format!(
+            "ban after {}s for {}s",
+            l.ban_after_ns / 1_000_000_000,
+            l.ban_for_ns / 1_000_000_000
+        ));
     }
     if parts.is_empty() { "on".into() } else { parts.join(", ") }
 }
@@ -347,7 +357,9 @@ fn describe_served(served: &[crate::policy::Served]) -> String {
 pub fn describe_policy(p: Option<&Policy>) -> String {
     match p {
         None => "off".into(),
-        Some(p) => describe_policy_state(&crate::policy::PolicyState { config: p.config, served: p.served.clone() }),
+        Some(p) => {
+            describe_policy_state(&crate::policy::PolicyState { config: p.config, served: p.served.clone() })
+        }
     }
 }
 
@@ -369,7 +381,8 @@ pub fn describe_synproxy(s: Option<&SynProxy>) -> String {
     match s {
         None => "off".into(),
         Some(s) => {
-            let ports: Vec<String> = s.ports.iter().map(|(lo, hi)| crate::portmap::range_text(*lo, *hi)).collect();
+            let ports: Vec<String> =
+                s.ports.iter().map(|(lo, hi)| crate::portmap::range_text(*lo, *hi)).collect();
             if s.above_pps == 0 {
                 format!("ports {}", ports.join(","))
             } else {

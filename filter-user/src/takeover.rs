@@ -118,8 +118,14 @@ fn pin_over(ebpf: &Ebpf, name: &str, pins: &IfacePins) -> Result<(), TakeoverErr
     let tmp = staging.join(name);
     let pinned = map
         .pin(&tmp)
-        .map_err(|e| TakeoverError::Pins { what: "pinning", path: tmp.display().to_string(), source: io::Error::other(e) })
-        .and_then(|()| fs::rename(&tmp, pins.map(name)).map_err(pins_err("replacing the pin", &pins.map(name))));
+        .map_err(|e| TakeoverError::Pins {
+            what: "pinning",
+            path: tmp.display().to_string(),
+            source: io::Error::other(e),
+        })
+        .and_then(|()| {
+            fs::rename(&tmp, pins.map(name)).map_err(pins_err("replacing the pin", &pins.map(name)))
+        });
     let _ = remove_dir_all_pins(&staging);
     pinned
 }
@@ -152,7 +158,7 @@ pub fn rebuild(
     pins: &IfacePins,
     cap: Capacity,
     why: String,
-    populate: &mut dyn FnMut(&mut Ebpf) -> Result<(), Box<dyn std::error::Error + Send + Sync>>,
+    populate: loader::Populate<'_>,
 ) -> Result<Outcome, TakeoverError> {
     let mut ebpf = loader::load(cap)?;
     let (mode, ifindex) = old_attach(pins);

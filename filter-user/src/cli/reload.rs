@@ -1,6 +1,5 @@
 //! `reload`: make the running service re-read its config, and report the outcome.
 
-
 use super::{Format, service};
 
 /// Re-read the running service's config file and apply what changed.

@@ -22,7 +22,15 @@ use floodgate::{
 };
 use ipnet::IpNet;
 
-use super::{super::run::Args, super::session::Session, control::Reply};
+use tokio::{runtime::Handle, sync::mpsc};
+
+use super::{
+    super::run::Args,
+    super::session::Session,
+    Msg,
+    control::Reply,
+    urls::{Key, Urls},
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -36,6 +44,8 @@ struct Filter {
 
 pub struct Controller {
     config_path: Option<PathBuf>,
+    /// URL list sources (with a config).
+    urls: Option<Urls>,
     runtime: PathBuf,
     filters: BTreeMap<String, Filter>,
     detach_on_exit: bool,
@@ -46,9 +56,10 @@ pub struct Controller {
 impl Controller {
     /// Brings every interface up. Any failure stops the start (systemd then reports
     /// the service failed); filters already brought up stay in force.
-    pub fn start(args: Args, runtime: PathBuf) -> anyhow::Result<Self> {
+    pub fn start(args: Args, runtime: PathBuf, rt: Handle, tx: mpsc::Sender<Msg>) -> anyhow::Result<Self> {
         let mut ctl = Controller {
             config_path: args.config.clone(),
+            urls: None,
             runtime,
             filters: BTreeMap::new(),
             detach_on_exit: args.detach_on_exit,
@@ -59,6 +70,9 @@ impl Controller {
                 let config = load_config(path).map_err(|errors| {
                     anyhow::anyhow!("{} is not valid:\n{}", path.display(), errors.join("\n"))
                 })?;
+                let mut urls = Urls::new(rt, &config.service.state_dir, tx)?;
+                urls.sync(&config);
+                ctl.urls = Some(urls);
                 for iface in &config.interfaces {
                     let f = ctl.bring_up(&iface.name, iface.mode, iface.capacity, Some(iface))?;
                     ctl.filters.insert(iface.name.clone(), f);
@@ -94,7 +108,7 @@ impl Controller {
     ) -> anyhow::Result<Filter> {
         let pins = IfacePins::new(name)?;
         let owned_path = self.owned_path(name);
-        let desired = cfg.map(desired).transpose()?;
+        let desired = cfg.map(|c| self.desired(c)).transpose()?;
         if !pins.exists() {
             let mut owned = Owned::default();
             let mut populate = |ebpf: &mut Ebpf| -> Result<(), BoxError> {
@@ -128,7 +142,8 @@ impl Controller {
         let outcome = match pinned_cap {
             Some(have) if have == cap => match takeover::replace_program(&pins, have) {
                 Err(TakeoverError::Load(e)) => {
-                    let why = format!("the pinned maps do not fit this floodgate: {}", loader::error_chain(&e));
+                    let why =
+                        format!("the pinned maps do not fit this floodgate: {}", loader::error_chain(&e));
                     self.rebuild(&pins, cap, why, desired.as_ref(), None)?
                 }
                 other => other.with_context(|| format!("swapping the program of {name}"))?,
@@ -207,7 +222,7 @@ impl Controller {
         Ok(takeover::rebuild(pins, cap, why, &mut populate)?)
     }
 
-    pub fn reload(&mut self, _accept_shrink: bool) -> Reply {
+    pub fn reload(&mut self, accept_shrink: bool) -> Reply {
         let start = Instant::now();
         let Some(path) = self.config_path.clone() else {
             return Reply {
@@ -222,9 +237,21 @@ impl Controller {
                 for e in &errors {
                     tracing::error!("reload refused, the running state is kept: {e}");
                 }
-                return Reply { ok: false, errors, seconds: start.elapsed().as_secs_f64(), ..Default::default() };
+                return Reply {
+                    ok: false,
+                    errors,
+                    seconds: start.elapsed().as_secs_f64(),
+                    ..Default::default()
+                };
             }
         };
+        if let Some(urls) = &mut self.urls {
+            urls.sync(&config);
+            if accept_shrink {
+                let n = urls.accept_pending();
+                tracing::info!("accepted {n} list source(s) held back for shrinking");
+            }
+        }
         let mut reply = Reply { ok: true, ..Default::default() };
         for iface in &config.interfaces {
             match self.reload_one(iface) {
@@ -268,7 +295,7 @@ impl Controller {
                 "a new mode takes a detach and attach (`floodgate detach`, then restart the service); keeping the current one"
             );
         }
-        let want = desired(iface)?;
+        let want = self.desired(iface)?;
         let owned_path = self.owned_path(&name);
         let f = self.filters.get_mut(&name).expect("checked");
         let _lock = f.pins.lock()?;
@@ -282,12 +309,49 @@ impl Controller {
         Ok(changes.to_string())
     }
 
+    /// A URL source's copy in force changed: its interface's lists converge again
+    /// (the rest of its config is as applied).
+    pub fn source_changed(&mut self, key: &Key) {
+        let Some(applied) = self.filters.get(&key.iface).and_then(|f| f.applied.clone()) else { return };
+        match self.reload_one(&applied) {
+            Ok(changes) => tracing::info!(
+                interface = key.iface.as_str(),
+                url = key.url.as_str(),
+                "list source applied: {changes}"
+            ),
+            Err(e) => tracing::error!(
+                interface = key.iface.as_str(),
+                url = key.url.as_str(),
+                "applying a fetched list failed, the previous one stays: {e:#}"
+            ),
+        }
+    }
+
+    /// An interface's config with its lists read: entries, list files (globs expanded
+    /// again, so a file added to a directory counts), and the URL lists' copies in force.
+    fn desired<'a>(&self, cfg: &'a Interface) -> anyhow::Result<Desired<'a>> {
+        let read = |kind: ListKind, spec: &ListSpec| -> anyhow::Result<Vec<IpNet>> {
+            let mut out = spec.entries.clone();
+            out.extend(floodgate::sources::read_local(&spec.files, &spec.globs)?);
+            if let Some(urls) = &self.urls {
+                out.extend(urls.entries(&cfg.name, kind));
+            }
+            Ok(out)
+        };
+        Ok(Desired {
+            config: cfg,
+            blocklist: read(ListKind::Block, &cfg.blocklist)?,
+            allowlist: read(ListKind::Allow, &cfg.allowlist)?,
+        })
+    }
+
     /// Removes expired entries and bans. A failure is logged (once a minute for the
     /// same error) and retried next second: protection stays whatever happens here.
     pub fn sweep(&mut self) {
         let names: Vec<String> = self.filters.keys().cloned().collect();
         for name in names {
-            let result = Session::locked_within(Some(&name), Duration::from_millis(500)).and_then(|mut s| s.sweep());
+            let result =
+                Session::locked_within(Some(&name), Duration::from_millis(500)).and_then(|mut s| s.sweep());
             match result {
                 Ok(()) => {
                     if self.sweep_failing.remove(&name).is_some() {
@@ -316,7 +380,10 @@ impl Controller {
         let mut first_err = None;
         for (name, f) in &self.filters {
             if !self.detach_on_exit {
-                tracing::info!(interface = name.as_str(), "leaving the filter in force (it needs no process)");
+                tracing::info!(
+                    interface = name.as_str(),
+                    "leaving the filter in force (it needs no process)"
+                );
                 continue;
             }
             let cleaned = super::super::synproxy::cleanup(name);
@@ -409,7 +476,10 @@ impl Settings {
 
 /// Entries in the pinned lists that the config did not put there, with what is left
 /// of their TTL.
-fn operator_entries(pins: &IfacePins, owned: &Owned) -> anyhow::Result<Vec<(ListKind, IpNet, Option<Duration>)>> {
+fn operator_entries(
+    pins: &IfacePins,
+    owned: &Owned,
+) -> anyhow::Result<Vec<(ListKind, IpNet, Option<Duration>)>> {
     let lists = ListMaps::open(&mut Pinned::open(pins)?)?;
     let now = monotonic_ns();
     let mut out = Vec::new();
@@ -430,34 +500,6 @@ fn operator_entries(pins: &IfacePins, owned: &Owned) -> anyhow::Result<Vec<(List
         }
     }
     Ok(out)
-}
-
-/// An interface's config with its lists read: entries, list files (globs expanded
-/// again, so a file added to a directory counts), and fetched URL lists.
-fn desired(cfg: &Interface) -> anyhow::Result<Desired<'_>> {
-    Ok(Desired { config: cfg, blocklist: resolve(&cfg.blocklist)?, allowlist: resolve(&cfg.allowlist)? })
-}
-
-fn resolve(spec: &ListSpec) -> anyhow::Result<Vec<IpNet>> {
-    let mut out = spec.entries.clone();
-    let mut files = spec.files.clone();
-    for pattern in &spec.globs {
-        for path in glob::glob(pattern).with_context(|| format!("list files {pattern}"))? {
-            let path = path.with_context(|| format!("list files {pattern}"))?;
-            if !files.contains(&path) {
-                files.push(path);
-            }
-        }
-    }
-    for path in &files {
-        out.extend(read_list(path)?);
-    }
-    Ok(out)
-}
-
-fn read_list(path: &Path) -> anyhow::Result<Vec<IpNet>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(filter_common::cidr::parse_list(&path.display().to_string(), &text)?)
 }
 
 fn load_config(path: &Path) -> Result<Config, Vec<String>> {

@@ -4,6 +4,7 @@
 
 mod control;
 mod controller;
+mod urls;
 
 pub use control::{Request, request};
 
@@ -20,9 +21,18 @@ use controller::Controller;
 
 /// What the async side asks of the controller.
 pub enum Msg {
-    Reload { accept_shrink: bool, done: Option<oneshot::Sender<control::Reply>> },
+    Reload {
+        accept_shrink: bool,
+        done: Option<oneshot::Sender<control::Reply>>,
+    },
     Sweep,
-    Stop { done: oneshot::Sender<anyhow::Result<()>> },
+    /// A URL list source's copy in force changed.
+    Source {
+        key: urls::Key,
+    },
+    Stop {
+        done: oneshot::Sender<anyhow::Result<()>>,
+    },
 }
 
 pub async fn serve(args: Args) -> anyhow::Result<()> {
@@ -37,7 +47,8 @@ pub async fn serve(args: Args) -> anyhow::Result<()> {
     let listener = control::bind(&runtime).await?;
     let (tx, mut rx) = mpsc::channel::<Msg>(16);
 
-    let mut ctl = tokio::task::spawn_blocking(move || Controller::start(args, runtime))
+    let (rt, ctl_tx) = (tokio::runtime::Handle::current(), tx.clone());
+    let mut ctl = tokio::task::spawn_blocking(move || Controller::start(args, runtime, rt, ctl_tx))
         .await
         .context("the controller panicked")??;
     let notifier = floodgate::notify::Notifier::from_env().context("$NOTIFY_SOCKET")?;
@@ -74,6 +85,7 @@ pub async fn serve(args: Args) -> anyhow::Result<()> {
                         }
                     }
                     Msg::Sweep => ctl.sweep(),
+                    Msg::Source { key } => ctl.source_changed(&key),
                     Msg::Stop { done } => {
                         if let Some(n) = &notifier {
                             notify("STOPPING=1", n.stopping());
