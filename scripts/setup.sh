@@ -10,9 +10,11 @@ BPF_LINKER_VERSION=0.13.0
 # Kept outside the repository so every clone shares one bpf-linker build.
 TOOLS=${FLOODGATE_TOOLS:-$HOME/.cache/floodgate-tools}
 # util-linux: nsenter; kmod: depmod/modprobe on the extracted kernels; xz/zstd: their
-# compressed images and modules; prometheus: prometheus and promtool for the metrics
-# tests.
-APT_PACKAGES=(iproute2 ethtool bpftool nftables procps busybox-static util-linux kmod xz-utils zstd ipset iptables nginx-light dnsmasq-base bind9-dnsutils prometheus)
+# compressed images and modules; systemd: systemd-analyze (verify of the unit, no running
+# systemd needed); systemd-container: systemd-nspawn (the unit's sandbox under a real
+# systemd); man-db, groff-base: the unit's man: links and the man page test; prometheus:
+# prometheus and promtool for the metrics tests.
+APT_PACKAGES=(iproute2 ethtool bpftool nftables procps busybox-static util-linux kmod xz-utils zstd ipset iptables nginx-light dnsmasq-base bind9-dnsutils systemd systemd-container man-db groff-base prometheus)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 

@@ -120,12 +120,14 @@ fn parse_exact(text: &str) -> Result<IpNet, CidrError> {
     Ok(net)
 }
 
-/// A bad line in a list file: `FILE:LINE: reason`.
+/// A bad line in a list file: `FILE:LINE:COLUMN: reason`.
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("{}:{line}: {reason}{}", echo(.file), more_suffix(*.more))]
+#[error("{}:{line}:{column}: {reason}{}", echo(.file), more_suffix(*.more))]
 pub struct ListFileError {
     pub file: String,
     pub line: usize,
+    /// Where the bad entry starts on its line, in characters from 1.
+    pub column: usize,
     pub reason: CidrError,
     /// Further bad lines after this one.
     pub more: usize,
@@ -139,6 +141,32 @@ fn more_suffix(more: usize) -> String {
     }
 }
 
+/// One entry of a list file: where it is (line and column from 1, the column in
+/// characters) and what it parses to (with [`parse_cidr_noting`]'s flag).
+#[derive(Debug, PartialEq, Eq)]
+pub struct ListLine {
+    pub line: usize,
+    pub column: usize,
+    pub parsed: Result<(IpNet, bool), CidrError>,
+}
+
+/// The entries of a list file, one per line that is not blank or a comment: the
+/// grammar [`parse_list`] reads, for callers that want every bad line rather than the
+/// first (`config check`).
+pub fn list_lines(text: &str) -> impl Iterator<Item = ListLine> + '_ {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    text.lines().enumerate().filter_map(|(i, raw)| {
+        let before_comment = raw.split(['#', ';']).next().unwrap_or("");
+        let content = before_comment.trim();
+        if content.is_empty() {
+            return None;
+        }
+        let lead = before_comment.len() - before_comment.trim_start().len();
+        let column = before_comment[..lead].chars().count() + 1;
+        Some(ListLine { line: i + 1, column, parsed: parse_cidr_noting(content) })
+    })
+}
+
 /// Parses a list file: one address or CIDR per line; blank lines, `#` comments and
 /// `;` comments (Spamhaus DROP style, also as a suffix) are ignored, and so is a UTF-8
 /// byte-order mark at the start. Fails on the first bad line, counting the others, so
@@ -149,16 +177,11 @@ pub fn parse_list(file: &str, text: &str) -> Result<Vec<IpNet>, ListFileError> {
 
 /// As [`parse_list`], also counting the IPv4-mapped entries normalised to IPv4.
 pub fn parse_list_noting(file: &str, text: &str) -> Result<(Vec<IpNet>, usize), ListFileError> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut nets = Vec::new();
     let mut mapped = 0usize;
     let mut first_err: Option<ListFileError> = None;
-    for (i, raw) in text.lines().enumerate() {
-        let content = raw.split(['#', ';']).next().unwrap_or("").trim();
-        if content.is_empty() {
-            continue;
-        }
-        match parse_cidr_noting(content) {
+    for entry in list_lines(text) {
+        match entry.parsed {
             Ok((net, m)) if first_err.is_none() => {
                 mapped += usize::from(m);
                 nets.push(net)
@@ -167,7 +190,13 @@ pub fn parse_list_noting(file: &str, text: &str) -> Result<(Vec<IpNet>, usize), 
             Err(reason) => match &mut first_err {
                 Some(e) => e.more += 1,
                 None => {
-                    first_err = Some(ListFileError { file: file.to_string(), line: i + 1, reason, more: 0 })
+                    first_err = Some(ListFileError {
+                        file: file.to_string(),
+                        line: entry.line,
+                        column: entry.column,
+                        reason,
+                        more: 0,
+                    })
                 }
             },
         }
@@ -256,10 +285,14 @@ mod tests {
         assert_eq!(err.more, 1);
         assert_eq!(
             err.to_string(),
-            "bad.txt:3: 'not-an-ip' is not an IPv4 or IPv6 address (and 1 more bad line)"
+            "bad.txt:3:1: 'not-an-ip' is not an IPv4 or IPv6 address (and 1 more bad line)"
         );
         let err = parse_list("f", "1.2.3.4 5.6.7.8\n").unwrap_err();
-        assert_eq!(err.to_string(), "f:1: '1.2.3.4 5.6.7.8' is not an IPv4 or IPv6 address");
+        assert_eq!(err.to_string(), "f:1:1: '1.2.3.4 5.6.7.8' is not an IPv4 or IPv6 address");
+        // The column is the bad entry's first character, counted in characters.
+        let err = parse_list("f", "192.0.2.1\n  \t é; x\n").unwrap_err();
+        assert_eq!((err.line, err.column), (2, 5));
+        assert_eq!(err.to_string(), "f:2:5: 'é' is not an IPv4 or IPv6 address");
     }
 
     #[test]
@@ -289,7 +322,7 @@ mod tests {
         assert_eq!(parse_list("f", "\u{feff}192.0.2.1\n"), Ok(vec![net("192.0.2.1/32")]));
         assert_eq!(parse_list("f", "\u{feff}\n# c\n"), Ok(vec![]));
         let err = parse_list("f", "192.0.2.1\n\u{feff}192.0.2.2\n").unwrap_err();
-        assert_eq!(err.to_string(), "f:2: '\\u{feff}192.0.2.2' is not an IPv4 or IPv6 address");
+        assert_eq!(err.to_string(), "f:2:1: '\\u{feff}192.0.2.2' is not an IPv4 or IPv6 address");
     }
 
     #[test]
@@ -298,7 +331,7 @@ mod tests {
         let huge = "x".repeat(8 << 20);
         let msg = parse_list("big.txt", &huge).unwrap_err().to_string();
         assert!(msg.len() < 200, "{} bytes", msg.len());
-        assert!(msg.starts_with(&format!("big.txt:1: '{}…'", "x".repeat(ECHO_MAX_CHARS))), "{msg}");
+        assert!(msg.starts_with(&format!("big.txt:1:1: '{}…'", "x".repeat(ECHO_MAX_CHARS))), "{msg}");
         // Terminal escapes and other controls are shown, not sent.
         let evil = "\u{1b}]0;owned\u{7}\u{1b}[2J\r\u{9b}31m\u{202e}1.2.3.4";
         let msg = parse_cidr(evil).unwrap_err().to_string();
@@ -311,7 +344,7 @@ mod tests {
         assert_eq!(echo(&"é".repeat(100)).chars().count(), ECHO_MAX_CHARS + 1);
         // The file name is echoed the same way.
         let err = parse_list("\u{1b}[1mf", "bad\n").unwrap_err().to_string();
-        assert!(err.starts_with("\\u{1b}[1mf:1: "), "{err}");
+        assert!(err.starts_with("\\u{1b}[1mf:1:1: "), "{err}");
     }
 
     proptest! {
@@ -333,12 +366,14 @@ mod tests {
         }
 
         #[test]
-        fn bad_line_position_is_exact(good in 0usize..50, after in 0usize..5) {
+        fn bad_line_position_is_exact(good in 0usize..50, after in 0usize..5, indent in 0usize..8) {
             let mut text = "192.0.2.1\n".repeat(good);
+            text.push_str(&" ".repeat(indent));
             text.push_str("192.0.2.256\n");
             text.push_str(&"bad\n".repeat(after));
             let err = parse_list("x", &text).unwrap_err();
             prop_assert_eq!(err.line, good + 1);
+            prop_assert_eq!(err.column, indent + 1);
             prop_assert_eq!(err.more, after);
         }
     }

@@ -1,14 +1,135 @@
 //! The limiter's configuration and state, as the controller reads and writes them.
 
+use std::{ops::RangeInclusive, time::Duration};
+
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use filter_common::{
     ACTIVE_LIMITS, Family,
-    limit::{Ban, Event, GLOBAL_SEED, GLOBAL_SYN, LimitConfig, SourceKey, SourceState},
+    limit::{Ban, Bucket, Event, GLOBAL_SEED, GLOBAL_SYN, LimitConfig, SourceKey, SourceState},
     map_names,
 };
 use thiserror::Error;
 
-use crate::maps::{MapSource, OpenError};
+use crate::{
+    duration::nanos,
+    maps::{MapSource, OpenError},
+};
+
+/// Accepted packet rates and bursts (`--pps`, `--burst`, `--syn-pps`, `--global-syn-pps`).
+pub const PPS_RANGE: RangeInclusive<u64> = 1..=1_000_000_000;
+/// Accepted bit rates (`--bps`): at least one byte per second.
+pub const BPS_RANGE: RangeInclusive<u64> = 8..=1_000_000_000_000;
+pub const V4_PREFIX_RANGE: RangeInclusive<u32> = 0..=32;
+pub const V6_PREFIX_RANGE: RangeInclusive<u32> = 0..=128;
+pub const DEFAULT_V4_PREFIX: u32 = 32;
+pub const DEFAULT_V6_PREFIX: u32 = 64;
+
+/// Limits as an operator gives them (`limit set`'s flags, a config file's `limits`
+/// section); [`LimitParams::build`] turns them into what the data path reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitParams {
+    pub pps: Option<u64>,
+    pub burst: Option<u64>,
+    pub bps: Option<u64>,
+    pub syn_pps: Option<u64>,
+    pub global_syn_pps: Option<u64>,
+    pub v4_prefix: u32,
+    pub v6_prefix: u32,
+    pub ban_after: Option<Duration>,
+    pub ban_for: Option<Duration>,
+}
+
+impl Default for LimitParams {
+    fn default() -> Self {
+        LimitParams {
+            pps: None,
+            burst: None,
+            bps: None,
+            syn_pps: None,
+            global_syn_pps: None,
+            v4_prefix: DEFAULT_V4_PREFIX,
+            v6_prefix: DEFAULT_V6_PREFIX,
+            ban_after: None,
+            ban_for: None,
+        }
+    }
+}
+
+/// Limits that cannot be built. Names are the config file's keys; the CLI's flags are
+/// the same with `--` and dashes.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BadLimits {
+    #[error("no limit given: give at least one of pps, bps, syn_pps, global_syn_pps")]
+    Nothing,
+    #[error("{name} is {value}, out of range {}..={}", .range.start(), .range.end())]
+    OutOfRange { name: &'static str, value: u64, range: RangeInclusive<u64> },
+    #[error("burst needs pps")]
+    BurstWithoutPps,
+    #[error("ban_after and ban_for go together: give both or neither")]
+    HalfBan,
+}
+
+impl LimitParams {
+    /// The configuration `limit set` installs; every value checked against the same
+    /// ranges as the CLI's flags.
+    pub fn build(&self) -> Result<LimitConfig, BadLimits> {
+        let check = |name, value: Option<u64>, range: RangeInclusive<u64>| match value {
+            Some(v) if !range.contains(&v) => Err(BadLimits::OutOfRange { name, value: v, range }),
+            _ => Ok(()),
+        };
+        check("pps", self.pps, PPS_RANGE)?;
+        check("burst", self.burst, PPS_RANGE)?;
+        check("bps", self.bps, BPS_RANGE)?;
+        check("syn_pps", self.syn_pps, PPS_RANGE)?;
+        check("global_syn_pps", self.global_syn_pps, PPS_RANGE)?;
+        let widen = |r: RangeInclusive<u32>| u64::from(*r.start())..=u64::from(*r.end());
+        check("v4_prefix", Some(self.v4_prefix.into()), widen(V4_PREFIX_RANGE))?;
+        check("v6_prefix", Some(self.v6_prefix.into()), widen(V6_PREFIX_RANGE))?;
+        if self.pps.is_none() && self.bps.is_none() && self.syn_pps.is_none() && self.global_syn_pps.is_none()
+        {
+            return Err(BadLimits::Nothing);
+        }
+        if self.burst.is_some() && self.pps.is_none() {
+            return Err(BadLimits::BurstWithoutPps);
+        }
+        if self.ban_after.is_some() != self.ban_for.is_some() {
+            return Err(BadLimits::HalfBan);
+        }
+        let packets = self
+            .pps
+            .map(|r| Bucket::per_second(r, self.burst.unwrap_or((r / 10).max(10))))
+            .unwrap_or_default();
+        let bytes = self
+            .bps
+            .map(|bits| {
+                let bytes = (bits / 8).max(1);
+                Bucket::bytes_per_second(bytes, (bytes / 10).max(15_000))
+            })
+            .unwrap_or_default();
+        let syn = self.syn_pps.map(|r| Bucket::per_second(r, (r / 10).max(5))).unwrap_or_default();
+        let global_syn =
+            self.global_syn_pps.map(|r| Bucket::per_second(r, (r / 10).max(5))).unwrap_or_default();
+        Ok(LimitConfig {
+            enabled: 1,
+            v4_prefix: self.v4_prefix,
+            v6_prefix: self.v6_prefix,
+            _pad: 0,
+            packets,
+            bytes,
+            syn,
+            global_syn,
+            ban_after_ns: self.ban_after.map(nanos).unwrap_or(0),
+            ban_for_ns: self.ban_for.map(nanos).unwrap_or(0),
+            given: [
+                self.pps.unwrap_or(0),
+                self.bps.unwrap_or(0),
+                self.syn_pps.unwrap_or(0),
+                self.global_syn_pps.unwrap_or(0),
+            ],
+            epoch: 0, // set_limits assigns the next epoch
+        })
+    }
+}
 
 #[derive(Debug, Error)]
 #[error("{op} failed on the limiter's maps")]
@@ -150,5 +271,52 @@ pub fn key_cidr(k: &SourceKey) -> String {
         format!("{}.{}.{}.{}/{}", k.addr[0], k.addr[1], k.addr[2], k.addr[3], k.prefix_len)
     } else {
         format!("{}/{}", std::net::Ipv6Addr::from(k.addr), k.prefix_len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_build_as_the_cli_did() {
+        let p = LimitParams { pps: Some(200), syn_pps: Some(20), ..Default::default() };
+        let c = p.build().unwrap();
+        assert_eq!((c.enabled, c.v4_prefix, c.v6_prefix), (1, 32, 64));
+        assert_eq!(c.given, [200, 0, 20, 0]);
+        assert!(c.packets.enabled() && c.syn.enabled() && !c.bytes.enabled());
+        assert_eq!(c.ban_after_ns, 0);
+        let p = LimitParams {
+            bps: Some(8_000_000),
+            ban_after: Some(Duration::from_secs(30)),
+            ban_for: Some(Duration::from_secs(600)),
+            ..Default::default()
+        };
+        let c = p.build().unwrap();
+        assert_eq!((c.ban_after_ns, c.ban_for_ns), (30_000_000_000, 600_000_000_000));
+    }
+
+    #[test]
+    fn params_refused() {
+        let d = LimitParams::default();
+        assert_eq!(d.build(), Err(BadLimits::Nothing));
+        let b = |p: LimitParams| p.build().unwrap_err();
+        assert_eq!(b(LimitParams { bps: Some(8), burst: Some(5), ..d.clone() }), BadLimits::BurstWithoutPps);
+        assert_eq!(
+            b(LimitParams { pps: Some(1), ban_after: Some(Duration::from_secs(1)), ..d.clone() }),
+            BadLimits::HalfBan
+        );
+        assert_eq!(
+            b(LimitParams { pps: Some(0), ..d.clone() }).to_string(),
+            "pps is 0, out of range 1..=1000000000"
+        );
+        assert!(matches!(
+            b(LimitParams { bps: Some(7), ..d.clone() }),
+            BadLimits::OutOfRange { name: "bps", .. }
+        ));
+        assert!(matches!(
+            b(LimitParams { pps: Some(1), v6_prefix: 129, ..d.clone() }),
+            BadLimits::OutOfRange { name: "v6_prefix", .. }
+        ));
     }
 }

@@ -90,6 +90,8 @@ pub enum AttachError {
     Meta(#[from] MetaError),
     #[error(transparent)]
     Limit(#[from] LimitError),
+    #[error("filling the maps before attaching")]
+    Populate(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 fn list_hint(available: &[String]) -> String {
@@ -127,6 +129,20 @@ pub fn ifindex(iface: &str) -> Result<u32, AttachError> {
 /// Loads the program (list maps sized for `max_entries` per list and family), attaches
 /// it to `iface`, and pins link and maps so it stays attached after this process exits.
 pub fn attach(iface: &str, mode: Mode, cap: Capacity) -> Result<Attached, AttachError> {
+    attach_filled(iface, mode, cap, &mut |_| Ok(()))
+}
+
+/// What fills a filter's maps before its program sees a packet.
+pub type Populate<'a> = &'a mut dyn FnMut(&mut Ebpf) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// [`attach`], with `populate` filling the maps (the service's config) before the
+/// program is attached: the first packet already meets the lists.
+pub fn attach_filled(
+    iface: &str,
+    mode: Mode,
+    cap: Capacity,
+    populate: Populate<'_>,
+) -> Result<Attached, AttachError> {
     cap.check()?;
     let index = ifindex(iface)?;
     let mut pins = IfacePins::new(iface)?;
@@ -170,6 +186,10 @@ pub fn attach(iface: &str, mode: Mode, cap: Capacity) -> Result<Attached, Attach
             let path = pins.map(name);
             map.pin(&path).map_err(|e| pin_err(&format!("map {name}"), &path.display().to_string(), e))?;
         }
+        // The mode is rewritten below once known; the seed and empty lists must be in
+        // place before the first packet.
+        init_meta(&mut ebpf, MODE_NATIVE, index, cap)?;
+        populate(&mut ebpf).map_err(AttachError::Populate)?;
         let prog = program(&mut ebpf)?;
         let (link_id, mode, native_error) = match mode {
             Mode::Native => (attach_mode(prog, index, iface, XdpMode::Driver)?, MODE_NATIVE, None),
@@ -184,7 +204,9 @@ pub fn attach(iface: &str, mode: Mode, cap: Capacity) -> Result<Attached, Attach
             },
         };
         let link = prog.take_link(link_id).map_err(AttachError::Verify)?;
-        init_meta(&mut ebpf, mode, index, cap)?;
+        let mut core = Core::open(&mut ebpf)?;
+        let meta = core.read()?;
+        core.write(&Meta { mode, ..meta })?;
         let link: FdLink = link.try_into().map_err(|_| AttachError::NoLink(iface.to_string()))?;
         let path = pins.link();
         link.pin(&path).map_err(|e| pin_err("the XDP link", &path.display().to_string(), e))?;
@@ -264,9 +286,25 @@ impl Capacity {
 /// Loads the object with its maps sized by `cap`, and the program into the kernel
 /// (this is where the verifier runs). Nothing is attached.
 pub fn load(cap: Capacity) -> Result<Ebpf, AttachError> {
+    load_reusing(cap, None)
+}
+
+/// [`load`], with every map but the tail-call table taken from the pins in `reuse`
+/// (same names, same layout; the kernel and aya refuse a map whose type or sizes
+/// differ): the program a takeover swaps in keeps the running filter's lists,
+/// limits, counters and tracked sources. The tail-call table is always new, so the
+/// running entry program keeps calling its own generation until the link switches.
+pub fn load_reusing(cap: Capacity, reuse: Option<&std::path::Path>) -> Result<Ebpf, AttachError> {
     cap.check()?;
     raise_memlock();
     let mut loader = EbpfLoader::new();
+    if let Some(dir) = reuse {
+        for name in map_names::ALL {
+            if name != map_names::TAILS && fs::symlink_metadata(dir.join(name)).is_ok() {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+    }
     // Room for both generations of a replace.
     for name in map_names::LISTS {
         loader.map_max_entries(name, cap.entries * 2);

@@ -9,10 +9,14 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match args.command.execute() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line: the error and its causes, outermost first.
-            eprintln!("floodgate: error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<cli::Exit>() {
+            // The command printed its own report (`config check` on a bad file).
+            Some(exit) => ExitCode::from(exit.0),
+            None => {
+                // One line: the error and its causes, outermost first.
+                eprintln!("floodgate: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

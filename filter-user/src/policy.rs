@@ -107,6 +107,19 @@ pub fn parse_serve(list: &str) -> Result<Vec<Served>, PolicyError> {
     Ok(served)
 }
 
+/// The settings `policy set` installs: `enforce` when served ports were given,
+/// `ephemeral` already resolved ([`Ephemeral::resolve`]).
+pub fn policy_config(enforce: bool, ephemeral: Option<(u16, u16)>, drop_fragments: bool) -> PolicyConfig {
+    PolicyConfig {
+        enforce: enforce as u8,
+        drop_fragments: drop_fragments as u8,
+        ephemeral: ephemeral.is_some() as u8,
+        _pad: 0,
+        eph_lo: ephemeral.map_or(0, |e| e.0),
+        eph_hi: ephemeral.map_or(0, |e| e.1),
+    }
+}
+
 /// What `policy show` reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyState {

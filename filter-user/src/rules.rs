@@ -99,7 +99,8 @@ impl RuleSpec {
         Ok(Self { proto, dir, lo, hi, drop, name })
     }
 
-    fn overlaps(&self, other: &RuleSpec) -> bool {
+    /// Both match some packet: two such rules are refused (`add_rules`, a config file).
+    pub fn overlaps(&self, other: &RuleSpec) -> bool {
         self.proto == other.proto
             && (self.dir == Dir::Any
                 || other.dir == Dir::Any

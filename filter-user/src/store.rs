@@ -823,6 +823,65 @@ impl ListMaps {
         Ok(unique.len())
     }
 
+    /// Adds `add` permanently and removes what of `drop` is listed, in one switch of
+    /// generation (see [`ListMaps::replace`]): the service's way of making a list's
+    /// config part what the config says, while entries added by hand (with or without
+    /// a TTL) stay as they are. An entry of `add` listed with a TTL becomes permanent;
+    /// an entry in both `add` and `drop` stays. Returns (added, removed).
+    pub fn converge(
+        &mut self,
+        kind: ListKind,
+        add: &[IpNet],
+        drop: &[IpNet],
+        progress: Progress<'_>,
+    ) -> Result<(usize, usize), StoreError> {
+        let mut meta = self.prepare()?;
+        let g = self.generation(kind)?;
+        let members = self.members(kind, g)?;
+        let adding = dedup(add);
+        let mut set = Vec::new();
+        let mut new = Vec::new();
+        for slot in &adding {
+            match Self::lookup(&members, slot) {
+                None => {
+                    set.push(*slot);
+                    new.push(*slot);
+                }
+                Some((_, v)) if v.expires != 0 => set.push(*slot),
+                Some(_) => {}
+            }
+        }
+        let mut gone: Vec<Slot> = dedup(drop)
+            .into_iter()
+            .filter(|s| adding.binary_search(s).is_err() && Self::lookup(&members, s).is_some())
+            .collect();
+        gone.sort_unstable();
+        if set.is_empty() && gone.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut counts = meta.counts[kind as usize];
+        if adjust(&mut counts, per_family(&gone)?, false).is_err() {
+            self.recover(&mut meta)?;
+            counts = meta.counts[kind as usize];
+            adjust(&mut counts, per_family(&gone)?, false)?;
+        }
+        let added = per_family(&new)?;
+        self.check_capacity(kind, &meta, counts, added)?;
+        adjust(&mut counts, added, true)?;
+        self.mark(&mut meta)?;
+        if let Err(e) = self.rewrite(kind, g, &members, &set, 0, &gone, progress) {
+            self.commit(&mut meta)?;
+            return Err(e);
+        }
+        meta.counts[kind as usize] = counts;
+        self.commit(&mut meta)?;
+        self.clear_generation(kind, g)?;
+        for slot in set.iter().chain(&gone) {
+            let _ = self.index_expiry(kind, slot, 0);
+        }
+        Ok((new.len(), gone.len()))
+    }
+
     /// Every trie entry of generation `g`, in map order.
     fn trie_slots(&self, kind: ListKind, g: u32) -> Result<Vec<Slot>, StoreError> {
         let m = self.list(kind);

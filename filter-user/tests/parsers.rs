@@ -63,7 +63,12 @@ fn list_case(file: &str, text: &str) {
         Err(e) => {
             let msg = e.to_string();
             check_error("parse_list", text, &msg);
-            assert!(msg.starts_with(&format!("{}:{}: ", cidr::echo(file), e.line)), "{msg}");
+            assert!(msg.starts_with(&format!("{}:{}:{}: ", cidr::echo(file), e.line, e.column)), "{msg}");
+            // The column is where the bad entry starts on its line.
+            let line = text.strip_prefix('\u{feff}').unwrap_or(text).lines().nth(e.line - 1).unwrap();
+            let rest: String = line.chars().skip(e.column - 1).collect();
+            assert!(e.column == 1 || line.chars().nth(e.column - 2).unwrap().is_whitespace(), "{msg}");
+            assert!(!rest.starts_with(char::is_whitespace), "{msg}");
         }
     }
 }

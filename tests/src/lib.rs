@@ -8,3 +8,4 @@ pub mod fuzz;
 pub mod harness;
 pub mod live;
 pub mod prom;
+pub mod service;

@@ -365,8 +365,10 @@ fn crash_wrong_counts_are_recounted_not_wrapped() {
 /// must stay attached and `run` keep going, then sweep again once it can.
 #[test]
 fn crash_run_keeps_protection_when_sweeps_fail() {
-    let lab = Lab::new("fgc-r");
-    let mut run = spawn(&lab, &["run", "-i", &lab.srv_if, "--mode", "skb"]);
+    let mut lab = Lab::new("fgc-r");
+    let rt = integration_tests::service::TempDir::new("fgc-r");
+    lab.env.push(("FLOODGATE_RUNTIME_DIR".into(), rt.path().display().to_string()));
+    let mut run = spawn(&lab, &["run", "-i", &lab.srv_if, "--mode", "skb", "--detach-on-exit"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !(lab.has_xdp()
         && lab.pins_dir().exists()
@@ -464,7 +466,7 @@ fn crash_bad_values_are_refused_normalised_or_escaped() {
     let err = lab.err(&["blocklist", "load", "-i", &i, bad.path()]);
     assert!(err.len() < 400, "{} bytes of error", err.len());
     assert!(!err.trim_end().chars().any(|c| c.is_control()), "{err:?}");
-    assert!(err.contains(":2: '\\u{1b}[31mowned\\u{7}\\u{1b}[2J\\u{9b}AAA"), "{err}");
+    assert!(err.contains(":2:1: '\\u{1b}[31mowned\\u{7}\\u{1b}[2J\\u{9b}AAA"), "{err}");
     assert!(err.contains("A…'"), "{err}");
     assert!(!listed(&lab, "blocklist").contains("192.0.2.50/32"), "nothing of a bad file is applied");
     // A file that starts with a BOM loads.

@@ -324,10 +324,12 @@ fn top_shows_the_heaviest_sources_first() {
 #[test]
 fn run_attaches_sweeps_and_detaches_on_sigterm() {
     let lab = Lab::new("run");
+    let rt = integration_tests::service::TempDir::new("run");
     let mut child = lab
         .srv
         .command(integration_tests::live::floodgate_bin().to_str().unwrap())
-        .args(["run", "-i", &lab.srv_if, "--mode", "native"])
+        .args(["run", "-i", &lab.srv_if, "--mode", "native", "--detach-on-exit"])
+        .env("FLOODGATE_RUNTIME_DIR", rt.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -5,7 +5,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use filter_common::limit::{Bucket, LimitConfig};
-use floodgate::duration::{format_exact, nanos, parse_duration};
+use floodgate::duration::{format_exact, parse_duration};
+use floodgate::limits::{BPS_RANGE, BadLimits, DEFAULT_V4_PREFIX, DEFAULT_V6_PREFIX, LimitParams, PPS_RANGE};
 use serde::Serialize;
 
 use super::{
@@ -41,27 +42,27 @@ pub struct SetArgs {
     #[command(flatten)]
     pub target: Target,
     /// Packets per second per source.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(PPS_RANGE))]
     pub pps: Option<u64>,
     /// Packets a source may send at once above its rate [default: pps/10, at least 10].
-    #[arg(long, value_name = "N", requires = "pps", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    #[arg(long, value_name = "N", requires = "pps", value_parser = clap::value_parser!(u64).range(PPS_RANGE))]
     pub burst: Option<u64>,
     /// Bits per second per source (bursts of 100 ms of traffic, at least 10 full-size
     /// packets).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(8..=1_000_000_000_000))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(BPS_RANGE))]
     pub bps: Option<u64>,
     /// Prefix length IPv4 sources are grouped by (32: each address on its own).
-    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=32))]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_V4_PREFIX, value_parser = clap::value_parser!(u32).range(0..=32))]
     pub v4_prefix: u32,
     /// Prefix length IPv6 sources are grouped by (64: a typical customer subnet).
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=128))]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_V6_PREFIX, value_parser = clap::value_parser!(u32).range(0..=128))]
     pub v6_prefix: u32,
     /// TCP SYNs per second per source (bursts of syn-pps/10, at least 5).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(PPS_RANGE))]
     pub syn_pps: Option<u64>,
     /// TCP SYNs per second over all sources together: the backstop against SYN floods
     /// from random spoofed sources, which no per-source limit sees.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(PPS_RANGE))]
     pub global_syn_pps: Option<u64>,
     /// Ban a source that stays over its limit this long (DURATION, e.g. 30s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "ban_for")]
@@ -71,41 +72,25 @@ pub struct SetArgs {
     pub ban_for: Option<Duration>,
 }
 
-/// The configuration `set` installs.
+/// The configuration `set` installs (clap checked the ranges, `build` checks again).
 pub fn config(a: &SetArgs) -> anyhow::Result<LimitConfig> {
-    if a.pps.is_none() && a.bps.is_none() && a.syn_pps.is_none() && a.global_syn_pps.is_none() {
-        bail!("give at least one of --pps, --bps, --syn-pps, --global-syn-pps (or use `limit clear`)");
-    }
-    let packets =
-        a.pps.map(|r| Bucket::per_second(r, a.burst.unwrap_or((r / 10).max(10)))).unwrap_or_default();
-    let bytes = a
-        .bps
-        .map(|bits| {
-            let bytes = (bits / 8).max(1);
-            Bucket::bytes_per_second(bytes, (bytes / 10).max(15_000))
-        })
-        .unwrap_or_default();
-    let syn = a.syn_pps.map(|r| Bucket::per_second(r, (r / 10).max(5))).unwrap_or_default();
-    let global_syn = a.global_syn_pps.map(|r| Bucket::per_second(r, (r / 10).max(5))).unwrap_or_default();
-    Ok(LimitConfig {
-        enabled: 1,
+    let params = LimitParams {
+        pps: a.pps,
+        burst: a.burst,
+        bps: a.bps,
+        syn_pps: a.syn_pps,
+        global_syn_pps: a.global_syn_pps,
         v4_prefix: a.v4_prefix,
         v6_prefix: a.v6_prefix,
-        _pad: 0,
-        packets,
-        bytes,
-        syn,
-        global_syn,
-        ban_after_ns: a.ban_after.map(nanos).unwrap_or(0),
-        ban_for_ns: a.ban_for.map(nanos).unwrap_or(0),
-        given: [
-            a.pps.unwrap_or(0),
-            a.bps.unwrap_or(0),
-            a.syn_pps.unwrap_or(0),
-            a.global_syn_pps.unwrap_or(0),
-        ],
-        epoch: 0, // set_limits assigns the next epoch
-    })
+        ban_after: a.ban_after,
+        ban_for: a.ban_for,
+    };
+    match params.build() {
+        Err(BadLimits::Nothing) => {
+            bail!("give at least one of --pps, --bps, --syn-pps, --global-syn-pps (or use `limit clear`)")
+        }
+        r => Ok(r?),
+    }
 }
 
 /// Rate (as given) and burst of a packet bucket.

@@ -1,13 +1,18 @@
 //! Command-line interface: the clap definitions and one module per subcommand.
 
 mod attach;
+mod completions;
+mod config;
 mod detach;
 mod limit;
 mod lists;
+mod manpage;
 mod output;
 mod policy;
+mod reload;
 mod rule;
 mod run;
+mod service;
 mod session;
 mod stats;
 mod status;
@@ -15,6 +20,12 @@ mod synproxy;
 mod top;
 
 use clap::{Parser, Subcommand};
+
+/// Ends the process with this status, having printed what it had to say (`config
+/// check` on a bad file).
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {0}")]
+pub struct Exit(pub u8);
 
 /// The attached interface a command acts on (every command but attach, detach, run).
 #[derive(clap::Args, Debug, Clone)]
@@ -96,6 +107,7 @@ pub enum Command {
     Attach(attach::Args),
     Detach(detach::Args),
     Run(run::Args),
+    Reload(reload::Args),
     Status(status::Args),
     /// Sources whose packets are dropped in the driver.
     #[command(subcommand)]
@@ -117,6 +129,13 @@ pub enum Command {
     Synproxy(synproxy::SynProxyCommand),
     Stats(stats::Args),
     Top(top::Args),
+    Completions(completions::Args),
+    /// Write the man pages (for packagers).
+    #[command(hide = true)]
+    Manpage(manpage::Args),
+    /// The service's config file.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 impl Command {
@@ -135,6 +154,10 @@ impl Command {
             Command::Stats(a) => stats::run(a),
             Command::Top(a) => top::run(a),
             Command::Run(a) => run::run(a),
+            Command::Reload(a) => reload::run(a),
+            Command::Completions(a) => completions::run(a),
+            Command::Manpage(a) => manpage::run(a),
+            Command::Config(c) => config::run(c),
         }
     }
 }

@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
 use filter_common::rules::PolicyConfig;
-use floodgate::policy::{Ephemeral, Served, parse_serve};
+use floodgate::policy::{Ephemeral, Served, parse_serve, policy_config};
 use serde::Serialize;
 
 use super::{
@@ -115,14 +115,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
                 anyhow::bail!("--serve lists no ports; to stop enforcing, use `floodgate policy clear`");
             }
             let eph = Ephemeral::parse(&a.ephemeral).context("--ephemeral")?.resolve()?;
-            let cfg = PolicyConfig {
-                enforce: a.serve.is_some() as u8,
-                drop_fragments: (a.fragments == Fragments::Drop) as u8,
-                ephemeral: eph.is_some() as u8,
-                _pad: 0,
-                eph_lo: eph.map_or(0, |e| e.0),
-                eph_hi: eph.map_or(0, |e| e.1),
-            };
+            let cfg = policy_config(a.serve.is_some(), eph, a.fragments == Fragments::Drop);
             let mut s = Session::locked(a.target.name())?;
             s.policy()?.set_policy(cfg, &served)?;
             emit(&PolicyReport::new(&s.pins.iface, &cfg, &served), false)?;

@@ -1,95 +1,114 @@
-//! `run`: attach in the foreground, keep the maps tidy, detach on SIGINT/SIGTERM.
+//! `run`: the service. Converges the kernel to a config file (or keeps one interface
+//! attached), then keeps it so: sweeps, reloads, list refreshes, metrics.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering::Relaxed},
-    },
-    time::{Duration, Instant},
-};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
-use floodgate::{loader, pins};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use clap::ValueEnum;
+use filter_common::{DEFAULT_MAX_ENTRIES, DEFAULT_MAX_SOURCES};
+use floodgate::config::{BpfLogLevel, LogFormat};
 
-use super::{attach, output::mode_name, session::Session};
+use super::{attach::ModeArg, service};
 
-/// Attach, keep the maps tidy in the foreground, detach on Ctrl-C or SIGTERM.
+/// Run as a service: put a config file in force and keep it so.
 ///
-/// Attaches as `attach` does, then removes expired entries and bans every second, and
-/// detaches when stopped (Ctrl-C, SIGTERM: e.g. from systemd).
+/// With --config: attaches to every interface of the file (or takes over a filter
+/// already pinned there, swapping this floodgate's program in on the XDP link without
+/// a gap), applies lists, limits, rules, policy and SYN cookies, tells systemd it is
+/// ready, then sweeps expired entries, refreshes URL lists and serves metrics. SIGHUP
+/// or `floodgate reload` re-reads the file: a bad file is refused whole and the running
+/// state kept; a good one applies only what changed. Stopping (SIGTERM, Ctrl-C) leaves
+/// the filter in force: it needs no process. `floodgate detach -i IFACE` removes it.
 ///
-/// Example: floodgate run -i eth0 --mode native
+/// With -i instead: attaches (or takes over) that one interface with the options
+/// given and keeps it swept, with no config.
+///
+/// Examples:
+///   floodgate run --config /etc/floodgate/floodgate.toml
+///   floodgate run -i eth0 --mode native --detach-on-exit
 #[derive(clap::Args, Debug)]
-#[group(id = "run")]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["config", "interface"])))]
 pub struct Args {
-    #[command(flatten)]
-    pub attach: attach::Args,
+    /// The config file (TOML; see packaging/floodgate.toml).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// One interface to keep attached, without a config file.
+    #[arg(short, long, value_name = "IFACE", conflicts_with = "config")]
+    pub interface: Option<String>,
+    /// With -i: where the program runs.
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto, requires = "interface")]
+    pub mode: ModeArg,
+    /// With -i: capacity of each list per address family.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ENTRIES, requires = "interface")]
+    pub max_entries: u32,
+    /// With -i: sources the rate limiter tracks at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOURCES, requires = "interface")]
+    pub max_sources: u32,
+    /// Detach (and remove every pin) when stopped, instead of leaving the filter in force.
+    #[arg(long)]
+    pub detach_on_exit: bool,
+    /// Report the data path's rare events (auto-bans, full tables, missing tail calls)
+    /// at this level and above; overrides the config's log.bpf. `off` lets the verifier
+    /// remove the logging code.
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub bpf_log: Option<BpfLog>,
+    /// Log lines as text or JSON (one object per line); overrides the config's log.format.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormatArg>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BpfLog {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl BpfLog {
+    pub fn level(self) -> Option<BpfLogLevel> {
+        match self {
+            BpfLog::Off => None,
+            BpfLog::Error => Some(BpfLogLevel::Error),
+            BpfLog::Warn => Some(BpfLogLevel::Warn),
+            BpfLog::Info => Some(BpfLogLevel::Info),
+            BpfLog::Debug => Some(BpfLogLevel::Debug),
+            BpfLog::Trace => Some(BpfLogLevel::Trace),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(f: LogFormatArg) -> Self {
+        match f {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("catching SIGINT and SIGTERM")?;
-    }
-    let iface = args.attach.iface.interface.clone();
-    let done = loader::attach(&iface, args.attach.mode.into(), args.attach.capacity())
-        .with_context(|| format!("attaching to {iface}"))?;
-    if let Some(why) = &done.native_error {
-        eprintln!("floodgate: warning: native XDP is not available on {iface} ({why}); using skb mode");
-    }
-    println!("attached to {iface} in {} mode; maintaining until SIGINT/SIGTERM", mode_name(done.mode));
-    let result = maintain(&iface, &stop);
-    let cleaned = super::synproxy::cleanup(&iface);
-    let detached = pins::resolve_for(Some(&iface), pins::Purpose::Detach)
-        .map_err(anyhow::Error::from)
-        .and_then(|p| loader::detach(&p).with_context(|| format!("detaching from {iface}")));
-    result?;
-    cleaned?;
-    detached?;
-    println!("detached from {iface}");
-    Ok(())
-}
-
-/// Sweeps every second until stopped. A sweep that fails (a map error, a lock held
-/// too long, pins being replaced) is logged and retried: protection stays attached
-/// whatever happens to the housekeeping. The same error is logged once a minute at
-/// most, and its end once.
-fn maintain(iface: &str, stop: &AtomicBool) -> anyhow::Result<()> {
-    let mut next = Instant::now();
-    let mut failing: Option<(String, Instant)> = None;
-    while !stop.load(Relaxed) {
-        if Instant::now() >= next {
-            match sweep(iface) {
-                Ok(()) => {
-                    if failing.take().is_some() {
-                        eprintln!("floodgate: {iface}: sweeping works again");
-                    }
-                }
-                Err(e) => {
-                    let msg = format!("{e:#}");
-                    let repeat = failing
-                        .as_ref()
-                        .is_some_and(|(m, at)| *m == msg && at.elapsed() < Duration::from_secs(60));
-                    if !repeat {
-                        eprintln!(
-                            "floodgate: warning: {iface}: sweeping expired entries failed: {msg}; \
-                             the filter stays attached, retrying every second"
-                        );
-                        failing = Some((msg, Instant::now()));
-                    }
-                }
-            }
-            next = Instant::now() + Duration::from_secs(1);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
-}
-
-/// Sweeps expired entries and bans once it holds the lock. The wait for the lock is
-/// short, so SIGTERM is answered promptly while another command holds it; the next
-/// second tries again.
-fn sweep(iface: &str) -> anyhow::Result<()> {
-    Session::locked_within(Some(iface), Duration::from_millis(500))?.sweep()
+    // The config's log format, unless the command line says otherwise; a config that
+    // does not load is reported by the service itself, in the default format.
+    let format = match (args.log_format, &args.config) {
+        (Some(f), _) => f.into(),
+        (None, Some(path)) => floodgate::config::load(path).map(|c| c.service.log_format).unwrap_or_default(),
+        (None, None) => LogFormat::default(),
+    };
+    floodgate::logging::init(format, None).context("setting up the log")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("floodgate-rt")
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(service::serve(args))
 }

@@ -70,9 +70,12 @@ pub struct Interface {
 pub struct ListSpec {
     /// Entries written in the config file itself.
     pub entries: Vec<IpNet>,
-    /// Local list files, globs already expanded at check time (each file checked whole).
+    /// Local list files, globs already expanded at check time (each file checked whole):
+    /// every file to read, plain paths and glob matches, each once, relative paths
+    /// joined to the config file's directory.
     pub files: Vec<PathBuf>,
-    /// Globs as written, expanded again at every reload (a new file in a directory counts).
+    /// Globs as written but joined to the config file's directory (for messages; a
+    /// reload loads the config again, which expands them again: a new file counts).
     pub globs: Vec<String>,
     pub urls: Vec<UrlSource>,
 }

@@ -1,0 +1,507 @@
+//! The controller: brings each interface of the config up (attach, or take over a
+//! pinned filter), applies reloads, sweeps, and stops. Runs on one thread; every
+//! change to the maps goes through it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use aya::Ebpf;
+use filter_common::ListKind;
+use floodgate::{
+    config::{Config, Interface, ListSpec},
+    loader::{self, Capacity, Mode},
+    maps::{Core, Pinned},
+    pins::{self, IfacePins, Purpose},
+    reconcile::{self, Desired, Owned},
+    store::{ListMaps, monotonic_ns},
+    takeover::{self, Outcome, TakeoverError},
+};
+use ipnet::IpNet;
+
+use tokio::{runtime::Handle, sync::mpsc};
+
+use super::{
+    super::run::Args,
+    super::session::Session,
+    Msg,
+    control::Reply,
+    urls::{Key, Urls},
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One interface the service keeps.
+struct Filter {
+    pins: IfacePins,
+    /// The config applied last (None: `run -i`, no config).
+    applied: Option<Interface>,
+    owned: Owned,
+}
+
+pub struct Controller {
+    config_path: Option<PathBuf>,
+    /// URL list sources (with a config).
+    urls: Option<Urls>,
+    runtime: PathBuf,
+    filters: BTreeMap<String, Filter>,
+    detach_on_exit: bool,
+    /// Per interface: the sweep error last logged, and when.
+    sweep_failing: HashMap<String, (String, Instant)>,
+}
+
+impl Controller {
+    /// Brings every interface up. Any failure stops the start (systemd then reports
+    /// the service failed); filters already brought up stay in force.
+    pub fn start(args: Args, runtime: PathBuf, rt: Handle, tx: mpsc::Sender<Msg>) -> anyhow::Result<Self> {
+        let mut ctl = Controller {
+            config_path: args.config.clone(),
+            urls: None,
+            runtime,
+            filters: BTreeMap::new(),
+            detach_on_exit: args.detach_on_exit,
+            sweep_failing: HashMap::new(),
+        };
+        match (&args.config, &args.interface) {
+            (Some(path), _) => {
+                let config = load_config(path).map_err(|errors| {
+                    anyhow::anyhow!("{} is not valid:\n{}", path.display(), errors.join("\n"))
+                })?;
+                let mut urls = Urls::new(rt, &config.service.state_dir, tx)?;
+                urls.sync(&config);
+                ctl.urls = Some(urls);
+                for iface in &config.interfaces {
+                    let f = ctl.bring_up(&iface.name, iface.mode, iface.capacity, Some(iface))?;
+                    ctl.filters.insert(iface.name.clone(), f);
+                }
+            }
+            (None, Some(name)) => {
+                let cap = Capacity { entries: args.max_entries, sources: args.max_sources };
+                let f = ctl.bring_up(name, args.mode.into(), cap, None)?;
+                ctl.filters.insert(name.clone(), f);
+            }
+            (None, None) => bail!("give --config FILE or -i IFACE"),
+        }
+        Ok(ctl)
+    }
+
+    pub fn summary(&self) -> String {
+        let names: Vec<&str> = self.filters.keys().map(String::as_str).collect();
+        format!("filtering {}", names.join(", "))
+    }
+
+    fn owned_path(&self, iface: &str) -> PathBuf {
+        self.runtime.join(format!("{iface}.owned.json"))
+    }
+
+    /// Attaches `name` (filled with its config before the first packet), or takes
+    /// over the filter pinned there (see `floodgate::takeover`), then applies the config.
+    fn bring_up(
+        &self,
+        name: &str,
+        mode: Mode,
+        cap: Capacity,
+        cfg: Option<&Interface>,
+    ) -> anyhow::Result<Filter> {
+        let pins = IfacePins::new(name)?;
+        let owned_path = self.owned_path(name);
+        let desired = cfg.map(|c| self.desired(c)).transpose()?;
+        if !pins.exists() {
+            let mut owned = Owned::default();
+            let mut populate = |ebpf: &mut Ebpf| -> Result<(), BoxError> {
+                if let Some(d) = &desired {
+                    owned = apply_logged(ebpf, name, d, None, &Owned::default())?;
+                }
+                Ok(())
+            };
+            let done = loader::attach_filled(name, mode, cap, &mut populate)
+                .with_context(|| format!("attaching to {name}"))?;
+            if let Some(why) = &done.native_error {
+                tracing::warn!(interface = name, "native XDP is not available ({why}); attached in skb mode");
+            }
+            tracing::info!(
+                interface = name,
+                mode = filter_common::mode_name(done.mode),
+                pins = %done.pins.dir.display(),
+                "attached"
+            );
+            owned.save(&owned_path).with_context(|| format!("saving {}", owned_path.display()))?;
+            return Ok(Filter { pins: done.pins, applied: cfg.cloned(), owned });
+        }
+        let pins = pins::resolve_for(Some(name), Purpose::Use)
+            .with_context(|| format!("taking over the filter pinned for {name}"))?;
+        let _lock = pins.lock()?;
+        let owned = Owned::load(&owned_path).with_context(|| format!("reading {}", owned_path.display()))?;
+        let pinned_cap = Pinned::open(&pins)
+            .ok()
+            .and_then(|mut src| Core::open(&mut src).ok()?.read().ok())
+            .map(|m| Capacity { entries: m.max_entries, sources: m.max_sources });
+        let outcome = match pinned_cap {
+            Some(have) if have == cap => match takeover::replace_program(&pins, have) {
+                Err(TakeoverError::Load(e)) => {
+                    let why =
+                        format!("the pinned maps do not fit this floodgate: {}", loader::error_chain(&e));
+                    self.rebuild(&pins, cap, why, desired.as_ref(), None)?
+                }
+                other => other.with_context(|| format!("swapping the program of {name}"))?,
+            },
+            Some(have) => {
+                let why = format!(
+                    "capacity {} entries / {} sources -> {} / {}",
+                    have.entries, have.sources, cap.entries, cap.sources
+                );
+                // Same layout: what operators added is readable, and carried over.
+                self.rebuild(&pins, cap, why, desired.as_ref(), Some(&owned))?
+            }
+            None => {
+                let why = Pinned::open(&pins)
+                    .err()
+                    .map(|e| loader::error_chain(&e))
+                    .unwrap_or_else(|| "unreadable metadata".into());
+                self.rebuild(&pins, cap, why, desired.as_ref(), None)?
+            }
+        };
+        let owned = match outcome {
+            Outcome::Replaced { changed } => {
+                tracing::info!(
+                    interface = name,
+                    "took over the pinned filter; program {} on the XDP link (no gap)",
+                    if changed { "replaced" } else { "reloaded unchanged" }
+                );
+                match &desired {
+                    Some(d) => apply_logged(&mut Pinned::open(&pins)?, name, d, None, &owned)
+                        .map_err(|e| anyhow::anyhow!(e))
+                        .with_context(|| format!("applying the config to {name}"))?,
+                    None => owned,
+                }
+            }
+            Outcome::Rebuilt { why } => {
+                tracing::info!(
+                    interface = name,
+                    "took over the pinned filter with new maps ({why}); program swapped on the XDP link (no gap); counters restart from zero"
+                );
+                desired.as_ref().map(|d| owned_of(d)).unwrap_or_default()
+            }
+        };
+        owned.save(&owned_path).with_context(|| format!("saving {}", owned_path.display()))?;
+        Ok(Filter { pins, applied: cfg.cloned(), owned })
+    }
+
+    /// New maps for `pins`, filled with the config (and, with `carry`, the entries the
+    /// operator added, read from the old maps), then swapped in.
+    fn rebuild(
+        &self,
+        pins: &IfacePins,
+        cap: Capacity,
+        why: String,
+        desired: Option<&Desired<'_>>,
+        carry: Option<&Owned>,
+    ) -> anyhow::Result<Outcome> {
+        let carried = match carry {
+            Some(owned) => Some((operator_entries(pins, owned)?, Settings::read(pins)?)),
+            None => None,
+        };
+        let name = pins.iface.clone();
+        let mut populate = |ebpf: &mut Ebpf| -> Result<(), BoxError> {
+            // What was in force first; the config then applies over it.
+            if let Some((entries, settings)) = &carried {
+                settings.write(ebpf)?;
+                let mut lists = ListMaps::open(ebpf)?;
+                for (kind, net, ttl) in entries {
+                    lists.add(*kind, &[*net], *ttl, &mut |_, _| {})?;
+                }
+            }
+            if let Some(d) = desired {
+                apply_logged(ebpf, &name, d, None, &Owned::default())?;
+            }
+            Ok(())
+        };
+        Ok(takeover::rebuild(pins, cap, why, &mut populate)?)
+    }
+
+    pub fn reload(&mut self, accept_shrink: bool) -> Reply {
+        let start = Instant::now();
+        let Some(path) = self.config_path.clone() else {
+            return Reply {
+                ok: false,
+                errors: vec!["this service runs without a config (run -i): nothing to reload".into()],
+                ..Default::default()
+            };
+        };
+        let config = match load_config(&path) {
+            Ok(c) => c,
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!("reload refused, the running state is kept: {e}");
+                }
+                return Reply {
+                    ok: false,
+                    errors,
+                    seconds: start.elapsed().as_secs_f64(),
+                    ..Default::default()
+                };
+            }
+        };
+        if let Some(urls) = &mut self.urls {
+            urls.sync(&config);
+            if accept_shrink {
+                let n = urls.accept_pending();
+                tracing::info!("accepted {n} list source(s) held back for shrinking");
+            }
+        }
+        let mut reply = Reply { ok: true, ..Default::default() };
+        for iface in &config.interfaces {
+            match self.reload_one(iface) {
+                Ok(text) => reply.changes.push((iface.name.clone(), text)),
+                Err(e) => {
+                    let e = format!("{}: {e:#}", iface.name);
+                    tracing::error!("reload: {e}");
+                    reply.ok = false;
+                    reply.errors.push(e);
+                }
+            }
+        }
+        for name in self.filters.keys() {
+            if !config.interfaces.iter().any(|i| &i.name == name) {
+                tracing::warn!(
+                    interface = name.as_str(),
+                    "no longer in the config: its filter is left as it is (`floodgate detach -i {name}` removes it)"
+                );
+            }
+        }
+        reply.seconds = start.elapsed().as_secs_f64();
+        tracing::info!(ok = reply.ok, seconds = reply.seconds, "reload done");
+        reply
+    }
+
+    fn reload_one(&mut self, iface: &Interface) -> anyhow::Result<String> {
+        let name = iface.name.clone();
+        let Some(f) = self.filters.get(&name) else {
+            let f = self.bring_up(&name, iface.mode, iface.capacity, Some(iface))?;
+            self.filters.insert(name, f);
+            return Ok("attached".into());
+        };
+        if f.applied.as_ref().is_none_or(|a| a.capacity != iface.capacity) {
+            let f = self.bring_up(&name, iface.mode, iface.capacity, Some(iface))?;
+            self.filters.insert(name, f);
+            return Ok("capacity changed: new maps swapped in".into());
+        }
+        if f.applied.as_ref().is_some_and(|a| a.mode != iface.mode) {
+            tracing::warn!(
+                interface = name.as_str(),
+                "a new mode takes a detach and attach (`floodgate detach`, then restart the service); keeping the current one"
+            );
+        }
+        let want = self.desired(iface)?;
+        let owned_path = self.owned_path(&name);
+        let f = self.filters.get_mut(&name).expect("checked");
+        let _lock = f.pins.lock()?;
+        let (owned, changes, result) =
+            reconcile::apply(&mut Pinned::open(&f.pins)?, &want, f.applied.as_ref(), &f.owned);
+        f.owned = owned;
+        f.owned.save(&owned_path).with_context(|| format!("saving {}", owned_path.display()))?;
+        tracing::info!(interface = name.as_str(), "reload: {changes}");
+        result?;
+        f.applied = Some(iface.clone());
+        Ok(changes.to_string())
+    }
+
+    /// A URL source's copy in force changed: its interface's lists converge again
+    /// (the rest of its config is as applied).
+    pub fn source_changed(&mut self, key: &Key) {
+        let Some(applied) = self.filters.get(&key.iface).and_then(|f| f.applied.clone()) else { return };
+        match self.reload_one(&applied) {
+            Ok(changes) => tracing::info!(
+                interface = key.iface.as_str(),
+                url = key.url.as_str(),
+                "list source applied: {changes}"
+            ),
+            Err(e) => tracing::error!(
+                interface = key.iface.as_str(),
+                url = key.url.as_str(),
+                "applying a fetched list failed, the previous one stays: {e:#}"
+            ),
+        }
+    }
+
+    /// An interface's config with its lists read: entries, list files (globs expanded
+    /// again, so a file added to a directory counts), and the URL lists' copies in force.
+    fn desired<'a>(&self, cfg: &'a Interface) -> anyhow::Result<Desired<'a>> {
+        let read = |kind: ListKind, spec: &ListSpec| -> anyhow::Result<Vec<IpNet>> {
+            let mut out = spec.entries.clone();
+            out.extend(floodgate::sources::read_local(&spec.files, &spec.globs)?);
+            if let Some(urls) = &self.urls {
+                out.extend(urls.entries(&cfg.name, kind));
+            }
+            Ok(out)
+        };
+        Ok(Desired {
+            config: cfg,
+            blocklist: read(ListKind::Block, &cfg.blocklist)?,
+            allowlist: read(ListKind::Allow, &cfg.allowlist)?,
+        })
+    }
+
+    /// Removes expired entries and bans. A failure is logged (once a minute for the
+    /// same error) and retried next second: protection stays whatever happens here.
+    pub fn sweep(&mut self) {
+        let names: Vec<String> = self.filters.keys().cloned().collect();
+        for name in names {
+            let result =
+                Session::locked_within(Some(&name), Duration::from_millis(500)).and_then(|mut s| s.sweep());
+            match result {
+                Ok(()) => {
+                    if self.sweep_failing.remove(&name).is_some() {
+                        tracing::info!(interface = name.as_str(), "sweeping works again");
+                    }
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    let repeat = self
+                        .sweep_failing
+                        .get(&name)
+                        .is_some_and(|(m, at)| *m == msg && at.elapsed() < Duration::from_secs(60));
+                    if !repeat {
+                        tracing::warn!(
+                            interface = name.as_str(),
+                            "sweeping expired entries failed: {msg}; the filter stays attached, retrying every second"
+                        );
+                        self.sweep_failing.insert(name, (msg, Instant::now()));
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        let mut first_err = None;
+        for (name, f) in &self.filters {
+            if !self.detach_on_exit {
+                tracing::info!(
+                    interface = name.as_str(),
+                    "leaving the filter in force (it needs no process)"
+                );
+                continue;
+            }
+            let cleaned = super::super::synproxy::cleanup(name);
+            let detached = pins::resolve_for(Some(name), Purpose::Detach)
+                .map_err(anyhow::Error::from)
+                .and_then(|p| loader::detach(&p).with_context(|| format!("detaching from {name}")));
+            match cleaned.and(detached) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(self.owned_path(name));
+                    println!("detached from {name}");
+                    tracing::info!(interface = name.as_str(), pins = %f.pins.dir.display(), "detached");
+                }
+                Err(e) => {
+                    tracing::error!(interface = name.as_str(), "{e:#}");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Applies `want` to the maps of `src`, logging what changed; the owned record comes
+/// back even when a section failed (what was applied is owned).
+fn apply_logged(
+    src: &mut impl floodgate::maps::MapSource,
+    iface: &str,
+    want: &Desired<'_>,
+    prev: Option<&Interface>,
+    owned: &Owned,
+) -> Result<Owned, BoxError> {
+    let (owned, changes, result) = reconcile::apply(src, want, prev, owned);
+    tracing::info!(interface = iface, "config applied: {changes}");
+    result.map_err(|e| Box::new(e) as BoxError)?;
+    Ok(owned)
+}
+
+/// The record of a filter filled from `want` alone.
+fn owned_of(want: &Desired<'_>) -> Owned {
+    let sorted = |v: &[IpNet]| {
+        let mut v: Vec<IpNet> = v.iter().map(IpNet::trunc).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    Owned {
+        blocklist: sorted(&want.blocklist),
+        allowlist: sorted(&want.allowlist),
+        rules: want.config.rules.iter().map(|r| r.name.clone()).collect(),
+    }
+}
+
+/// The single settings of a filter (limits, rules, policy, SYN cookies' data-path
+/// side), carried into new maps of the same layout.
+struct Settings {
+    limits: filter_common::limit::LimitConfig,
+    rules: Vec<floodgate::rules::RuleSpec>,
+    policy: floodgate::policy::PolicyState,
+    synproxy: (filter_common::synproxy::SynProxyConfig, Vec<(u16, u16)>),
+}
+
+impl Settings {
+    fn read(pins: &IfacePins) -> anyhow::Result<Self> {
+        let src = &mut Pinned::open(pins)?;
+        let sp = floodgate::synproxy::SynProxyMaps::open(src)?;
+        Ok(Settings {
+            limits: floodgate::limits::LimiterMaps::open(src)?.limits()?,
+            rules: floodgate::rules::RuleMaps::open(src)?.rules()?.into_iter().map(|r| r.spec).collect(),
+            policy: floodgate::policy::PolicyMaps::open(src)?.policy_state()?,
+            synproxy: (sp.synproxy_config()?, sp.synproxy_ports()?),
+        })
+    }
+
+    fn write(&self, ebpf: &mut Ebpf) -> Result<(), BoxError> {
+        if self.limits.enabled != 0 || self.limits.ban_after_ns != 0 {
+            floodgate::limits::LimiterMaps::open(ebpf)?.set_limits(&self.limits)?;
+        }
+        if !self.rules.is_empty() {
+            floodgate::rules::RuleMaps::open(ebpf)?.add_rules(&self.rules)?;
+        }
+        floodgate::policy::PolicyMaps::open(ebpf)?.set_policy(self.policy.config, &self.policy.served)?;
+        let (cfg, ports) = &self.synproxy;
+        floodgate::synproxy::SynProxyMaps::open(ebpf)?.write_synproxy(cfg, ports)?;
+        Ok(())
+    }
+}
+
+/// Entries in the pinned lists that the config did not put there, with what is left
+/// of their TTL.
+fn operator_entries(
+    pins: &IfacePins,
+    owned: &Owned,
+) -> anyhow::Result<Vec<(ListKind, IpNet, Option<Duration>)>> {
+    let lists = ListMaps::open(&mut Pinned::open(pins)?)?;
+    let now = monotonic_ns();
+    let mut out = Vec::new();
+    for kind in ListKind::ALL {
+        let mine = match kind {
+            ListKind::Block => &owned.blocklist,
+            ListKind::Allow => &owned.allowlist,
+        };
+        for e in lists.entries(kind)? {
+            if mine.binary_search(&e.net).is_ok() {
+                continue;
+            }
+            match e.expires {
+                None => out.push((kind, e.net, None)),
+                Some(t) if t > now => out.push((kind, e.net, Some(Duration::from_nanos(t - now)))),
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn load_config(path: &Path) -> Result<Config, Vec<String>> {
+    floodgate::config::load(path).map_err(|e| e.to_string().lines().map(str::to_string).collect())
+}

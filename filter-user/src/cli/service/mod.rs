@@ -1,0 +1,131 @@
+//! The service behind `run`: async edges (signals, the control socket, timers, list
+//! fetches, metrics) on tokio, and one controller thread that alone changes the maps,
+//! one request at a time, so reloads, sweeps and list refreshes never interleave.
+
+mod control;
+mod controller;
+mod urls;
+
+pub use control::{Request, request};
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, oneshot},
+};
+
+use super::run::Args;
+use controller::Controller;
+
+/// What the async side asks of the controller.
+pub enum Msg {
+    Reload {
+        accept_shrink: bool,
+        done: Option<oneshot::Sender<control::Reply>>,
+    },
+    Sweep,
+    /// A URL list source's copy in force changed.
+    Source {
+        key: urls::Key,
+    },
+    Stop {
+        done: oneshot::Sender<anyhow::Result<()>>,
+    },
+}
+
+pub async fn serve(args: Args) -> anyhow::Result<()> {
+    // Caught from the start: a stop during the bring-up waits for it to finish rather
+    // than cutting an attach or a takeover short.
+    let mut hup = signal(SignalKind::hangup()).context("catching SIGHUP")?;
+    let mut term = signal(SignalKind::terminate()).context("catching SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("catching SIGINT")?;
+    let runtime = control::runtime_dir()?;
+    // Bound first: a second service in the same namespace stops here, before it
+    // touches any filter.
+    let listener = control::bind(&runtime).await?;
+    let (tx, mut rx) = mpsc::channel::<Msg>(16);
+
+    let (rt, ctl_tx) = (tokio::runtime::Handle::current(), tx.clone());
+    let mut ctl = tokio::task::spawn_blocking(move || Controller::start(args, runtime, rt, ctl_tx))
+        .await
+        .context("the controller panicked")??;
+    let notifier = floodgate::notify::Notifier::from_env().context("$NOTIFY_SOCKET")?;
+    let notify = move |what: &str, r: Result<(), floodgate::notify::NotifyError>| {
+        if let Err(e) = r {
+            tracing::warn!("telling systemd {what}: {e}");
+        }
+    };
+    // Only now, with every interface's config in force.
+    if let Some(n) = &notifier {
+        notify("READY=1", n.ready());
+        notify("STATUS", n.status(&ctl.summary()));
+    }
+    tracing::info!("ready: {}", ctl.summary());
+
+    // The controller thread: every map change happens here, in order.
+    let thread = std::thread::Builder::new()
+        .name("floodgate-ctl".into())
+        .spawn(move || {
+            while let Some(msg) = rx.blocking_recv() {
+                match msg {
+                    Msg::Reload { accept_shrink, done } => {
+                        if let Some(n) = &notifier {
+                            notify("RELOADING=1", n.reloading());
+                        }
+                        let reply = ctl.reload(accept_shrink);
+                        if let Some(n) = &notifier {
+                            let status = if reply.ok { ctl.summary() } else { "last reload refused".into() };
+                            notify("STATUS", n.status(&status));
+                            notify("READY=1", n.ready());
+                        }
+                        if let Some(done) = done {
+                            let _ = done.send(reply);
+                        }
+                    }
+                    Msg::Sweep => ctl.sweep(),
+                    Msg::Source { key } => ctl.source_changed(&key),
+                    Msg::Stop { done } => {
+                        if let Some(n) = &notifier {
+                            notify("STOPPING=1", n.stopping());
+                        }
+                        let _ = done.send(ctl.stop());
+                        return;
+                    }
+                }
+            }
+        })
+        .context("starting the controller thread")?;
+
+    tokio::spawn(control::serve(listener, tx.clone()));
+    let ticker = tx.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            every.tick().await;
+            // A sweep still queued makes this one needless.
+            if let Err(mpsc::error::TrySendError::Closed(_)) = ticker.try_send(Msg::Sweep) {
+                return;
+            }
+        }
+    });
+
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = tx.send(Msg::Reload { accept_shrink: false, done: None }).await;
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping");
+    let (done, result) = oneshot::channel();
+    tx.send(Msg::Stop { done }).await.context("the controller stopped early")?;
+    let result = result.await.context("the controller stopped early")?;
+    let _ = thread.join();
+    result
+}

@@ -1,0 +1,133 @@
+//! `floodgate run` as a service under test: started in a lab's server namespace with
+//! its own runtime directory, its log kept in a file the test reads.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::live::{Lab, floodgate_bin};
+
+/// A running `floodgate run`. Stopped (SIGTERM) when dropped, if still running.
+pub struct Service {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+/// A directory of the test's own under /tmp, removed (with what is in it) when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("fg-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Service {
+    /// Starts `floodgate ARGS` (`run ...`) in the server namespace with `runtime` as
+    /// its runtime directory, and waits until it says it is ready (or fails).
+    #[track_caller]
+    pub fn start(lab: &Lab, args: &[&str], runtime: &Path, log: &Path) -> Self {
+        let mut c = lab.srv.command(floodgate_bin().to_str().unwrap());
+        let out = fs::File::create(log).expect("log file");
+        c.args(args)
+            .env("FLOODGATE_RUNTIME_DIR", runtime)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out);
+        for (k, v) in &lab.env {
+            c.env(k, v);
+        }
+        let child = c.spawn().expect("spawning floodgate run");
+        let mut s = Service { child: Some(child), log: log.to_path_buf() };
+        s.wait_for("ready", Duration::from_secs(60));
+        s
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits until the log contains `text`; panics with the log if the process exits
+    /// or time runs out.
+    #[track_caller]
+    pub fn wait_for(&mut self, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.log().contains(text) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().expect("running").try_wait().expect("wait") {
+                panic!("floodgate run exited ({status}) before '{text}':\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "no '{text}' within {within:?}:\n{}", self.log());
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on the pid of our own child, not yet reaped.
+        unsafe { libc::kill(self.pid() as libc::c_int, sig) };
+    }
+
+    /// SIGTERM, then the exit status must be success; returns the log.
+    #[track_caller]
+    pub fn stop(mut self) -> String {
+        self.signal(libc::SIGTERM);
+        let status = self.child.take().expect("running").wait().expect("wait");
+        let log = self.log();
+        assert!(status.success(), "floodgate run exited with {status}:\n{log}");
+        log
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: as in `signal`.
+            unsafe { libc::kill(c.id() as libc::c_int, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The shipped example config (packaging/floodgate.toml) made this lab's: its interface
+/// renamed to `iface`, its state kept in `dir`, metrics on `metrics` (ADDRESS:PORT),
+/// written with its list files into `dir`. Returns the config's path.
+pub fn example_config(dir: &Path, iface: &str, metrics: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging");
+    let text = fs::read_to_string(root.join("floodgate.toml")).expect("packaging/floodgate.toml");
+    let text = text
+        .replace("[interface.eth0", &format!("[interface.{iface}"))
+        .replace("[service]\n", &format!("[service]\nstate_dir = \"{}\"\n", dir.join("state").display()))
+        .replace("[metrics]\n", &format!("[metrics]\nlisten = \"{metrics}\"\n"));
+    assert!(text.contains(&format!("[interface.{iface}]")), "the example names eth0");
+    fs::create_dir_all(dir.join("lists")).expect("lists dir");
+    for entry in fs::read_dir(root.join("lists")).expect("packaging/lists") {
+        let entry = entry.expect("list file");
+        fs::copy(entry.path(), dir.join("lists").join(entry.file_name())).expect("copy list");
+    }
+    let path = dir.join("floodgate.toml");
+    fs::write(&path, text).expect("write config");
+    path
+}

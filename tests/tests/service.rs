@@ -1,0 +1,284 @@
+//! `floodgate run` as a service: takeovers without a gap (restarts, upgrades), reloads,
+//! the control socket. Real binary, real kernel, real packets.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+    thread,
+    time::Duration,
+};
+
+use std::{fs, os::unix::net::UnixDatagram};
+
+use integration_tests::{
+    live::{Lab, packets},
+    service::{Service, TempDir, example_config},
+};
+
+const FLOOD_PORT: u16 = 7000;
+/// The legitimate client's own address (the lab's client end).
+const LEGIT: &str = "198.51.100.2";
+
+/// A flood from 64 sources of 203.0.113.0/24 with a legitimate frame among every 16,
+/// sent until stopped (or 10 minutes, a bound that stops it by itself).
+struct Flood {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<u64>>,
+}
+
+impl Flood {
+    fn start(lab: &Lab, port: u16) -> Self {
+        let mut frames: Vec<Vec<u8>> = (1..=64).map(|i| lab.frame(&format!("203.0.113.{i}"), port)).collect();
+        for i in 0..4 {
+            frames.insert(i * 16, lab.frame(LEGIT, port));
+        }
+        let sender = lab.sender();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let n = frames.len() as u64;
+            sender
+                .send_paced(20_000 * 600, 20_000, |i| frames[(i % n) as usize].clone(), || flag.load(Relaxed))
+                .expect("flood")
+        });
+        Flood { stop, thread: Some(thread) }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn flood_reached(sink: &integration_tests::live::Sink) -> u64 {
+    (1..=64).map(|i| sink.count(&format!("203.0.113.{i}"))).sum()
+}
+
+/// Ten restarts of `run -i` and a takeover with a new capacity (new maps) while a
+/// blocklisted range floods: not one of its packets reaches the server; what the
+/// operator set by hand (list entries, limits) and the counters carry over.
+#[test]
+fn service_restarts_and_new_maps_let_nothing_through() {
+    let lab = Lab::new("svr");
+    let rt = TempDir::new("svr");
+    let log = rt.path().join("run.log");
+    let run = ["run", "-i", &lab.srv_if, "--mode", "native"];
+    let mut svc = Service::start(&lab, &run, rt.path(), &log);
+    lab.ok(&["blocklist", "add", "203.0.113.0/24", "192.0.2.7"]);
+    lab.ok(&["blocklist", "add", "192.0.2.8", "--ttl", "1h"]);
+    lab.ok(&["limit", "set", "--pps", "100000"]);
+    let sink = lab.sink(FLOOD_PORT);
+    let flood = Flood::start(&lab, FLOOD_PORT);
+    thread::sleep(Duration::from_millis(500));
+    let mut dropped = packets(&lab.stats(), "dropped.blocklist");
+    assert!(dropped > 0, "the flood is dropped before the restarts");
+    for i in 0..10 {
+        svc.stop();
+        svc = Service::start(&lab, &run, rt.path(), &log);
+        assert!(svc.log().contains("took over the pinned filter"), "restart {i}: {}", svc.log());
+        let now = packets(&lab.stats(), "dropped.blocklist");
+        assert!(now >= dropped, "restart {i}: the counters carried over ({now} after {dropped})");
+        dropped = now;
+    }
+    // A takeover that needs new maps (another capacity): filled before the swap.
+    svc.stop();
+    let bigger = ["run", "-i", &lab.srv_if, "--mode", "native", "--max-entries", "5000"];
+    svc = Service::start(&lab, &bigger, rt.path(), &log);
+    assert!(svc.log().contains("with new maps"), "{}", svc.log());
+    thread::sleep(Duration::from_millis(500));
+    let sent = flood.stop();
+    sink.settle();
+    assert!(lab.has_xdp());
+    assert_eq!(flood_reached(&sink), 0, "flood packets reached the server across takeovers ({sent} sent)");
+    assert!(
+        sink.count(LEGIT) > sent / 20,
+        "legitimate traffic kept flowing: {} of {sent}",
+        sink.count(LEGIT)
+    );
+    let listed = lab.ok(&["blocklist", "list"]);
+    assert!(listed.contains("203.0.113.0/24\n"), "{listed}");
+    assert!(listed.contains("192.0.2.8/32  (expires in"), "the TTL carried over: {listed}");
+    assert!(lab.ok(&["limit", "show"]).contains("100000 packets/s"), "the limits carried over");
+    let status = lab.ok(&["status"]);
+    assert!(status.contains("capacity 5,000 per family"), "{status}");
+    let log = svc.stop();
+    assert!(log.contains("leaving the filter in force"), "{log}");
+    assert!(lab.has_xdp(), "stopping the service leaves the filter attached");
+}
+
+/// A second service in the same namespace refuses to start; `reload` without a config
+/// says so; the first keeps running.
+#[test]
+fn service_is_alone_in_its_namespace() {
+    let lab = Lab::new("svo");
+    let rt = TempDir::new("svo");
+    let svc = Service::start(&lab, &["run", "-i", &lab.srv_if], rt.path(), &rt.path().join("a.log"));
+    let second = lab
+        .srv
+        .command(integration_tests::live::floodgate_bin().to_str().unwrap())
+        .args(["run", "-i", &lab.srv_if])
+        .env("FLOODGATE_RUNTIME_DIR", rt.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{err}");
+    assert!(err.contains("another `floodgate run` serves this network namespace"), "{err}");
+    let reload = lab
+        .srv
+        .command(integration_tests::live::floodgate_bin().to_str().unwrap())
+        .args(["reload"])
+        .env("FLOODGATE_RUNTIME_DIR", rt.path())
+        .output()
+        .unwrap();
+    assert_eq!(reload.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&reload.stderr).contains("without a config"), "{reload:?}");
+    svc.stop();
+}
+
+/// Reads what services send to the NOTIFY_SOCKET the test owns, as systemd does
+/// (promptly: an unread queue fills after ten datagrams), first lines only.
+struct Systemd {
+    got: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Systemd {
+    fn listen(sock: UnixDatagram) -> Self {
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let (g, s) = (got.clone(), stop.clone());
+        thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !s.load(Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let line = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string();
+                    g.lock().unwrap().push(line);
+                }
+            }
+        });
+        Systemd { got, stop }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        thread::sleep(Duration::from_millis(300));
+        self.got.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Systemd {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+    }
+}
+
+/// The shipped example config in force: a flood from its blocklisted range, to a
+/// port it serves, through a restart and a takeover of pins another floodgate
+/// version made (another layout: new maps, filled from the config before the swap)
+/// lets nothing through; reloads apply what changed and keep what operators added;
+/// a bad file is refused whole; systemd hears READY, RELOADING, READY, STOPPING.
+#[test]
+fn service_config_upgrade_and_reloads() {
+    let mut lab = Lab::new("svc");
+    let rt = TempDir::new("svc");
+    let cfg = example_config(rt.path(), &lab.srv_if, "127.0.0.1:9669");
+    let cfg_s = cfg.display().to_string();
+    let notify_path = rt.path().join("notify.sock");
+    let systemd = Systemd::listen(UnixDatagram::bind(&notify_path).unwrap());
+    lab.env.push(("NOTIFY_SOCKET".into(), notify_path.display().to_string()));
+    lab.env.push(("FLOODGATE_RUNTIME_DIR".into(), rt.path().display().to_string()));
+    let log = rt.path().join("run.log");
+    let run = ["run", "--config", cfg_s.as_str()];
+    let mut svc = Service::start(&lab, &run, rt.path(), &log);
+    assert!(svc.log().contains("attached"), "{}", svc.log());
+    let listed = lab.ok(&["blocklist", "list"]);
+    for e in ["203.0.113.0/24", "192.0.2.66/32", "2001:db8:dead::/48", "198.51.100.128/25"] {
+        assert!(listed.contains(e), "{e} from the config: {listed}");
+    }
+    assert!(lab.ok(&["rule", "list"]).contains("tftp"));
+    assert!(lab.ok(&["limit", "show"]).contains("2000 packets/s"));
+    assert!(lab.ok(&["synproxy", "show"]).contains("80"));
+
+    let sink = lab.sink(53);
+    let flood = Flood::start(&lab, 53);
+    thread::sleep(Duration::from_millis(300));
+    svc.stop();
+    svc = Service::start(&lab, &run, rt.path(), &log);
+    assert!(svc.log().contains("took over the pinned filter;"), "{}", svc.log());
+    // Pins of another layout version, as a floodgate built with another map layout
+    // leaves them: this floodgate cannot use those maps, so it builds its own.
+    svc.stop();
+    let mut maps = lab.maps();
+    let meta = maps.core.meta.get(&0, 0).unwrap();
+    maps.core.meta.set(0, &filter_common::Meta { version: meta.version + 1000, ..meta }, 0).unwrap();
+    drop(maps);
+    svc = Service::start(&lab, &run, rt.path(), &log);
+    assert!(svc.log().contains("with new maps"), "{}", svc.log());
+    thread::sleep(Duration::from_millis(300));
+    let sent = flood.stop();
+    sink.settle();
+    assert_eq!(flood_reached(&sink), 0, "flood packets reached the server across takeovers ({sent} sent)");
+    assert!(
+        sink.count(LEGIT) > sent / 20,
+        "legitimate traffic kept flowing: {} of {sent}",
+        sink.count(LEGIT)
+    );
+    assert!(lab.ok(&["synproxy", "show"]).contains("80"), "SYN cookies re-applied on the new maps");
+
+    // Operator entries survive reloads; config entries follow the file.
+    lab.ok(&["blocklist", "add", "192.0.2.77", "--ttl", "1h"]);
+    lab.ok(&["blocklist", "add", "192.0.2.78"]);
+    lab.ok(&["limit", "set", "--pps", "5000"]);
+    let text = fs::read_to_string(&cfg).unwrap();
+    fs::write(&cfg, text.replace("\"192.0.2.66\"", "\"192.0.2.99\"")).unwrap();
+    let out = lab.ok(&["reload"]);
+    assert!(out.contains("blocklist +1/-1"), "{out}");
+    let listed = lab.ok(&["blocklist", "list"]);
+    assert!(listed.contains("192.0.2.99/32") && !listed.contains("192.0.2.66/32"), "{listed}");
+    assert!(listed.contains("192.0.2.77/32  (expires in") && listed.contains("192.0.2.78/32"), "{listed}");
+    // The limits section did not change in the file: the operator's limits stay.
+    assert!(lab.ok(&["limit", "show"]).contains("5000 packets/s"), "an unchanged section is left alone");
+
+    // A bad file: refused whole, every error with its position, nothing changes.
+    let good = fs::read_to_string(&cfg).unwrap();
+    fs::write(&cfg, good.replace("pps = 2000", "pps = 0").replace("mode = \"auto\"", "mode = \"fast\""))
+        .unwrap();
+    let r = lab.floodgate(&["reload"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains(&format!("{cfg_s}:")), "errors name the file: {}", r.stderr);
+    assert!(r.stderr.lines().filter(|l| l.starts_with(&cfg_s)).count() >= 2, "every error: {}", r.stderr);
+    assert_eq!(lab.ok(&["blocklist", "list"]), listed, "a refused reload changes nothing");
+
+    // A changed section applies, through SIGHUP too.
+    fs::write(&cfg, good.replace("pps = 2000", "pps = 3000")).unwrap();
+    svc.signal(libc::SIGHUP);
+    svc.wait_for("limits", Duration::from_secs(20));
+    svc.wait_for("reload done", Duration::from_secs(20));
+    assert!(lab.ok(&["limit", "show"]).contains("3000 packets/s"));
+
+    let log = svc.stop();
+    assert!(log.contains("leaving the filter in force"), "{log}");
+    assert!(lab.has_xdp());
+    let sent: Vec<String> = systemd.messages().into_iter().filter(|l| !l.starts_with("STATUS=")).collect();
+    let per_run = ["READY=1", "STOPPING=1"];
+    let expected: Vec<&str> = per_run
+        .iter()
+        .chain(&per_run)
+        .chain(&["READY=1"])
+        .chain(&["RELOADING=1", "READY=1", "RELOADING=1", "READY=1", "RELOADING=1", "READY=1"])
+        .chain(&["STOPPING=1"])
+        .copied()
+        .collect();
+    assert_eq!(sent, expected, "sd_notify messages in order");
+}
