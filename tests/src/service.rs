@@ -72,9 +72,20 @@ impl Service {
     /// or time runs out.
     #[track_caller]
     pub fn wait_for(&mut self, text: &str, within: Duration) {
+        self.wait_for_since(0, text, within);
+    }
+
+    /// Where the log ends now: with [`Service::wait_for_since`], waits for a line
+    /// written after this point.
+    pub fn mark(&self) -> usize {
+        self.log().len()
+    }
+
+    /// Waits for `text` in the log after `mark` (bytes).
+    pub fn wait_for_since(&mut self, mark: usize, text: &str, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            if self.log().contains(text) {
+            if self.log().get(mark..).is_some_and(|l| l.contains(text)) {
                 return;
             }
             if let Some(status) = self.child.as_mut().expect("running").try_wait().expect("wait") {

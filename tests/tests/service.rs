@@ -183,6 +183,35 @@ impl Drop for Systemd {
     }
 }
 
+/// The service's metrics endpoint, fetched inside the server's namespace.
+fn scrape(lab: &Lab, addr: &str) -> String {
+    let out = lab
+        .srv
+        .command("curl")
+        .args(["-sf", "--max-time", "10", &format!("http://{addr}/metrics")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scraping {addr}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The sum of the samples of `name` whose labels include every one of `labels`.
+fn metric(body: &str, name: &str, labels: &[&str]) -> f64 {
+    body.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (lbls, value) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            labels
+                .iter()
+                .all(|want| lbls.split(',').any(|l| l == *want))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
 /// The shipped example config in force: a flood from its blocklisted range, to a
 /// port it serves, through a restart and a takeover of pins another floodgate
 /// version made (another layout: new maps, filled from the config before the swap)
@@ -262,10 +291,27 @@ fn service_config_upgrade_and_reloads() {
 
     // A changed section applies, through SIGHUP too.
     fs::write(&cfg, good.replace("pps = 2000", "pps = 3000")).unwrap();
+    let mark = svc.mark();
     svc.signal(libc::SIGHUP);
-    svc.wait_for("limits", Duration::from_secs(20));
-    svc.wait_for("reload done", Duration::from_secs(20));
+    svc.wait_for_since(mark, "reload done", Duration::from_secs(20));
     assert!(lab.ok(&["limit", "show"]).contains("3000 packets/s"));
+
+    // The config's metrics endpoint, as Prometheus would scrape it: this run's loads
+    // (start, reload, SIGHUP) and the refused one, the filter's counters since the
+    // new maps, the interface readable.
+    let body = scrape(&lab, "127.0.0.1:9669");
+    let iface = format!("interface=\"{}\"", lab.srv_if);
+    assert_eq!(metric(&body, "floodgate_config_reloads_total", &["result=\"success\""]), 3.0, "{body}");
+    assert_eq!(metric(&body, "floodgate_config_reloads_total", &["result=\"failure\""]), 1.0, "{body}");
+    assert_eq!(metric(&body, "floodgate_config_last_reload_successful", &[]), 1.0, "{body}");
+    assert_eq!(metric(&body, "floodgate_interface_up", &[&iface]), 1.0, "{body}");
+    assert!(metric(&body, "floodgate_packets_total", &[&iface, "reason=\"blocklist\""]) > 0.0, "{body}");
+    let listed = lab.ok(&["blocklist", "list"]).lines().filter(|l| l.contains('/')).count();
+    assert_eq!(
+        metric(&body, "floodgate_list_entries", &[&iface, "list=\"blocklist\""]) as usize,
+        listed,
+        "{body}"
+    );
 
     let log = svc.stop();
     assert!(log.contains("leaving the filter in force"), "{log}");

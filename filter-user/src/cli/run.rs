@@ -44,6 +44,10 @@ pub struct Args {
     /// With -i: sources the rate limiter tracks at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOURCES, requires = "interface")]
     pub max_sources: u32,
+    /// With -i: serve Prometheus metrics on ADDRESS:PORT (e.g. 127.0.0.1:9669); with a
+    /// config, its [metrics] section says.
+    #[arg(long, value_name = "ADDR", requires = "interface")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Detach (and remove every pin) when stopped, instead of leaving the filter in force.
     #[arg(long)]
     pub detach_on_exit: bool,

@@ -77,11 +77,22 @@ pub struct ServiceSample {
     pub sources: Vec<SourceMetrics>,
 }
 
+/// Reads the URL sources' status at a scrape (the sources keep their own).
+pub type SourceReader = Arc<dyn Fn() -> Vec<SourceMetrics> + Send + Sync>;
+
 /// The service's own state for the metrics, shared with the tasks that change it.
 /// Scrapes only copy it.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ServiceState {
     inner: Mutex<ServiceSample>,
+    /// When set, the sources are read through it at each scrape instead of kept here.
+    reader: Mutex<Option<SourceReader>>,
+}
+
+impl std::fmt::Debug for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceState").field("inner", &self.inner).finish_non_exhaustive()
+    }
 }
 
 impl ServiceState {
@@ -117,8 +128,18 @@ impl ServiceState {
         }
     }
 
+    /// Reads the sources through `reader` at each scrape from now on.
+    pub fn set_source_reader(&self, reader: SourceReader) {
+        *self.reader.lock().unwrap_or_else(PoisonError::into_inner) = Some(reader);
+    }
+
     pub fn sample(&self) -> ServiceSample {
-        self.lock().clone()
+        let reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut sample = self.lock().clone();
+        if let Some(read) = reader {
+            sample.sources = read();
+        }
+        sample
     }
 }
 

@@ -5,7 +5,8 @@
 use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, bail};
@@ -15,6 +16,7 @@ use floodgate::{
     config::{Config, Interface, ListSpec},
     loader::{self, Capacity, Mode},
     maps::{Core, Pinned},
+    metrics::{Exporter, Target},
     pins::{self, IfacePins, Purpose},
     reconcile::{self, Desired, Owned},
     store::{ListMaps, monotonic_ns},
@@ -51,12 +53,20 @@ pub struct Controller {
     detach_on_exit: bool,
     /// Per interface: the sweep error last logged, and when.
     sweep_failing: HashMap<String, (String, Instant)>,
+    /// What the metrics endpoint reads: told of every filter and reload.
+    metrics: Arc<Exporter>,
 }
 
 impl Controller {
     /// Brings every interface up. Any failure stops the start (systemd then reports
     /// the service failed); filters already brought up stay in force.
-    pub fn start(args: Args, runtime: PathBuf, rt: Handle, tx: mpsc::Sender<Msg>) -> anyhow::Result<Self> {
+    pub fn start(
+        args: Args,
+        runtime: PathBuf,
+        rt: Handle,
+        tx: mpsc::Sender<Msg>,
+        metrics: Arc<Exporter>,
+    ) -> anyhow::Result<Self> {
         let mut ctl = Controller {
             config_path: args.config.clone(),
             urls: None,
@@ -64,6 +74,7 @@ impl Controller {
             filters: BTreeMap::new(),
             detach_on_exit: args.detach_on_exit,
             sweep_failing: HashMap::new(),
+            metrics,
         };
         match (&args.config, &args.interface) {
             (Some(path), _) => {
@@ -71,6 +82,7 @@ impl Controller {
                     anyhow::anyhow!("{} is not valid:\n{}", path.display(), errors.join("\n"))
                 })?;
                 let mut urls = Urls::new(rt, &config.service.state_dir, tx)?;
+                ctl.metrics.state().set_source_reader(urls.metrics_reader());
                 urls.sync(&config);
                 ctl.urls = Some(urls);
                 for iface in &config.interfaces {
@@ -85,7 +97,19 @@ impl Controller {
             }
             (None, None) => bail!("give --config FILE or -i IFACE"),
         }
+        ctl.metrics.state().record_reload(true, SystemTime::now());
+        ctl.update_targets();
         Ok(ctl)
+    }
+
+    /// The metrics report every interface kept, from the next scrape on.
+    fn update_targets(&self) {
+        let targets = self
+            .filters
+            .iter()
+            .map(|(name, f)| Target { name: name.clone(), pins: f.pins.clone() })
+            .collect();
+        self.metrics.set_targets(targets);
     }
 
     pub fn summary(&self) -> String {
@@ -237,6 +261,7 @@ impl Controller {
                 for e in &errors {
                     tracing::error!("reload refused, the running state is kept: {e}");
                 }
+                self.metrics.state().record_reload(false, SystemTime::now());
                 return Reply {
                     ok: false,
                     errors,
@@ -273,6 +298,8 @@ impl Controller {
             }
         }
         reply.seconds = start.elapsed().as_secs_f64();
+        self.metrics.state().record_reload(reply.ok, SystemTime::now());
+        self.update_targets();
         tracing::info!(ok = reply.ok, seconds = reply.seconds, "reload done");
         reply
     }

@@ -8,7 +8,7 @@ mod urls;
 
 pub use control::{Request, request};
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::{
@@ -18,6 +18,7 @@ use tokio::{
 
 use super::run::Args;
 use controller::Controller;
+use floodgate::metrics::Exporter;
 
 /// What the async side asks of the controller.
 pub enum Msg {
@@ -45,12 +46,32 @@ pub async fn serve(args: Args) -> anyhow::Result<()> {
     // Bound first: a second service in the same namespace stops here, before it
     // touches any filter.
     let listener = control::bind(&runtime).await?;
+    // Also before any filter is touched: a port in use stops the start.
+    let metrics_listener = match metrics_listen(&args) {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics scrapes on {addr}"))?,
+        ),
+        None => None,
+    };
+    let exporter = Arc::new(Exporter::new(Vec::new(), Arc::default()));
     let (tx, mut rx) = mpsc::channel::<Msg>(16);
 
-    let (rt, ctl_tx) = (tokio::runtime::Handle::current(), tx.clone());
-    let mut ctl = tokio::task::spawn_blocking(move || Controller::start(args, runtime, rt, ctl_tx))
-        .await
-        .context("the controller panicked")??;
+    let (rt, ctl_tx, ctl_exporter) = (tokio::runtime::Handle::current(), tx.clone(), exporter.clone());
+    let mut ctl =
+        tokio::task::spawn_blocking(move || Controller::start(args, runtime, rt, ctl_tx, ctl_exporter))
+            .await
+            .context("the controller panicked")??;
+    let (metrics_stop, metrics_stopped) = oneshot::channel::<()>();
+    let metrics_task = metrics_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!("serving metrics on http://{addr}/metrics");
+        }
+        tokio::spawn(floodgate::metrics::serve(l, exporter, async {
+            let _ = metrics_stopped.await;
+        }))
+    });
     let notifier = floodgate::notify::Notifier::from_env().context("$NOTIFY_SOCKET")?;
     let notify = move |what: &str, r: Result<(), floodgate::notify::NotifyError>| {
         if let Err(e) = r {
@@ -127,5 +148,18 @@ pub async fn serve(args: Args) -> anyhow::Result<()> {
     tx.send(Msg::Stop { done }).await.context("the controller stopped early")?;
     let result = result.await.context("the controller stopped early")?;
     let _ = thread.join();
+    let _ = metrics_stop.send(());
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     result
+}
+
+/// Where to serve metrics: the config's `metrics.listen` (a config that does not load
+/// is reported by the controller), or `run -i`'s `--metrics`.
+fn metrics_listen(args: &Args) -> Option<std::net::SocketAddr> {
+    match &args.config {
+        Some(path) => floodgate::config::load(path).ok().and_then(|c| c.service.metrics_listen),
+        None => args.metrics,
+    }
 }

@@ -13,6 +13,7 @@ use std::{
 use filter_common::ListKind;
 use floodgate::{
     config::{Config, UrlSource},
+    metrics::SourceMetrics,
     sources::{self, SourceStatus, UrlList},
 };
 use ipnet::IpNet;
@@ -135,6 +136,30 @@ impl Urls {
             ));
             self.tasks.insert(key, Task { src, cmds, handle });
         }
+    }
+
+    /// Reads every source's status for the metrics, at each scrape.
+    pub fn metrics_reader(&self) -> floodgate::metrics::SourceReader {
+        let shared = self.shared.clone();
+        Arc::new(move || {
+            let shared = shared.lock().expect("url state");
+            let mut out: Vec<SourceMetrics> = shared
+                .status
+                .iter()
+                .map(|(k, s)| SourceMetrics {
+                    source: k.url.clone(),
+                    list: k.list.name().to_string(),
+                    interface: k.iface.clone(),
+                    ok: s.last_error.is_none(),
+                    last_success_unix: s.last_success_unix_secs,
+                    entries: s.entries as u64,
+                    pending: s.pending_entries.is_some(),
+                    failures: s.fetches.http_error + s.fetches.parse_error + s.fetches.network_error,
+                })
+                .collect();
+            out.sort_by(|a, b| (&a.interface, &a.list, &a.source).cmp(&(&b.interface, &b.list, &b.source)));
+            out
+        })
     }
 
     /// Applies every held-back copy; returns how many were accepted.
