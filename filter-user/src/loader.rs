@@ -20,6 +20,8 @@ use filter_common::{
 use thiserror::Error;
 
 use crate::{
+    bpflog,
+    config::BpfLogLevel,
     limits::{LimitError, LimiterMaps},
     maps::{Core, MapSource, MetaError, OpenError},
     object,
@@ -126,7 +128,13 @@ pub fn ifindex(iface: &str) -> Result<u32, AttachError> {
 
 /// Loads the program (list maps sized for `max_entries` per list and family), attaches
 /// it to `iface`, and pins link and maps so it stays attached after this process exits.
-pub fn attach(iface: &str, mode: Mode, cap: Capacity) -> Result<Attached, AttachError> {
+/// `bpf_log` is the data path's log level (None: off), fixed for this load.
+pub fn attach(
+    iface: &str,
+    mode: Mode,
+    cap: Capacity,
+    bpf_log: Option<BpfLogLevel>,
+) -> Result<Attached, AttachError> {
     cap.check()?;
     let index = ifindex(iface)?;
     let mut pins = IfacePins::new(iface)?;
@@ -138,7 +146,7 @@ pub fn attach(iface: &str, mode: Mode, cap: Capacity) -> Result<Attached, Attach
         pins.dir = root.join(ns.dir_name()).join(name);
     }
     check_free(&pins)?;
-    let mut ebpf = load(cap)?;
+    let mut ebpf = load(cap, bpf_log)?;
 
     // The pins go in place before packets flow, so a half-done attach is always
     // visible (and removable with `detach`) rather than a program nobody can find.
@@ -184,7 +192,7 @@ pub fn attach(iface: &str, mode: Mode, cap: Capacity) -> Result<Attached, Attach
             },
         };
         let link = prog.take_link(link_id).map_err(AttachError::Verify)?;
-        init_meta(&mut ebpf, mode, index, cap)?;
+        init_meta(&mut ebpf, mode, index, cap, bpf_log)?;
         let link: FdLink = link.try_into().map_err(|_| AttachError::NoLink(iface.to_string()))?;
         let path = pins.link();
         link.pin(&path).map_err(|e| pin_err("the XDP link", &path.display().to_string(), e))?;
@@ -262,11 +270,15 @@ impl Capacity {
 }
 
 /// Loads the object with its maps sized by `cap`, and the program into the kernel
-/// (this is where the verifier runs). Nothing is attached.
-pub fn load(cap: Capacity) -> Result<Ebpf, AttachError> {
+/// (this is where the verifier runs). Nothing is attached. `bpf_log` is the level of
+/// the data path's log records (None: off): a constant of the loaded program, so the
+/// verifier removes the statements of the levels that are off.
+pub fn load(cap: Capacity, bpf_log: Option<BpfLogLevel>) -> Result<Ebpf, AttachError> {
     cap.check()?;
     raise_memlock();
+    let level = bpflog::level_number(bpf_log);
     let mut loader = EbpfLoader::new();
+    loader.override_global(aya_log::LEVEL, &level, true);
     // Room for both generations of a replace.
     for name in map_names::LISTS {
         loader.map_max_entries(name, cap.entries * 2);
@@ -304,13 +316,14 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, AttachError> {
         .map_err(AttachError::Verify)
 }
 
-/// Writes the bookkeeping of a fresh attach (or test load): empty lists, and the
-/// limiter's seed.
+/// Writes the bookkeeping of a fresh attach (or test load): empty lists, the
+/// limiter's seed, and the log level the program was loaded with.
 pub fn init_meta(
     src: &mut impl MapSource,
     mode: u32,
     ifindex: u32,
     cap: Capacity,
+    bpf_log: Option<BpfLogLevel>,
 ) -> Result<(), AttachError> {
     LimiterMaps::open(src)?.init_seed()?;
     Core::open(src)?.write(&Meta {
@@ -322,6 +335,8 @@ pub fn init_meta(
         attached_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         max_sources: cap.sources,
         _pad: 0,
+        bpf_log: bpflog::level_number(bpf_log).into(),
+        _reserved: 0,
     })?;
     Ok(())
 }

@@ -33,8 +33,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("catching SIGINT and SIGTERM")?;
     }
     let iface = args.attach.iface.interface.clone();
-    let done = loader::attach(&iface, args.attach.mode.into(), args.attach.capacity())
-        .with_context(|| format!("attaching to {iface}"))?;
+    let done =
+        loader::attach(&iface, args.attach.mode.into(), args.attach.capacity(), args.attach.bpf_log.into())
+            .with_context(|| format!("attaching to {iface}"))?;
     if let Some(why) = &done.native_error {
         eprintln!("floodgate: warning: native XDP is not available on {iface} ({why}); using skb mode");
     }
