@@ -78,6 +78,15 @@ pub fn table_full(kind: Kind, map: &'static str) {
     }
 }
 
+/// The entry's tail call to fg_decide returned: its slot is empty. A message without
+/// arguments, so nothing is kept across the tail call on the path every frame takes.
+#[inline(always)]
+pub fn decide_empty() {
+    if level_enabled(Level::Error) && due(Kind::TailEmpty) {
+        error!(&(), target: TARGET, "tail-call slot of fg_decide is empty: frames are dropped as unchecked (at most one record per second per CPU)");
+    }
+}
+
 /// A tail call returned: program array slot `slot` is empty.
 #[inline(always)]
 pub fn tail_empty(slot: u32) {

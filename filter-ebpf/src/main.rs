@@ -59,7 +59,7 @@ pub fn floodgate(ctx: XdpContext) -> u32 {
         // SAFETY: a tail call with this program's own context.
         #[allow(clippy::let_unit_value)]
         let _ = unsafe { synproxy::TAILS.tail_call(&ctx, TAIL_DECIDE) };
-        log::tail_empty(TAIL_DECIDE);
+        log::decide_empty();
     }
     // Only when fg_decide is not in its slot (`attach` fills it before it attaches):
     // the frame was never checked against the lists, so it must not pass.
