@@ -6,7 +6,9 @@
 //! 2. live drop rate on a veth pair flooded by an XDP_TX generator (live.rs)
 //! 3. loading a million prefixes: floodgate, ipset, nft (lists.rs)
 //! 4. HTTP to nginx while floods run (legit.rs)
+//! 6. the data path's log statements, level off against trace (bpflog.rs)
 
+mod bpflog;
 mod legit;
 mod lists;
 mod live;
@@ -32,8 +34,8 @@ struct Args {
     /// The floodgate binary (part 3 times its CLI).
     #[arg(long, default_value = "target/release/floodgate")]
     floodgate: PathBuf,
-    /// Only these parts (1-5, as in the report), e.g. `--parts 1,2`.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5])]
+    /// Only these parts (1-6, as in the report), e.g. `--parts 1,2`.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5, 6])]
     parts: Vec<u8>,
     /// Also write part 1's limiter figures here as soon as they are known.
     #[arg(long)]
@@ -71,6 +73,9 @@ fn main() -> anyhow::Result<()> {
         sections.extend(
             legit::run(args.quick, &args.parts).context("parts 4 and 5 (legitimate traffic under flood)")?,
         );
+    }
+    if args.parts.contains(&6) {
+        sections.extend(bpflog::run(args.quick).context("part 6 (data-path logging)")?);
     }
     let md = report::write(&args.out, args.quick, &machine, &sections, t0.elapsed().as_secs_f64())?;
     println!("{md}");

@@ -11,6 +11,7 @@ use aya::{
 };
 use filter_common::{ListKind, limit::LimitConfig};
 use floodgate::{
+    config::BpfLogLevel,
     loader::{self, Capacity},
     maps::FilterMaps,
 };
@@ -45,9 +46,14 @@ fn bench_object() -> &'static [u8] {
 impl Obj {
     /// Loads floodgate (lists of `entries` per family) and the bench programs.
     pub fn load(entries: u32) -> anyhow::Result<Self> {
+        Self::load_with(entries, None)
+    }
+
+    /// As [`Obj::load`], with the data path's log level `bpf_log` (None: off).
+    pub fn load_with(entries: u32, bpf_log: Option<BpfLogLevel>) -> anyhow::Result<Self> {
         let cap = Capacity::entries(entries);
-        let mut ebpf = loader::load(cap).context("loading the XDP object (as root?)")?;
-        loader::init_meta(&mut ebpf, 0, 0, cap)?;
+        let mut ebpf = loader::load(cap, bpf_log).context("loading the XDP object (as root?)")?;
+        loader::init_meta(&mut ebpf, 0, 0, cap, bpf_log)?;
         let maps = FilterMaps::open(&mut ebpf)?;
         anyhow::ensure!(
             !bench_object().is_empty(),

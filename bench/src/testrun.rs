@@ -18,8 +18,8 @@ const REPEAT: u32 = 1_000_000;
 
 /// What a case needs set before it runs.
 #[derive(Clone)]
-struct Case {
-    name: String,
+pub(crate) struct Case {
+    pub(crate) name: String,
     prog: &'static str,
     frame: Vec<u8>,
     /// fgb_wrap's tail-call target and source mask.
@@ -30,12 +30,18 @@ struct Case {
     limit: Option<u64>,
 }
 
-fn case(name: &str, prog: &'static str, src: &str) -> Case {
+pub(crate) fn case(name: &str, prog: &'static str, src: &str) -> Case {
     Case { name: name.into(), prog, frame: udp64(src), jump: None, v4_sources: (0, 0), limit: None }
 }
 
+/// Through fgb_wrap into `target`, IPv4 sources from 198.18.0.0/15: random per frame,
+/// or the same every frame (identical rewrite work).
+pub(crate) fn wrap(name: &str, target: &'static str, random: bool, limit: Option<u64>) -> Case {
+    Case { jump: Some((target, if random { u32::MAX } else { 0 })), limit, ..case(name, WRAP, "198.18.0.1") }
+}
+
 /// Runs every case `runs` times, interleaved; returns the samples per case.
-fn measure(obj: &mut Obj, cases: &[Case], runs: usize) -> anyhow::Result<Vec<Vec<f64>>> {
+pub(crate) fn measure(obj: &mut Obj, cases: &[Case], runs: usize) -> anyhow::Result<Vec<Vec<f64>>> {
     let mut out = vec![Vec::new(); cases.len()];
     for _ in 0..runs {
         for (i, c) in cases.iter().enumerate() {

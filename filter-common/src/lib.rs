@@ -74,6 +74,10 @@ pub mod map_names {
     pub const PACKET: &str = "FG_PACKET";
     /// Zero-window probes seen per cookie handshake ([`crate::synproxy::ProbeKey`]).
     pub const PROBES: &str = "FG_PROBES";
+    /// Per-CPU: when each rate-limited kind of data-path log record last went out.
+    pub const LOG_AT: &str = "FG_LOG_AT";
+    /// aya-log's ring buffer of the data path's log records (its name is aya-log's).
+    pub const LOGS: &str = "AYA_LOGS";
     pub const BLOCK_V4_NET: &str = "FG_BLK_V4_NET";
     pub const BLOCK_V6_NET: &str = "FG_BLK_V6_NET";
     pub const ALLOW_V4_NET: &str = "FG_ALW_V4_NET";
@@ -89,8 +93,10 @@ pub mod map_names {
     pub const LISTS: [&str; 4] = [BLOCK_V4_NET, BLOCK_V6_NET, ALLOW_V4_NET, ALLOW_V6_NET];
 
     /// Every map in the object.
-    pub const ALL: [&str; 31] = [
+    pub const ALL: [&str; 33] = [
         COUNTERS,
+        LOG_AT,
+        LOGS,
         PACKET,
         SYN_SCRATCH,
         PROBES,
@@ -341,7 +347,7 @@ pub const fn mode_name(mode: u32) -> &'static str {
 
 /// Bumped when the layout of the pinned maps changes, so a controller never
 /// misreads maps pinned by another version.
-pub const META_VERSION: u32 = 6;
+pub const META_VERSION: u32 = 7;
 
 /// Controller bookkeeping, one entry in [`map_names::META`]. Only controllers
 /// read and write it, under the pin directory's lock.
@@ -361,7 +367,15 @@ pub struct Meta {
     /// Capacity of the limiter's LRU map.
     pub max_sources: u32,
     pub _pad: u32,
+    /// The aya-log level the program was loaded with ([`BPF_LOG_OFF`] or aya-log's
+    /// level number, 1 = error .. 5 = trace): fixed at load time, so a different level
+    /// needs a new load.
+    pub bpf_log: u32,
+    pub _reserved: u32,
 }
+
+/// [`Meta::bpf_log`] of a program loaded with the data path's logging off.
+pub const BPF_LOG_OFF: u32 = 0;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -380,7 +394,7 @@ mod pod {
     unsafe impl aya::Pod for super::synproxy::SynProxyConfig {}
 
     const _: () = assert!(core::mem::size_of::<super::Counter>() == 16);
-    const _: () = assert!(core::mem::size_of::<super::Meta>() == 48);
+    const _: () = assert!(core::mem::size_of::<super::Meta>() == 56);
     const _: () = assert!(core::mem::size_of::<super::ListValue>() == 16);
     const _: () = assert!(core::mem::size_of::<super::EntryKey>() == 28);
     const _: () = assert!(core::mem::size_of::<super::limit::LimitConfig>() == 136);

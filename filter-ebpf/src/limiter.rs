@@ -30,9 +30,10 @@ use filter_common::{
         Ban, Cell64, DOOR_ENTRIES, Event, GLOBAL_ENTRIES, GLOBAL_HEAVY, GLOBAL_SEED, GLOBAL_SYN, LimitConfig,
         LimitVerdict, SourceCells, SourceKey, SourceState, ban_due, door_hash, police, take,
     },
+    map_names,
 };
 
-use crate::{clock::Clock, lists::ACTIVE};
+use crate::{clock::Clock, lists::ACTIVE, log};
 
 /// An over-limit source leaves FG_HEAVY this long after its last drop.
 const HEAVY_IDLE_NS: u64 = 60_000_000_000;
@@ -296,7 +297,10 @@ impl Limiter for MapLimiter<'_> {
                                 atomic_add(n, 1);
                             }
                         }
-                        Err(_) if HEAVY.get_ptr(&key).is_none() => event(Event::HeavyMapFull),
+                        Err(_) if HEAVY.get_ptr(&key).is_none() => {
+                            event(Event::HeavyMapFull);
+                            log::table_full(log::Kind::HeavyMapFull, map_names::HEAVY);
+                        }
                         Err(_) => {}
                     }
                 }
@@ -306,14 +310,19 @@ impl Limiter for MapLimiter<'_> {
                     // SAFETY: field pointer into a live map value.
                     unsafe { Shared(addr_of_mut!((*state).over_since)).set(0) };
                     match BANS.insert(&key, &ban, BPF_NOEXIST as u64) {
-                        Ok(()) => event(Event::AutoBan),
+                        Ok(()) => {
+                            event(Event::AutoBan);
+                            log::auto_ban(&key, cfg.ban_for_ns);
+                        }
                         Err(_) => {
                             // Present already (expired, or raced by another CPU) or full.
                             if BANS.get_ptr(&key).is_some() {
                                 let _ = BANS.insert(&key, &ban, BPF_ANY as u64);
                                 event(Event::AutoBan);
+                                log::auto_ban(&key, cfg.ban_for_ns);
                             } else {
                                 event(Event::BanMapFull);
+                                log::table_full(log::Kind::BanMapFull, map_names::BANS);
                             }
                         }
                     }

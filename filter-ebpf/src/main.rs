@@ -11,6 +11,7 @@
 mod clock;
 mod limiter;
 mod lists;
+mod log;
 mod rules;
 mod synproxy;
 mod view;
@@ -58,6 +59,7 @@ pub fn floodgate(ctx: XdpContext) -> u32 {
         // SAFETY: a tail call with this program's own context.
         #[allow(clippy::let_unit_value)]
         let _ = unsafe { synproxy::TAILS.tail_call(&ctx, TAIL_DECIDE) };
+        log::decide_empty();
     }
     // Only when fg_decide is not in its slot (`attach` fills it before it attaches):
     // the frame was never checked against the lists, so it must not pass.
@@ -94,6 +96,7 @@ pub fn fg_decide(ctx: XdpContext) -> u32 {
         // (Its result type differs between the bpf and host builds.)
         #[allow(clippy::let_unit_value)]
         let _ = unsafe { synproxy::TAILS.tail_call(&ctx, tail) };
+        log::tail_empty(tail);
         return verdict(Reason::Passed, view.frame_len());
     }
     verdict(reason, view.frame_len())

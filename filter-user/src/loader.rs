@@ -20,6 +20,8 @@ use filter_common::{
 use thiserror::Error;
 
 use crate::{
+    bpflog,
+    config::BpfLogLevel,
     limits::{LimitError, LimiterMaps},
     maps::{Core, MapSource, MetaError, OpenError},
     object,
@@ -128,8 +130,14 @@ pub fn ifindex(iface: &str) -> Result<u32, AttachError> {
 
 /// Loads the program (list maps sized for `max_entries` per list and family), attaches
 /// it to `iface`, and pins link and maps so it stays attached after this process exits.
-pub fn attach(iface: &str, mode: Mode, cap: Capacity) -> Result<Attached, AttachError> {
-    attach_filled(iface, mode, cap, &mut |_| Ok(()))
+/// `bpf_log` is the data path's log level (None: off), fixed for this load.
+pub fn attach(
+    iface: &str,
+    mode: Mode,
+    cap: Capacity,
+    bpf_log: Option<BpfLogLevel>,
+) -> Result<Attached, AttachError> {
+    attach_filled(iface, mode, cap, bpf_log, &mut |_| Ok(()))
 }
 
 /// What fills a filter's maps before its program sees a packet.
@@ -141,6 +149,7 @@ pub fn attach_filled(
     iface: &str,
     mode: Mode,
     cap: Capacity,
+    bpf_log: Option<BpfLogLevel>,
     populate: Populate<'_>,
 ) -> Result<Attached, AttachError> {
     cap.check()?;
@@ -154,7 +163,7 @@ pub fn attach_filled(
         pins.dir = root.join(ns.dir_name()).join(name);
     }
     check_free(&pins)?;
-    let mut ebpf = load(cap)?;
+    let mut ebpf = load(cap, bpf_log)?;
 
     // The pins go in place before packets flow, so a half-done attach is always
     // visible (and removable with `detach`) rather than a program nobody can find.
@@ -188,7 +197,7 @@ pub fn attach_filled(
         }
         // The mode is rewritten below once known; the seed and empty lists must be in
         // place before the first packet.
-        init_meta(&mut ebpf, MODE_NATIVE, index, cap)?;
+        init_meta(&mut ebpf, MODE_NATIVE, index, cap, bpf_log)?;
         populate(&mut ebpf).map_err(AttachError::Populate)?;
         let prog = program(&mut ebpf)?;
         let (link_id, mode, native_error) = match mode {
@@ -284,9 +293,11 @@ impl Capacity {
 }
 
 /// Loads the object with its maps sized by `cap`, and the program into the kernel
-/// (this is where the verifier runs). Nothing is attached.
-pub fn load(cap: Capacity) -> Result<Ebpf, AttachError> {
-    load_reusing(cap, None)
+/// (this is where the verifier runs). Nothing is attached. `bpf_log` is the level of
+/// the data path's log records (None: off): a constant of the loaded program, so the
+/// verifier removes the statements of the levels that are off.
+pub fn load(cap: Capacity, bpf_log: Option<BpfLogLevel>) -> Result<Ebpf, AttachError> {
+    load_reusing(cap, bpf_log, None)
 }
 
 /// [`load`], with every map but the tail-call table taken from the pins in `reuse`
@@ -294,10 +305,16 @@ pub fn load(cap: Capacity) -> Result<Ebpf, AttachError> {
 /// differ): the program a takeover swaps in keeps the running filter's lists,
 /// limits, counters and tracked sources. The tail-call table is always new, so the
 /// running entry program keeps calling its own generation until the link switches.
-pub fn load_reusing(cap: Capacity, reuse: Option<&std::path::Path>) -> Result<Ebpf, AttachError> {
+pub fn load_reusing(
+    cap: Capacity,
+    bpf_log: Option<BpfLogLevel>,
+    reuse: Option<&std::path::Path>,
+) -> Result<Ebpf, AttachError> {
     cap.check()?;
     raise_memlock();
+    let level = bpflog::level_number(bpf_log);
     let mut loader = EbpfLoader::new();
+    loader.override_global(aya_log::LEVEL, &level, true);
     if let Some(dir) = reuse {
         for name in map_names::ALL {
             if name != map_names::TAILS && fs::symlink_metadata(dir.join(name)).is_ok() {
@@ -342,13 +359,14 @@ pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, AttachError> {
         .map_err(AttachError::Verify)
 }
 
-/// Writes the bookkeeping of a fresh attach (or test load): empty lists, and the
-/// limiter's seed.
+/// Writes the bookkeeping of a fresh attach (or test load): empty lists, the
+/// limiter's seed, and the log level the program was loaded with.
 pub fn init_meta(
     src: &mut impl MapSource,
     mode: u32,
     ifindex: u32,
     cap: Capacity,
+    bpf_log: Option<BpfLogLevel>,
 ) -> Result<(), AttachError> {
     LimiterMaps::open(src)?.init_seed()?;
     Core::open(src)?.write(&Meta {
@@ -360,6 +378,8 @@ pub fn init_meta(
         attached_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         max_sources: cap.sources,
         _pad: 0,
+        bpf_log: bpflog::level_number(bpf_log).into(),
+        _reserved: 0,
     })?;
     Ok(())
 }

@@ -25,11 +25,14 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use filter_common::{MODE_NATIVE, map_names};
+use filter_common::{MODE_NATIVE, Meta, map_names};
 use thiserror::Error;
 
 use crate::{
+    bpflog,
+    config::BpfLogLevel,
     loader::{self, AttachError, Capacity},
+    maps::Core,
     pins::{self, IfacePins},
 };
 
@@ -58,6 +61,8 @@ pub enum TakeoverError {
         #[source]
         source: io::Error,
     },
+    #[error("recording the new program's log level in the pinned metadata")]
+    Meta(#[source] AttachError),
     #[error("filling the new maps before the swap")]
     Populate(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -133,9 +138,22 @@ fn pin_over(ebpf: &Ebpf, name: &str, pins: &IfacePins) -> Result<(), TakeoverErr
 /// Same layout: loads this build's program over the pinned maps and swaps it in.
 /// Fails with [`AttachError::Load`] when a map does not fit (another layout): then
 /// nothing changed and [`rebuild`] is the way.
-pub fn replace_program(pins: &IfacePins, cap: Capacity) -> Result<Outcome, TakeoverError> {
-    let mut ebpf = loader::load_reusing(cap, Some(&pins.dir))?;
+/// `bpf_log` is the new program's log level, recorded in the (shared) metadata once
+/// it runs.
+pub fn replace_program(
+    pins: &IfacePins,
+    cap: Capacity,
+    bpf_log: Option<BpfLogLevel>,
+) -> Result<Outcome, TakeoverError> {
+    let mut ebpf = loader::load_reusing(cap, bpf_log, Some(&pins.dir))?;
     let changed = swap(&mut ebpf, pins)?;
+    let record = |ebpf: &mut Ebpf| -> Result<(), AttachError> {
+        let mut core = Core::open(ebpf)?;
+        let meta = core.read()?;
+        core.write(&Meta { bpf_log: bpflog::level_number(bpf_log).into(), ..meta })?;
+        Ok(())
+    };
+    record(&mut ebpf).map_err(TakeoverError::Meta)?;
     // The old tail-call table keeps the old programs loaded: the new table replaces
     // its pin (the new entry program already calls through the new one).
     pin_over(&ebpf, map_names::TAILS, pins)?;
@@ -157,13 +175,14 @@ fn old_attach(pins: &IfacePins) -> (u32, u32) {
 pub fn rebuild(
     pins: &IfacePins,
     cap: Capacity,
+    bpf_log: Option<BpfLogLevel>,
     why: String,
     populate: loader::Populate<'_>,
 ) -> Result<Outcome, TakeoverError> {
-    let mut ebpf = loader::load(cap)?;
+    let mut ebpf = loader::load(cap, bpf_log)?;
     let (mode, ifindex) = old_attach(pins);
     let ifindex = pins::link_ifindex(&pins.dir).unwrap_or(ifindex);
-    loader::init_meta(&mut ebpf, mode, ifindex, cap)?;
+    loader::init_meta(&mut ebpf, mode, ifindex, cap, bpf_log)?;
     populate(&mut ebpf).map_err(TakeoverError::Populate)?;
 
     let staging = pins.dir.join(STAGING);

@@ -7,6 +7,7 @@ use aya::{
 };
 use filter_common::{Counter, ListKind, Reason};
 use floodgate::{
+    config::BpfLogLevel,
     loader::{self, Capacity},
     maps::FilterMaps,
     stats::Totals,
@@ -31,9 +32,14 @@ pub struct Outcome {
 impl Harness {
     /// Loads the object (verifier included) with lists of `max_entries` per family.
     pub fn new(max_entries: u32) -> Self {
+        Self::with_bpf_log(max_entries, None)
+    }
+
+    /// As [`Harness::new`], with the data path's log records at `level` (None: off).
+    pub fn with_bpf_log(max_entries: u32, level: Option<BpfLogLevel>) -> Self {
         let cap = Capacity::entries(max_entries);
-        let mut ebpf = loader::load(cap).expect("loading the XDP object (are you root?)");
-        loader::init_meta(&mut ebpf, 0, 0, cap).expect("meta");
+        let mut ebpf = loader::load(cap, level).expect("loading the XDP object (are you root?)");
+        loader::init_meta(&mut ebpf, 0, 0, cap, level).expect("meta");
         let maps = FilterMaps::open(&mut ebpf).expect("maps");
         Self { ebpf, maps }
     }

@@ -240,7 +240,7 @@ fn pin_old_layout(ns: &Ns, dir: &Path) {
     ns.ns
         .enter(move || {
             let index = loader::ifindex(&iface).unwrap();
-            let mut ebpf = loader::load(Capacity::entries(1024)).unwrap();
+            let mut ebpf = loader::load(Capacity::entries(1024), None).unwrap();
             fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
             for (name, map) in ebpf.maps() {
                 if !name.starts_with('.') && name != map_names::META {

@@ -17,7 +17,7 @@ fn harness() -> Harness {
 
 #[test]
 fn list_maps_get_the_requested_capacity() {
-    let ebpf = loader::load(loader::Capacity::entries(3000)).expect("load");
+    let ebpf = loader::load(loader::Capacity::entries(3000), None).expect("load");
     for name in map_names::LISTS {
         let data = match ebpf.map(name).expect(name) {
             aya::maps::Map::HashMap(d) | aya::maps::Map::LpmTrie(d) => d,

@@ -1,7 +1,10 @@
 use anyhow::Context as _;
 use clap::ValueEnum;
 use filter_common::{DEFAULT_MAX_ENTRIES, DEFAULT_MAX_SOURCES};
-use floodgate::loader::{self, Capacity, Mode};
+use floodgate::{
+    config::BpfLogLevel,
+    loader::{self, Capacity, Mode},
+};
 
 use super::Iface;
 
@@ -26,6 +29,11 @@ pub struct Args {
     /// new ones; sources over their limit are kept apart and never pushed out).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SOURCES)]
     pub max_sources: u32,
+    /// Level of the data path's own log records (auto-bans, full tables, empty
+    /// tail-call slots), fixed when the program is loaded. Off, the verifier removes
+    /// the log statements. A running `floodgate run` forwards the records to its log.
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = BpfLogArg::Off)]
+    pub bpf_log: BpfLogArg,
 }
 
 impl Args {
@@ -54,9 +62,33 @@ impl From<ModeArg> for Mode {
     }
 }
 
+/// `--bpf-log`: a data-path log level, or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BpfLogArg {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl From<BpfLogArg> for Option<BpfLogLevel> {
+    fn from(l: BpfLogArg) -> Self {
+        Some(match l {
+            BpfLogArg::Off => return None,
+            BpfLogArg::Error => BpfLogLevel::Error,
+            BpfLogArg::Warn => BpfLogLevel::Warn,
+            BpfLogArg::Info => BpfLogLevel::Info,
+            BpfLogArg::Debug => BpfLogLevel::Debug,
+            BpfLogArg::Trace => BpfLogLevel::Trace,
+        })
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let iface = &args.iface.interface;
-    let done = loader::attach(iface, args.mode.into(), args.capacity())
+    let done = loader::attach(iface, args.mode.into(), args.capacity(), args.bpf_log.into())
         .with_context(|| format!("attaching to {}", iface))?;
     if done.mounted_bpffs {
         eprintln!("floodgate: mounted a bpffs (mode 0700) at {}", floodgate::pins::BPFFS);

@@ -6,9 +6,12 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::ValueEnum;
 use filter_common::{DEFAULT_MAX_ENTRIES, DEFAULT_MAX_SOURCES};
-use floodgate::config::{BpfLogLevel, LogFormat};
+use floodgate::config::LogFormat;
 
-use super::{attach::ModeArg, service};
+use super::{
+    attach::{BpfLogArg, ModeArg},
+    service,
+};
 
 /// Run as a service: put a config file in force and keep it so.
 ///
@@ -55,33 +58,10 @@ pub struct Args {
     /// at this level and above; overrides the config's log.bpf. `off` lets the verifier
     /// remove the logging code.
     #[arg(long, value_enum, value_name = "LEVEL")]
-    pub bpf_log: Option<BpfLog>,
+    pub bpf_log: Option<BpfLogArg>,
     /// Log lines as text or JSON (one object per line); overrides the config's log.format.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormatArg>,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum BpfLog {
-    Off,
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl BpfLog {
-    pub fn level(self) -> Option<BpfLogLevel> {
-        match self {
-            BpfLog::Off => None,
-            BpfLog::Error => Some(BpfLogLevel::Error),
-            BpfLog::Warn => Some(BpfLogLevel::Warn),
-            BpfLog::Info => Some(BpfLogLevel::Info),
-            BpfLog::Debug => Some(BpfLogLevel::Debug),
-            BpfLog::Trace => Some(BpfLogLevel::Trace),
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

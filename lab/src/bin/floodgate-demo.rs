@@ -153,7 +153,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn play(scene: &Scene, args: &Args) -> anyhow::Result<()> {
-    let attached = scene.srv.enter(|| loader::attach(SRV_IF, Mode::Auto, Capacity::default()))??;
+    let attached = scene.srv.enter(|| loader::attach(SRV_IF, Mode::Auto, Capacity::default(), None))??;
     println!(
         "$ nsenter --net=/run/netns/fgdemo-srv floodgate attach -i {SRV_IF}    # {} mode",
         filter_common::mode_name(attached.mode)

@@ -13,7 +13,8 @@ use anyhow::{Context as _, bail};
 use aya::Ebpf;
 use filter_common::ListKind;
 use floodgate::{
-    config::{Config, Interface, ListSpec},
+    bpflog::{self, Forwarder},
+    config::{BpfLogLevel, Config, Interface, ListSpec},
     loader::{self, Capacity, Mode},
     maps::{Core, Pinned},
     metrics::{Exporter, Target},
@@ -42,6 +43,18 @@ struct Filter {
     /// The config applied last (None: `run -i`, no config).
     applied: Option<Interface>,
     owned: Owned,
+    /// Forwards the running program's log records (when its log is on).
+    log_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Filter {
+    fn drop(&mut self) {
+        // A filter replaced (takeover, new program) or given up: its program's
+        // records are no longer this one's to read.
+        if let Some(t) = &self.log_task {
+            t.abort();
+        }
+    }
 }
 
 pub struct Controller {
@@ -55,6 +68,11 @@ pub struct Controller {
     sweep_failing: HashMap<String, (String, Instant)>,
     /// What the metrics endpoint reads: told of every filter and reload.
     metrics: Arc<Exporter>,
+    rt: Handle,
+    /// `--bpf-log`, which overrides the config's `log.bpf`.
+    bpf_log_arg: Option<Option<BpfLogLevel>>,
+    /// The data path's log level programs are loaded with.
+    bpf_log: Option<BpfLogLevel>,
 }
 
 impl Controller {
@@ -75,12 +93,16 @@ impl Controller {
             detach_on_exit: args.detach_on_exit,
             sweep_failing: HashMap::new(),
             metrics,
+            rt: rt.clone(),
+            bpf_log_arg: args.bpf_log.map(Into::into),
+            bpf_log: args.bpf_log.and_then(Into::into),
         };
         match (&args.config, &args.interface) {
             (Some(path), _) => {
                 let config = load_config(path).map_err(|errors| {
                     anyhow::anyhow!("{} is not valid:\n{}", path.display(), errors.join("\n"))
                 })?;
+                ctl.bpf_log = ctl.bpf_log_arg.unwrap_or(config.service.bpf_log);
                 let mut urls = Urls::new(rt, &config.service.state_dir, tx)?;
                 ctl.metrics.state().set_source_reader(urls.metrics_reader());
                 urls.sync(&config);
@@ -141,7 +163,7 @@ impl Controller {
                 }
                 Ok(())
             };
-            let done = loader::attach_filled(name, mode, cap, &mut populate)
+            let done = loader::attach_filled(name, mode, cap, self.bpf_log, &mut populate)
                 .with_context(|| format!("attaching to {name}"))?;
             if let Some(why) = &done.native_error {
                 tracing::warn!(interface = name, "native XDP is not available ({why}); attached in skb mode");
@@ -153,7 +175,8 @@ impl Controller {
                 "attached"
             );
             owned.save(&owned_path).with_context(|| format!("saving {}", owned_path.display()))?;
-            return Ok(Filter { pins: done.pins, applied: cfg.cloned(), owned });
+            let log_task = self.forward_log(&done.pins);
+            return Ok(Filter { pins: done.pins, applied: cfg.cloned(), owned, log_task });
         }
         let pins = pins::resolve_for(Some(name), Purpose::Use)
             .with_context(|| format!("taking over the filter pinned for {name}"))?;
@@ -164,7 +187,7 @@ impl Controller {
             .and_then(|mut src| Core::open(&mut src).ok()?.read().ok())
             .map(|m| Capacity { entries: m.max_entries, sources: m.max_sources });
         let outcome = match pinned_cap {
-            Some(have) if have == cap => match takeover::replace_program(&pins, have) {
+            Some(have) if have == cap => match takeover::replace_program(&pins, have, self.bpf_log) {
                 Err(TakeoverError::Load(e)) => {
                     let why =
                         format!("the pinned maps do not fit this floodgate: {}", loader::error_chain(&e));
@@ -211,7 +234,12 @@ impl Controller {
             }
         };
         owned.save(&owned_path).with_context(|| format!("saving {}", owned_path.display()))?;
-        Ok(Filter { pins, applied: cfg.cloned(), owned })
+        let log_task = self.forward_log(&pins);
+        Ok(Filter { pins, applied: cfg.cloned(), owned, log_task })
+    }
+
+    fn forward_log(&self, pins: &IfacePins) -> Option<tokio::task::JoinHandle<()>> {
+        forward_log(&self.rt, self.bpf_log, pins)
     }
 
     /// New maps for `pins`, filled with the config (and, with `carry`, the entries the
@@ -243,7 +271,7 @@ impl Controller {
             }
             Ok(())
         };
-        Ok(takeover::rebuild(pins, cap, why, &mut populate)?)
+        Ok(takeover::rebuild(pins, cap, self.bpf_log, why, &mut populate)?)
     }
 
     pub fn reload(&mut self, accept_shrink: bool) -> Reply {
@@ -270,6 +298,7 @@ impl Controller {
                 };
             }
         };
+        self.bpf_log = self.bpf_log_arg.unwrap_or(config.service.bpf_log);
         if let Some(urls) = &mut self.urls {
             urls.sync(&config);
             if accept_shrink {
@@ -324,8 +353,23 @@ impl Controller {
         }
         let want = self.desired(iface)?;
         let owned_path = self.owned_path(&name);
+        let (bpf_log, rt) = (self.bpf_log, self.rt.clone());
         let f = self.filters.get_mut(&name).expect("checked");
         let _lock = f.pins.lock()?;
+        let mut notes = Vec::new();
+        let loaded = Core::open(&mut Pinned::open(&f.pins)?)?.read()?;
+        if bpflog::needs_reload(&loaded, bpf_log) {
+            // The level is a constant of the loaded program: a new one goes in on the
+            // link, over the same maps.
+            takeover::replace_program(&f.pins, iface.capacity, bpf_log)
+                .with_context(|| format!("loading {name}'s program with the new log level"))?;
+            if let Some(t) = f.log_task.take() {
+                t.abort();
+            }
+            f.log_task = forward_log(&rt, bpf_log, &f.pins);
+            let level = bpf_log.map_or("off".into(), |l| format!("{l:?}").to_lowercase());
+            notes.push(format!("data path log: {level} (program reloaded on the link)"));
+        }
         let (owned, changes, result) =
             reconcile::apply(&mut Pinned::open(&f.pins)?, &want, f.applied.as_ref(), &f.owned);
         f.owned = owned;
@@ -333,7 +377,8 @@ impl Controller {
         tracing::info!(interface = name.as_str(), "reload: {changes}");
         result?;
         f.applied = Some(iface.clone());
-        Ok(changes.to_string())
+        notes.insert(0, changes.to_string());
+        Ok(notes.join("; "))
     }
 
     /// A URL source's copy in force changed: its interface's lists converge again
@@ -432,6 +477,28 @@ impl Controller {
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+}
+
+/// Forwards the log records of the program now attached under `pins` to the
+/// service's log, when the data path's log is on. A failure costs the records only.
+fn forward_log(
+    rt: &Handle,
+    level: Option<BpfLogLevel>,
+    pins: &IfacePins,
+) -> Option<tokio::task::JoinHandle<()>> {
+    level?;
+    let _rt = rt.enter();
+    match Forwarder::for_pins(pins).and_then(Forwarder::spawn) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            tracing::warn!(
+                interface = pins.iface.as_str(),
+                "the data path's log records cannot be read: {}",
+                loader::error_chain(&e)
+            );
+            None
         }
     }
 }
