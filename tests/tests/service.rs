@@ -328,3 +328,40 @@ fn service_config_upgrade_and_reloads() {
         .collect();
     assert_eq!(sent, expected, "sd_notify messages in order");
 }
+
+/// The config's `log.bpf` in force: the data path's record of an auto-ban reaches the
+/// service's log; a reload to "off" puts a program without records on the link.
+#[test]
+fn service_forwards_the_data_path_log() {
+    let mut lab = Lab::new("svclog");
+    let rt = TempDir::new("svclog");
+    lab.env.push(("FLOODGATE_RUNTIME_DIR".into(), rt.path().display().to_string()));
+    let cfg = example_config(rt.path(), &lab.srv_if, "127.0.0.1:9669");
+    let text = fs::read_to_string(&cfg).unwrap();
+    let with_log = text
+        .replace("#bpf = \"off\"", "bpf = \"info\"")
+        .replace("pps = 2000", "pps = 100")
+        .replace("ban_after = \"30s\"", "ban_after = \"1s\"")
+        .replace("ban_for = \"10m\"", "ban_for = \"30s\"");
+    assert_ne!(with_log, text);
+    fs::write(&cfg, &with_log).unwrap();
+    let cfg_s = cfg.display().to_string();
+    let log = rt.path().join("run.log");
+    let mut svc = Service::start(&lab, &["run", "--config", cfg_s.as_str()], rt.path(), &log);
+    let meta = lab.maps().core.meta.get(&0, 0).unwrap();
+    assert_eq!(floodgate::bpflog::loaded_level(&meta), Some(floodgate::config::BpfLogLevel::Info));
+
+    // One source over its limit for longer than ban_after, to a served port.
+    let bad = lab.frame("192.0.2.72", 53);
+    lab.send(std::slice::from_ref(&bad), 1_250, 500);
+    assert_eq!(lab.stats()["auto_bans"], 1, "the flood was banned");
+    svc.wait_for("auto-ban 192.0.2.72/32 for 30 s", Duration::from_secs(5));
+
+    fs::write(&cfg, with_log.replace("bpf = \"info\"", "bpf = \"off\"")).unwrap();
+    let out = lab.ok(&["reload"]);
+    assert!(out.contains("data path log: off"), "{out}");
+    let meta = lab.maps().core.meta.get(&0, 0).unwrap();
+    assert_eq!(floodgate::bpflog::loaded_level(&meta), None);
+    assert_eq!(lab.stats()["auto_bans"], 1, "same maps: the counters stay");
+    svc.stop();
+}
