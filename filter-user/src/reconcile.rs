@@ -115,6 +115,29 @@ impl Desired<'_> {
             ListKind::Allow => &self.allowlist,
         }
     }
+
+    /// Refuses a list with more distinct entries in one address family than the
+    /// interface's `max_entries`: checked before anything is applied, so such a file
+    /// changes nothing rather than applying the sections before the list that fails.
+    pub fn check_capacity(&self) -> Result<(), String> {
+        let cap = self.config.capacity.entries as usize;
+        for kind in ListKind::ALL {
+            let distinct: BTreeSet<IpNet> = self.list(kind).iter().map(IpNet::trunc).collect();
+            let v4 = distinct.iter().filter(|n| matches!(n, IpNet::V4(_))).count();
+            for (family, n) in [("IPv4", v4), ("IPv6", distinct.len() - v4)] {
+                if n > cap {
+                    return Err(format!(
+                        "the {} holds {} {family} entries, more than max_entries ({}); raise max_entries \
+                         (new maps, swapped in without a gap) or shorten the list",
+                        kind.name(),
+                        crate::human::grouped(n as u64),
+                        crate::human::grouped(cap as u64),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What one application changed.
@@ -389,5 +412,43 @@ pub fn describe_synproxy(s: Option<&SynProxy>) -> String {
                 format!("ports {} above {}/s", ports.join(","), s.above_pps)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn iface(max_entries: u32) -> Interface {
+        let text = format!("[interface.x]\nmax_entries = {max_entries}\n");
+        crate::config::load_str(Path::new("t.toml"), &text).unwrap().interfaces.remove(0)
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn capacity_counts_distinct_entries_per_family() {
+        let cfg = iface(2);
+        // Two IPv4 and two IPv6 entries (a repeat and a host-bits duplicate count once).
+        let fits = Desired {
+            config: &cfg,
+            blocklist: nets(&[
+                "192.0.2.1/32",
+                "192.0.2.1/32",
+                "198.51.100.0/24",
+                "2001:db8::/48",
+                "2001:db8::1/128",
+            ]),
+            allowlist: nets(&["203.0.113.0/24"]),
+        };
+        assert_eq!(fits.check_capacity(), Ok(()));
+        let over =
+            Desired { allowlist: nets(&["2001:db8::/32", "2001:db8:1::/48", "2001:db8:2::/48"]), ..fits };
+        let e = over.check_capacity().unwrap_err();
+        assert!(e.starts_with("the allowlist holds 3 IPv6 entries, more than max_entries (2)"), "{e}");
     }
 }

@@ -12,6 +12,7 @@ use std::{
 
 use std::{fs, os::unix::net::UnixDatagram};
 
+use filter_common::map_names;
 use integration_tests::{
     live::{Lab, packets},
     service::{Service, TempDir, example_config},
@@ -183,6 +184,75 @@ impl Drop for Systemd {
     }
 }
 
+/// Turns the running filter's pins into what the previous layout (version 6, before
+/// the data path's log) left behind, the fixture of an upgrade: its 48-byte metadata,
+/// without the log maps, with a map this layout no longer has. The running program
+/// keeps its own maps (it holds them by descriptor): packets see no change.
+fn previous_layout(lab: &Lab) {
+    let pins = lab.pins_dir();
+    let meta = lab.maps().core.meta.get(&0, 0).unwrap();
+    let mut v6 = Vec::new();
+    for w in [6, meta.mode, meta.ifindex, meta.max_entries] {
+        v6.extend_from_slice(&w.to_ne_bytes());
+    }
+    for w in meta.counts.as_flattened() {
+        v6.extend_from_slice(&w.to_ne_bytes());
+    }
+    v6.extend_from_slice(&meta.attached_at.to_ne_bytes());
+    v6.extend_from_slice(&meta.max_sources.to_ne_bytes());
+    v6.extend_from_slice(&0u32.to_ne_bytes());
+    assert_eq!(v6.len(), 48);
+    let staging = pins.join("fixture");
+    fs::create_dir(&staging).unwrap();
+    let bpftool = |args: &[&str]| {
+        let out = std::process::Command::new("bpftool").args(args).output().unwrap();
+        assert!(out.status.success(), "bpftool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let (old_meta, retired) = (staging.join("m"), staging.join("r"));
+    let s = |p: &std::path::Path| p.display().to_string();
+    bpftool(&[
+        "map",
+        "create",
+        &s(&old_meta),
+        "type",
+        "array",
+        "key",
+        "4",
+        "value",
+        "48",
+        "entries",
+        "1",
+        "name",
+        "FG_META",
+    ]);
+    let meta_path = s(&old_meta);
+    let mut args = vec!["map", "update", "pinned", meta_path.as_str(), "key", "0", "0", "0", "0", "value"];
+    let bytes: Vec<String> = v6.iter().map(u8::to_string).collect();
+    args.extend(bytes.iter().map(String::as_str));
+    bpftool(&args);
+    bpftool(&[
+        "map",
+        "create",
+        &s(&retired),
+        "type",
+        "hash",
+        "key",
+        "8",
+        "value",
+        "8",
+        "entries",
+        "16",
+        "name",
+        "FG_RETIRED",
+    ]);
+    fs::rename(&old_meta, pins.join(map_names::META)).unwrap();
+    fs::rename(&retired, pins.join("FG_RETIRED")).unwrap();
+    fs::remove_dir(&staging).unwrap();
+    for name in [map_names::LOG_AT, map_names::LOGS] {
+        fs::remove_file(pins.join(name)).unwrap();
+    }
+}
+
 /// The service's metrics endpoint, fetched inside the server's namespace.
 fn scrape(lab: &Lab, addr: &str) -> String {
     let out = lab
@@ -213,8 +283,9 @@ fn metric(body: &str, name: &str, labels: &[&str]) -> f64 {
 }
 
 /// The shipped example config in force: a flood from its blocklisted range, to a
-/// port it serves, through a restart and a takeover of pins another floodgate
-/// version made (another layout: new maps, filled from the config before the swap)
+/// port it serves, through a restart and a takeover of pins the previous floodgate
+/// version made (another layout, [`previous_layout`]: new maps, filled from the config
+/// before the swap)
 /// lets nothing through; reloads apply what changed and keep what operators added;
 /// a bad file is refused whole; systemd hears READY, RELOADING, READY, STOPPING.
 #[test]
@@ -248,12 +319,14 @@ fn service_config_upgrade_and_reloads() {
     // Pins of another layout version, as a floodgate built with another map layout
     // leaves them: this floodgate cannot use those maps, so it builds its own.
     svc.stop();
-    let mut maps = lab.maps();
-    let meta = maps.core.meta.get(&0, 0).unwrap();
-    maps.core.meta.set(0, &filter_common::Meta { version: meta.version + 1000, ..meta }, 0).unwrap();
-    drop(maps);
+    previous_layout(&lab);
     svc = Service::start(&lab, &run, rt.path(), &log);
     assert!(svc.log().contains("with new maps"), "{}", svc.log());
+    let pins = lab.pins_dir();
+    assert!(!pins.join("FG_RETIRED").exists(), "a map of the old layout only is unpinned");
+    assert!(pins.join(map_names::LOG_AT).exists(), "a map new in this layout is pinned");
+    let meta = lab.maps().core.meta.get(&0, 0).unwrap();
+    assert_eq!(meta.version, filter_common::META_VERSION);
     thread::sleep(Duration::from_millis(300));
     let sent = flood.stop();
     sink.settle();
@@ -330,7 +403,8 @@ fn service_config_upgrade_and_reloads() {
 }
 
 /// The config's `log.bpf` in force: the data path's record of an auto-ban reaches the
-/// service's log; a reload to "off" puts a program without records on the link.
+/// service's log, next to the service's own events of the ban's start and end; a
+/// reload to "off" puts a program without records on the link.
 #[test]
 fn service_forwards_the_data_path_log() {
     let mut lab = Lab::new("svclog");
@@ -342,7 +416,8 @@ fn service_forwards_the_data_path_log() {
         .replace("#bpf = \"off\"", "bpf = \"info\"")
         .replace("pps = 2000", "pps = 100")
         .replace("ban_after = \"30s\"", "ban_after = \"1s\"")
-        .replace("ban_for = \"10m\"", "ban_for = \"30s\"");
+        .replace("ban_for = \"10m\"", "ban_for = \"30s\"")
+        .replace("#max_entries = 1000000", "max_entries = 100");
     assert_ne!(with_log, text);
     fs::write(&cfg, &with_log).unwrap();
     let cfg_s = cfg.display().to_string();
@@ -356,6 +431,28 @@ fn service_forwards_the_data_path_log() {
     lab.send(std::slice::from_ref(&bad), 1_250, 500);
     assert_eq!(lab.stats()["auto_bans"], 1, "the flood was banned");
     svc.wait_for("auto-ban 192.0.2.72/32 for 30 s", Duration::from_secs(5));
+    // The service's own events, whatever the data path's level: start and end.
+    svc.wait_for("auto-ban started", Duration::from_secs(5));
+    let started = svc.log().lines().find(|l| l.contains("auto-ban started")).unwrap().to_string();
+    assert!(started.contains("192.0.2.72/32") && started.contains("seconds=30"), "{started}");
+    let mark = svc.mark();
+    lab.ok(&["limit", "clear"]);
+    svc.wait_for_since(mark, "auto-ban ended (lifted)", Duration::from_secs(5));
+
+    // A list file over max_entries: the whole reload is refused, also the sections
+    // that would fit (limits), and says why.
+    let listed = lab.ok(&["blocklist", "list"]);
+    let list_file = rt.path().join("lists/block-example.txt");
+    let kept = fs::read_to_string(&list_file).unwrap();
+    let big: String = (0..150).map(|i| format!("198.18.0.{i}\n")).collect();
+    fs::write(&list_file, format!("{kept}{big}")).unwrap();
+    fs::write(&cfg, with_log.replace("pps = 100", "pps = 150")).unwrap();
+    let r = lab.floodgate(&["reload"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains("IPv4 entries, more than max_entries (100)"), "{}", r.stderr);
+    assert_eq!(lab.ok(&["blocklist", "list"]), listed, "a refused reload changes nothing");
+    assert!(lab.ok(&["limit", "show"]).contains("no limits set"), "the limits section is not applied either");
+    fs::write(&list_file, kept).unwrap();
 
     fs::write(&cfg, with_log.replace("bpf = \"info\"", "bpf = \"off\"")).unwrap();
     let out = lab.ok(&["reload"]);

@@ -11,7 +11,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use aya::Ebpf;
-use filter_common::ListKind;
+use filter_common::{
+    ListKind,
+    limit::{Ban, SourceKey},
+};
 use floodgate::{
     bpflog::{self, Forwarder},
     config::{BpfLogLevel, Config, Interface, ListSpec},
@@ -45,6 +48,9 @@ struct Filter {
     owned: Owned,
     /// Forwards the running program's log records (when its log is on).
     log_task: Option<tokio::task::JoinHandle<()>>,
+    /// The auto-bans seen at the last sweep (None before the first), to log each
+    /// one's start and end.
+    bans: Option<HashMap<SourceKey, Ban>>,
 }
 
 impl Drop for Filter {
@@ -176,7 +182,7 @@ impl Controller {
             );
             owned.save(&owned_path).with_context(|| format!("saving {}", owned_path.display()))?;
             let log_task = self.forward_log(&done.pins);
-            return Ok(Filter { pins: done.pins, applied: cfg.cloned(), owned, log_task });
+            return Ok(Filter { pins: done.pins, applied: cfg.cloned(), owned, log_task, bans: None });
         }
         let pins = pins::resolve_for(Some(name), Purpose::Use)
             .with_context(|| format!("taking over the filter pinned for {name}"))?;
@@ -235,7 +241,7 @@ impl Controller {
         };
         owned.save(&owned_path).with_context(|| format!("saving {}", owned_path.display()))?;
         let log_task = self.forward_log(&pins);
-        Ok(Filter { pins, applied: cfg.cloned(), owned, log_task })
+        Ok(Filter { pins, applied: cfg.cloned(), owned, log_task, bans: None })
     }
 
     fn forward_log(&self, pins: &IfacePins) -> Option<tokio::task::JoinHandle<()>> {
@@ -306,9 +312,27 @@ impl Controller {
                 tracing::info!("accepted {n} list source(s) held back for shrinking");
             }
         }
-        let mut reply = Reply { ok: true, ..Default::default() };
+        // Every interface's lists read and checked before anything changes: a missing
+        // file or a list over capacity refuses the whole reload.
+        let mut wants = Vec::new();
+        let mut errors = Vec::new();
         for iface in &config.interfaces {
-            match self.reload_one(iface) {
+            match self.desired(iface) {
+                Ok(w) => wants.push(w),
+                Err(e) => errors.push(format!("{}: {e:#}", iface.name)),
+            }
+        }
+        if !errors.is_empty() {
+            for e in &errors {
+                tracing::error!("reload refused, the running state is kept: {e}");
+            }
+            self.metrics.state().record_reload(false, SystemTime::now());
+            return Reply { ok: false, errors, seconds: start.elapsed().as_secs_f64(), ..Default::default() };
+        }
+        let mut reply = Reply { ok: true, ..Default::default() };
+        for want in wants {
+            let iface = want.config;
+            match self.reload_one(want) {
                 Ok(text) => reply.changes.push((iface.name.clone(), text)),
                 Err(e) => {
                     let e = format!("{}: {e:#}", iface.name);
@@ -333,7 +357,8 @@ impl Controller {
         reply
     }
 
-    fn reload_one(&mut self, iface: &Interface) -> anyhow::Result<String> {
+    fn reload_one(&mut self, want: Desired<'_>) -> anyhow::Result<String> {
+        let iface = want.config;
         let name = iface.name.clone();
         let Some(f) = self.filters.get(&name) else {
             let f = self.bring_up(&name, iface.mode, iface.capacity, Some(iface))?;
@@ -351,7 +376,6 @@ impl Controller {
                 "a new mode takes a detach and attach (`floodgate detach`, then restart the service); keeping the current one"
             );
         }
-        let want = self.desired(iface)?;
         let owned_path = self.owned_path(&name);
         let (bpf_log, rt) = (self.bpf_log, self.rt.clone());
         let f = self.filters.get_mut(&name).expect("checked");
@@ -385,7 +409,7 @@ impl Controller {
     /// (the rest of its config is as applied).
     pub fn source_changed(&mut self, key: &Key) {
         let Some(applied) = self.filters.get(&key.iface).and_then(|f| f.applied.clone()) else { return };
-        match self.reload_one(&applied) {
+        match self.desired(&applied).and_then(|want| self.reload_one(want)) {
             Ok(changes) => tracing::info!(
                 interface = key.iface.as_str(),
                 url = key.url.as_str(),
@@ -410,11 +434,13 @@ impl Controller {
             }
             Ok(out)
         };
-        Ok(Desired {
+        let want = Desired {
             config: cfg,
             blocklist: read(ListKind::Block, &cfg.blocklist)?,
             allowlist: read(ListKind::Allow, &cfg.allowlist)?,
-        })
+        };
+        want.check_capacity().map_err(anyhow::Error::msg)?;
+        Ok(want)
     }
 
     /// Removes expired entries and bans. A failure is logged (once a minute for the
@@ -422,10 +448,16 @@ impl Controller {
     pub fn sweep(&mut self) {
         let names: Vec<String> = self.filters.keys().cloned().collect();
         for name in names {
-            let result =
-                Session::locked_within(Some(&name), Duration::from_millis(500)).and_then(|mut s| s.sweep());
+            let result = Session::locked_within(Some(&name), Duration::from_millis(500)).and_then(|mut s| {
+                s.sweep()?;
+                Ok(s.limiter()?.bans())
+            });
             match result {
-                Ok(()) => {
+                Ok(bans) => {
+                    if let Some(f) = self.filters.get_mut(&name) {
+                        log_bans(&name, f.bans.as_ref(), &bans);
+                        f.bans = Some(bans.into_iter().collect());
+                    }
                     if self.sweep_failing.remove(&name).is_some() {
                         tracing::info!(interface = name.as_str(), "sweeping works again");
                     }
@@ -477,6 +509,41 @@ impl Controller {
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+}
+
+/// Logs the auto-bans that started and ended since the last sweep (`seen`; None: the
+/// first sweep, whose bans are reported as a count).
+fn log_bans(iface: &str, seen: Option<&HashMap<SourceKey, Ban>>, now: &[(SourceKey, Ban)]) {
+    let secs = |ns: u64| ns / 1_000_000_000;
+    let Some(seen) = seen else {
+        if !now.is_empty() {
+            tracing::info!(interface = iface, bans = now.len(), "auto-bans in force");
+        }
+        return;
+    };
+    for (key, ban) in now {
+        if seen.get(key) != Some(ban) {
+            tracing::info!(
+                interface = iface,
+                source = floodgate::limits::key_cidr(key),
+                seconds = secs(ban.expires.saturating_sub(ban.banned_at)),
+                "auto-ban started"
+            );
+        }
+    }
+    let now_keys: std::collections::HashSet<&SourceKey> = now.iter().map(|(k, _)| k).collect();
+    let at = monotonic_ns();
+    for (key, ban) in seen {
+        if !now_keys.contains(key) {
+            let why = if ban.expires <= at { "expired" } else { "lifted" };
+            tracing::info!(
+                interface = iface,
+                source = floodgate::limits::key_cidr(key),
+                seconds = secs(at.saturating_sub(ban.banned_at)),
+                "auto-ban ended ({why})"
+            );
         }
     }
 }
