@@ -462,3 +462,124 @@ fn service_forwards_the_data_path_log() {
     assert_eq!(lab.stats()["auto_bans"], 1, "same maps: the counters stay");
     svc.stop();
 }
+
+/// A list server inside the server's namespace (where the service fetches from): every
+/// request gets the current status and body.
+struct ListServer {
+    url: String,
+    reply: Arc<std::sync::Mutex<(u16, String)>>,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl ListServer {
+    fn start(lab: &Lab, body: &str) -> Self {
+        use std::io::{Read, Write};
+        let listener = lab.srv.enter(|| std::net::TcpListener::bind("127.0.0.1:0")).unwrap().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}/drop.txt", listener.local_addr().unwrap());
+        let reply = Arc::new(std::sync::Mutex::new((200, body.to_string())));
+        let (hits, stop) =
+            (Arc::new(std::sync::atomic::AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let (r, h, s) = (reply.clone(), hits.clone(), stop.clone());
+        thread::spawn(move || {
+            while !s.load(Relaxed) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                h.fetch_add(1, Relaxed);
+                let (code, body) = r.lock().unwrap().clone();
+                let head = format!(
+                    "HTTP/1.1 {code} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes()).and_then(|()| conn.write_all(body.as_bytes()));
+            }
+        });
+        ListServer { url, reply, hits, stop }
+    }
+
+    fn set(&self, code: u16, body: &str) {
+        *self.reply.lock().unwrap() = (code, body.to_string());
+    }
+}
+
+impl Drop for ListServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+    }
+}
+
+/// A URL list source: its first copy fetched before the service is ready, reported in
+/// the metrics, kept on disk so a restart whose fetch fails still has it (the failure
+/// counted), and its entries gone once a reload drops the source.
+#[test]
+fn service_url_list_source_is_fetched_cached_and_dropped() {
+    let mut lab = Lab::new("svcurl");
+    let rt = TempDir::new("svcurl");
+    lab.env.push(("FLOODGATE_RUNTIME_DIR".into(), rt.path().display().to_string()));
+    let server =
+        ListServer::start(&lab, "; Spamhaus DROP List\n192.0.2.192/26 ; SBL1\n198.51.100.64/27 ; SBL2\n");
+    let cfg = example_config(rt.path(), &lab.srv_if, "127.0.0.1:9669");
+    let text = fs::read_to_string(&cfg).unwrap();
+    let sample = format!(
+        "#[[interface.{}.blocklist.url]]\n# http:// or https:// only.\n#url = \"https://www.spamhaus.org/drop/drop.txt\"",
+        lab.srv_if
+    );
+    assert!(text.contains(&sample), "the example's URL source");
+    let with_url = text
+        .replace(&sample, &format!("[[interface.{}.blocklist.url]]\nurl = \"{}\"", lab.srv_if, server.url));
+    fs::write(&cfg, &with_url).unwrap();
+    let cfg_s = cfg.display().to_string();
+    let log = rt.path().join("run.log");
+    let run = ["run", "--config", cfg_s.as_str()];
+
+    let mut svc = Service::start(&lab, &run, rt.path(), &log);
+    let listed = lab.ok(&["blocklist", "list"]);
+    assert!(listed.contains("192.0.2.192/26") && listed.contains("198.51.100.64/27"), "{listed}");
+    assert_eq!(server.hits.load(Relaxed), 1);
+    let body = scrape(&lab, "127.0.0.1:9669");
+    let src = format!("source=\"{}\"", server.url);
+    assert_eq!(metric(&body, "floodgate_list_source_up", &[&src]), 1.0, "{body}");
+    assert_eq!(metric(&body, "floodgate_list_source_entries", &[&src]), 2.0, "{body}");
+    assert_eq!(metric(&body, "floodgate_list_source_failures_total", &[&src]), 0.0, "{body}");
+    svc.stop();
+
+    // The mirror now fails: the restarted service keeps the cached copy in force.
+    server.set(500, "<html>oops</html>");
+    svc = Service::start(&lab, &run, rt.path(), &log);
+    let listed = lab.ok(&["blocklist", "list"]);
+    assert!(listed.contains("192.0.2.192/26") && listed.contains("198.51.100.64/27"), "{listed}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let body = scrape(&lab, "127.0.0.1:9669");
+        if metric(&body, "floodgate_list_source_failures_total", &[&src]) >= 1.0 {
+            break body;
+        }
+        assert!(std::time::Instant::now() < deadline, "no failed fetch counted: {body}");
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(metric(&body, "floodgate_list_source_up", &[&src]), 0.0, "{body}");
+    assert_eq!(metric(&body, "floodgate_list_source_entries", &[&src]), 2.0, "the cached copy: {body}");
+    assert_eq!(lab.ok(&["blocklist", "list"]), listed, "a failed fetch changes nothing");
+
+    // The source leaves the file: its entries leave the list.
+    fs::write(&cfg, &text).unwrap();
+    let out = lab.ok(&["reload"]);
+    assert!(out.contains("blocklist +0/-2"), "{out}");
+    let listed = lab.ok(&["blocklist", "list"]);
+    assert!(!listed.contains("192.0.2.192/26") && !listed.contains("198.51.100.64/27"), "{listed}");
+    assert!(listed.contains("192.0.2.66/32"), "the file's own entries stay: {listed}");
+    svc.stop();
+}
