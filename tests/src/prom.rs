@@ -80,6 +80,29 @@ impl Prometheus {
         }
     }
 
+    /// Saves a PNG of Prometheus' own graph page for `expr` over the last minute, taken
+    /// with headless chromium (not installed by setup.sh: for the README's picture only).
+    pub fn screenshot(&self, expr: &str, path: &std::ffi::OsStr) {
+        let q: String = expr
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let url = format!("http://{}/graph/?g0.expr={q}&g0.tab=0&g0.range_input=1m&g0.stacked=0", self.addr);
+        let mut shot = std::ffi::OsString::from("--screenshot=");
+        shot.push(path);
+        let out = Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+            .args(["--window-size=1200,840", "--virtual-time-budget=8000"])
+            .arg(shot)
+            .arg(&url)
+            .output()
+            .expect("running chromium (apt-get install chromium)");
+        assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Its log so far (for failure messages).
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("log")).unwrap_or_default()

@@ -235,7 +235,7 @@ fn bad_inputs_give_their_error_and_change_nothing() {
         }
         let err = lab.err(&args);
         assert!(
-            err.contains(&format!("{}:50001: '10.250.0.0/33' has prefix length 33", file.display())),
+            err.contains(&format!("{}:50001:1: '10.250.0.0/33' has prefix length 33", file.display())),
             "{err}"
         );
         assert_eq!(lab.list("blocklist"), snapshot, "a bad file changed the list");

@@ -179,7 +179,9 @@ fn promtool_or_vm(body: &str) {
 }
 
 /// A real Prometheus scraping the endpoint every second sees the blocklist's drop
-/// rate during a flood; `promtool check metrics` accepts what it scraped.
+/// rate during a flood; `promtool check metrics` accepts what it scraped. With
+/// FLOODGATE_SCREENSHOT=FILE.png (and chromium installed), the flood runs 15 s longer
+/// and Prometheus' graph of it is saved there (the README's picture).
 #[test]
 fn metrics_reach_a_real_prometheus_during_a_flood() {
     if std::env::var_os("FLOODGATE_VM").is_some() {
@@ -208,6 +210,11 @@ fn metrics_reach_a_real_prometheus_during_a_flood() {
         });
         let expr = format!("rate(floodgate_packets_total{{reason=\"blocklist\",interface=\"{i}\"}}[5s])");
         let (result, seen) = prom.wait_for(&expr, Duration::from_secs(20), |r| r.len() == 1 && r[0].1 > 0.0);
+        let screenshot = std::env::var_os("FLOODGATE_SCREENSHOT");
+        if screenshot.is_some() {
+            // A longer flood, so the graph shows it (still within the sender's bound).
+            thread::sleep(Duration::from_secs(15));
+        }
         // Scrape times under the flood, as this test sees them.
         let mut scrapes = Vec::new();
         let mut body = String::new();
@@ -220,6 +227,13 @@ fn metrics_reach_a_real_prometheus_during_a_flood() {
         }
         stop.store(true, Relaxed);
         let sent = flood.join().unwrap();
+        if let Some(path) = &screenshot {
+            thread::sleep(Duration::from_secs(5));
+            let expr = format!(
+                "sum by (reason) (rate(floodgate_packets_total{{interface=\"{i}\",reason=~\"blocklist|passed\"}}[5s]))"
+            );
+            prom.screenshot(&expr, path);
+        }
         assert!(seen, "Prometheus never saw a positive drop rate (sent {sent}): {result:?}\n{}", prom.log());
         println!("Prometheus: {expr} = {:.0} packets/s (flood of {sent} frames at 50,000/s)", result[0].1);
         (scrapes, body)

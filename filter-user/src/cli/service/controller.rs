@@ -65,6 +65,9 @@ impl Drop for Filter {
 
 pub struct Controller {
     config_path: Option<PathBuf>,
+    /// The process settings read at start (metrics listener, log format, state
+    /// directory): a reload that changes them says they take a restart.
+    started_with: Option<floodgate::config::Service>,
     /// URL list sources (with a config).
     urls: Option<Urls>,
     runtime: PathBuf,
@@ -93,6 +96,7 @@ impl Controller {
     ) -> anyhow::Result<Self> {
         let mut ctl = Controller {
             config_path: args.config.clone(),
+            started_with: None,
             urls: None,
             runtime,
             filters: BTreeMap::new(),
@@ -109,6 +113,7 @@ impl Controller {
                     anyhow::anyhow!("{} is not valid:\n{}", path.display(), errors.join("\n"))
                 })?;
                 ctl.bpf_log = ctl.bpf_log_arg.unwrap_or(config.service.bpf_log);
+                ctl.started_with = Some(config.service.clone());
                 let mut urls = Urls::new(rt, &config.service.state_dir, tx)?;
                 ctl.metrics.state().set_source_reader(urls.metrics_reader());
                 urls.sync(&config);
@@ -305,6 +310,20 @@ impl Controller {
             }
         };
         self.bpf_log = self.bpf_log_arg.unwrap_or(config.service.bpf_log);
+        if let Some(was) = &self.started_with {
+            let now = &config.service;
+            for (what, changed) in [
+                ("metrics.listen", was.metrics_listen != now.metrics_listen),
+                ("log.format", was.log_format != now.log_format),
+                ("service.state_dir", was.state_dir != now.state_dir),
+            ] {
+                if changed {
+                    tracing::warn!(
+                        "{what} changed: it takes a restart of the service (`systemctl restart floodgate`)"
+                    );
+                }
+            }
+        }
         if let Some(urls) = &mut self.urls {
             urls.sync(&config);
             if accept_shrink {
