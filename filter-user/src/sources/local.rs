@@ -66,7 +66,7 @@ mod tests {
         fs::write(dir.join("d.d/c.list"), "203.0.113.9/24\n").unwrap();
         let err = read_local(&[], std::slice::from_ref(&pattern)).unwrap_err().to_string();
         assert!(
-            err.ends_with("c.list:1: '203.0.113.9/24' has host bits set; did you mean 203.0.113.0/24?"),
+            err.ends_with("c.list:1:1: '203.0.113.9/24' has host bits set; did you mean 203.0.113.0/24?"),
             "{err}"
         );
         assert!(matches!(read_local(&[dir.join("missing")], &[]), Err(LocalError::Read { .. })));

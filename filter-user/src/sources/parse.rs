@@ -204,7 +204,7 @@ mod tests {
             parse_body("http://x/l", b"192.0.2.0/24\n198.51.100.0/24\nOops, rate limited\n", None)
                 .unwrap_err()
                 .to_string(),
-            "http://x/l:3: 'Oops, rate limited' is not an IPv4 or IPv6 address"
+            "http://x/l:3:1: 'Oops, rate limited' is not an IPv4 or IPv6 address"
         );
         assert_eq!(
             parse_body("u", b"192.0.2.0/24\n\xff\xfe\n", None),

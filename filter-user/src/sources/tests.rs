@@ -273,7 +273,7 @@ async fn garbage_and_empty_bodies_keep_the_list() {
     server.script(Reply::ok("", &[]));
     server.script(Reply::ok("# nothing today\n", &[]));
     list.refresh(&client).await;
-    let st = assert_kept(&list, 1, "drop.txt:2: 'hello world' is not an IPv4 or IPv6 address");
+    let st = assert_kept(&list, 1, "drop.txt:2:1: 'hello world' is not an IPv4 or IPv6 address");
     assert!(st.last_error.unwrap().starts_with(&server.url()));
     list.refresh(&client).await;
     assert_kept(&list, 2, "not UTF-8 text");
