@@ -13,8 +13,9 @@ TOOLS=${FLOODGATE_TOOLS:-$HOME/.cache/floodgate-tools}
 # compressed images and modules; systemd: systemd-analyze (verify of the unit, no running
 # systemd needed); systemd-container: systemd-nspawn (the unit's sandbox under a real
 # systemd); man-db, groff-base: the unit's man: links and the man page test; prometheus:
-# prometheus and promtool for the metrics tests.
-APT_PACKAGES=(iproute2 ethtool bpftool nftables procps busybox-static util-linux kmod xz-utils zstd ipset iptables nginx-light dnsmasq-base bind9-dnsutils systemd systemd-container man-db groff-base prometheus)
+# prometheus and promtool for the metrics tests; musl-tools: musl-gcc, for ring's C in
+# the VMs' static test binaries.
+APT_PACKAGES=(iproute2 ethtool bpftool nftables procps busybox-static util-linux kmod xz-utils zstd ipset iptables nginx-light dnsmasq-base bind9-dnsutils systemd systemd-container man-db groff-base prometheus musl-tools)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 

@@ -122,21 +122,27 @@ impl Drop for Service {
     }
 }
 
+/// The shipped example config and the list files it names, built into the tests (the
+/// VMs carry no checkout).
+const EXAMPLE: &str = include_str!("../../packaging/floodgate.toml");
+const EXAMPLE_LISTS: [(&str, &str); 2] = [
+    ("block-example.txt", include_str!("../../packaging/lists/block-example.txt")),
+    ("allow-example.txt", include_str!("../../packaging/lists/allow-example.txt")),
+];
+
 /// The shipped example config (packaging/floodgate.toml) made this lab's: its interface
 /// renamed to `iface`, its state kept in `dir`, metrics on `metrics` (ADDRESS:PORT),
 /// written with its list files into `dir`. Returns the config's path.
 pub fn example_config(dir: &Path, iface: &str, metrics: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging");
-    let text = fs::read_to_string(root.join("floodgate.toml")).expect("packaging/floodgate.toml");
-    let text = text
+    let text = EXAMPLE
         .replace("[interface.eth0", &format!("[interface.{iface}"))
         .replace("[service]\n", &format!("[service]\nstate_dir = \"{}\"\n", dir.join("state").display()))
         .replace("[metrics]\n", &format!("[metrics]\nlisten = \"{metrics}\"\n"));
     assert!(text.contains(&format!("[interface.{iface}]")), "the example names eth0");
     fs::create_dir_all(dir.join("lists")).expect("lists dir");
-    for entry in fs::read_dir(root.join("lists")).expect("packaging/lists") {
-        let entry = entry.expect("list file");
-        fs::copy(entry.path(), dir.join("lists").join(entry.file_name())).expect("copy list");
+    for (name, body) in EXAMPLE_LISTS {
+        assert!(text.contains(&format!("lists/{name}")), "the example names lists/{name}");
+        fs::write(dir.join("lists").join(name), body).expect("write list");
     }
     let path = dir.join("floodgate.toml");
     fs::write(&path, text).expect("write config");

@@ -672,6 +672,8 @@ fn crash_readers_see_whole_lists_while_writers_switch() {
     let base: BTreeSet<String> = base.iter().map(|c| norm(c)).collect();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (reads, writes) = std::thread::scope(|s| {
+        // A failed read stops the writer too: the test fails rather than hangs.
+        let _stop = integration_tests::StopOnDrop(&stop);
         let writer = s.spawn(|| {
             // Each add of two entries rewrites the whole list into the other generation,
             // then clears the old one: the moment a reader must not mistake for a list.

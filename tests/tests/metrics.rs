@@ -19,6 +19,7 @@ use floodgate::{
     pins::{IfacePins, Layout, NetnsId},
 };
 use integration_tests::{
+    StopOnDrop,
     live::Lab,
     prom::{Prometheus, http_get, promtool_check, sample},
 };
@@ -84,14 +85,6 @@ impl Drop for Endpoint {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Relaxed);
     }
 }
 

@@ -178,12 +178,15 @@ fn executables(args: &[&str]) -> anyhow::Result<Vec<(String, bool, PathBuf)>> {
     let out = Command::new(env!("CARGO"))
         .args(&all)
         .current_dir(workspace_root())
+        // ring (rustls, for URL lists) compiles C and assembly: Debian's musl-tools
+        // names its compiler musl-gcc, not the cross name cc looks for first.
+        .env("CC_x86_64_unknown_linux_musl", "musl-gcc")
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("running cargo {}", all.join(" ")))?;
     if !out.status.success() {
         bail!(
-            "cargo {} failed ({}); is the musl target installed? run scripts/setup.sh",
+            "cargo {} failed ({}); are the musl target and musl-tools installed? run scripts/setup.sh",
             args.join(" "),
             out.status
         );

@@ -80,19 +80,27 @@ impl From<LogFormatArg> for LogFormat {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    // The config's log format, unless the command line says otherwise; a config that
-    // does not load is reported by the service itself, in the default format.
-    let format = match (args.log_format, &args.config) {
+    // Read once: the log format comes from it (unless the command line says), and a
+    // file that does not load stops the start before anything is touched.
+    let config = args.config.as_deref().map(|path| (path, service::load_config(path)));
+    let format = match (args.log_format, &config) {
         (Some(f), _) => f.into(),
-        (None, Some(path)) => floodgate::config::load(path).map(|c| c.service.log_format).unwrap_or_default(),
-        (None, None) => LogFormat::default(),
+        (None, Some((_, Ok(c)))) => c.service.log_format,
+        _ => LogFormat::default(),
     };
     floodgate::logging::init(format, None).context("setting up the log")?;
+    let config = match config {
+        Some((path, Err(errors))) => {
+            anyhow::bail!("{} is not valid:\n{}", path.display(), errors.join("\n"))
+        }
+        Some((_, Ok(c))) => Some(c),
+        None => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("floodgate-rt")
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(service::serve(args))
+    rt.block_on(service::serve(args, config))
 }

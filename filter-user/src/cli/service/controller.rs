@@ -89,6 +89,7 @@ impl Controller {
     /// the service failed); filters already brought up stay in force.
     pub fn start(
         args: Args,
+        config: Option<Config>,
         runtime: PathBuf,
         rt: Handle,
         tx: mpsc::Sender<Msg>,
@@ -107,11 +108,8 @@ impl Controller {
             bpf_log_arg: args.bpf_log.map(Into::into),
             bpf_log: args.bpf_log.and_then(Into::into),
         };
-        match (&args.config, &args.interface) {
-            (Some(path), _) => {
-                let config = load_config(path).map_err(|errors| {
-                    anyhow::anyhow!("{} is not valid:\n{}", path.display(), errors.join("\n"))
-                })?;
+        match (config, &args.interface) {
+            (Some(config), _) => {
                 ctl.bpf_log = ctl.bpf_log_arg.unwrap_or(config.service.bpf_log);
                 ctl.started_with = Some(config.service.clone());
                 let mut urls = Urls::new(rt, &config.service.state_dir, tx)?;
@@ -682,6 +680,7 @@ fn operator_entries(
     Ok(out)
 }
 
-fn load_config(path: &Path) -> Result<Config, Vec<String>> {
+/// The config file, or every error in it (one per line, `FILE:LINE:COLUMN: reason`).
+pub fn load_config(path: &Path) -> Result<Config, Vec<String>> {
     floodgate::config::load(path).map_err(|e| e.to_string().lines().map(str::to_string).collect())
 }

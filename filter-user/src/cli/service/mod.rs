@@ -18,6 +18,8 @@ use tokio::{
 
 use super::run::Args;
 use controller::Controller;
+pub use controller::load_config;
+use floodgate::config::Config;
 use floodgate::metrics::Exporter;
 
 /// What the async side asks of the controller.
@@ -36,7 +38,9 @@ pub enum Msg {
     },
 }
 
-pub async fn serve(args: Args) -> anyhow::Result<()> {
+/// Runs the service: `config` is the file `args.config` names, already read (None with
+/// `-i`).
+pub async fn serve(args: Args, config: Option<Config>) -> anyhow::Result<()> {
     // Caught from the start: a stop during the bring-up waits for it to finish rather
     // than cutting an attach or a takeover short.
     let mut hup = signal(SignalKind::hangup()).context("catching SIGHUP")?;
@@ -47,7 +51,11 @@ pub async fn serve(args: Args) -> anyhow::Result<()> {
     // touches any filter.
     let listener = control::bind(&runtime).await?;
     // Also before any filter is touched: a port in use stops the start.
-    let metrics_listener = match metrics_listen(&args) {
+    let listen = match &config {
+        Some(c) => c.service.metrics_listen,
+        None => args.metrics,
+    };
+    let metrics_listener = match listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
                 .await
@@ -59,10 +67,11 @@ pub async fn serve(args: Args) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<Msg>(16);
 
     let (rt, ctl_tx, ctl_exporter) = (tokio::runtime::Handle::current(), tx.clone(), exporter.clone());
-    let mut ctl =
-        tokio::task::spawn_blocking(move || Controller::start(args, runtime, rt, ctl_tx, ctl_exporter))
-            .await
-            .context("the controller panicked")??;
+    let mut ctl = tokio::task::spawn_blocking(move || {
+        Controller::start(args, config, runtime, rt, ctl_tx, ctl_exporter)
+    })
+    .await
+    .context("the controller panicked")??;
     let (metrics_stop, metrics_stopped) = oneshot::channel::<()>();
     let metrics_task = metrics_listener.map(|l| {
         if let Ok(addr) = l.local_addr() {
@@ -153,13 +162,4 @@ pub async fn serve(args: Args) -> anyhow::Result<()> {
         let _ = task.await;
     }
     result
-}
-
-/// Where to serve metrics: the config's `metrics.listen` (a config that does not load
-/// is reported by the controller), or `run -i`'s `--metrics`.
-fn metrics_listen(args: &Args) -> Option<std::net::SocketAddr> {
-    match &args.config {
-        Some(path) => floodgate::config::load(path).ok().and_then(|c| c.service.metrics_listen),
-        None => args.metrics,
-    }
 }
