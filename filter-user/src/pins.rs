@@ -503,7 +503,22 @@ pub fn resolve_for(iface: Option<&str>, purpose: Purpose) -> Result<IfacePins, P
         None => match attached.as_slice() {
             [] => return Err(legacy_only(purpose).unwrap_or(PinsError::NoneAttached)),
             [one] => one.clone(),
-            _ => return Err(PinsError::Ambiguous(attached)),
+            _ => {
+                // Pins whose interface is gone (a deleted veth, or a dead namespace whose
+                // inode a new one reuses) are nothing to work on: the one live filter is
+                // meant. Removing them still takes their name.
+                let live: Vec<&String> = attached
+                    .iter()
+                    .filter(|n| {
+                        purpose == Purpose::Detach
+                            || IfacePins::new(n).map_or(true, |p| p.state() != State::Gone)
+                    })
+                    .collect();
+                match live.as_slice() {
+                    [one] => (*one).clone(),
+                    _ => return Err(PinsError::Ambiguous(attached)),
+                }
+            }
         },
     };
     let pins = IfacePins::new(&name)?;

@@ -234,6 +234,31 @@ fn pins_are_scoped_to_the_network_namespace() {
 
 /// A fixture of the previous layout: `ROOT/IFACE` (no namespace level), the program
 /// attached and every map pinned, but META a 24-byte value of layout 3.
+/// Pins left by an interface deleted since (a veth of a test killed midway, a
+/// container gone) do not make commands without -i ambiguous; `status` still shows
+/// them and `detach -i` removes them.
+#[test]
+fn pins_of_a_deleted_interface_leave_the_live_filter_the_default() {
+    let root = Root::new("fgp-test-gone");
+    let ns = Ns::new("fgp-5", "fgp5a");
+    ns.ns.ip(&["link", "add", "fgp5b", "type", "veth", "peer", "name", "fgp5bp"]).unwrap();
+    ns.ns.ip(&["link", "set", "fgp5b", "up"]).unwrap();
+    ok(&ns, &root, &["attach", "-i", "fgp5a", "--mode", "skb"]);
+    ok(&ns, &root, &["attach", "-i", "fgp5b", "--mode", "skb"]);
+    let e = err(&ns, &root, &["blocklist", "add", "192.0.2.5"]);
+    assert!(e.contains("several interfaces (fgp5a, fgp5b)"), "{e}");
+
+    ns.ns.ip(&["link", "del", "fgp5b"]).unwrap();
+    ok(&ns, &root, &["blocklist", "add", "192.0.2.5"]);
+    assert_eq!(list(&ns, &root, "fgp5a"), ["192.0.2.5/32"]);
+    let s = status(&ns, &root);
+    assert_eq!(s.len(), 2, "status still shows the stale pins: {s:?}");
+    ok(&ns, &root, &["detach", "-i", "fgp5b"]);
+    assert_eq!(status(&ns, &root).len(), 1);
+    ok(&ns, &root, &["detach", "-i", "fgp5a"]);
+    assert!(!ns.has_xdp("fgp5a"));
+}
+
 fn pin_old_layout(ns: &Ns, dir: &Path) {
     let dir = dir.to_path_buf();
     let iface = ns.iface.clone();
