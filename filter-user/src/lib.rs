@@ -6,6 +6,7 @@ pub mod compiled;
 pub mod config;
 pub mod duration;
 pub mod human;
+pub mod incident;
 pub mod limits;
 pub mod loader;
 pub mod logging;
