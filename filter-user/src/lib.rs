@@ -1,6 +1,7 @@
 //! floodgate's controller library: loading and attaching the XDP program, the pinned
 //! maps, and list operations. The `floodgate` binary is a CLI over this; the
 //! integration tests use it to drive the real object with BPF_PROG_TEST_RUN.
+pub mod atomic;
 pub mod bpflog;
 pub mod compiled;
 pub mod config;

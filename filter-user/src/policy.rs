@@ -89,6 +89,13 @@ pub struct Served {
     pub hi: u16,
 }
 
+impl std::fmt::Display for Served {
+    /// "tcp/443", "udp/6000-6063".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.proto.name(), portmap::range_text(self.lo, self.hi))
+    }
+}
+
 /// The served ports: a [`portmap::PORT_LIST`]; an item without `tcp/` or `udp/` is
 /// served on both ("53" is "tcp/53,udp/53"). A list of nothing serves nothing (the CLI
 /// refuses it: that is `policy clear`).

@@ -90,6 +90,11 @@ pub fn range_text(lo: u16, hi: u16) -> String {
     if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }
 }
 
+/// Port ranges as written back: "80,443,8000-8010".
+pub fn ranges_text(ranges: &[(u16, u16)]) -> String {
+    ranges.iter().map(|&(lo, hi)| range_text(lo, hi)).collect::<Vec<_>>().join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     fmt, fs, io,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use filter_common::{ListKind, limit::LimitConfig};
@@ -59,7 +59,7 @@ pub struct Owned {
 }
 
 impl Owned {
-    fn list(&self, kind: ListKind) -> &[IpNet] {
+    pub fn list(&self, kind: ListKind) -> &[IpNet] {
         match kind {
             ListKind::Block => &self.blocklist,
             ListKind::Allow => &self.allowlist,
@@ -83,20 +83,14 @@ impl Owned {
         }
     }
 
-    /// Written whole or not at all (temporary file, fsync, rename).
+    /// Written whole or not at all.
     pub fn save(&self, path: &Path) -> io::Result<()> {
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
-        }
-        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-        {
+        crate::atomic::write_atomic(path, |f| {
             use io::Write as _;
-            let mut f = fs::File::create(&tmp)?;
-            serde_json::to_writer(io::BufWriter::new(&mut f), self).map_err(io::Error::other)?;
-            f.flush()?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, path)
+            let mut w = io::BufWriter::new(f);
+            serde_json::to_writer(&mut w, self)?;
+            w.flush()
+        })
     }
 }
 
@@ -116,13 +110,18 @@ impl Desired<'_> {
         }
     }
 
+    /// A list's entries as the maps hold them: host bits cleared, each once, in order.
+    fn distinct(&self, kind: ListKind) -> BTreeSet<IpNet> {
+        self.list(kind).iter().map(IpNet::trunc).collect()
+    }
+
     /// Refuses a list with more distinct entries in one address family than the
     /// interface's `max_entries`: checked before anything is applied, so such a file
     /// changes nothing rather than applying the sections before the list that fails.
     pub fn check_capacity(&self) -> Result<(), String> {
         let cap = self.config.capacity.entries as usize;
         for kind in ListKind::ALL {
-            let distinct: BTreeSet<IpNet> = self.list(kind).iter().map(IpNet::trunc).collect();
+            let distinct = self.distinct(kind);
             let v4 = distinct.iter().filter(|n| matches!(n, IpNet::V4(_))).count();
             for (family, n) in [("IPv4", v4), ("IPv6", distinct.len() - v4)] {
                 if n > cap {
@@ -215,7 +214,7 @@ fn apply_sections(
 ) -> Result<(), ReconcileError> {
     let mut lists = ListMaps::open(src)?;
     for kind in ListKind::ALL {
-        let desired: BTreeSet<IpNet> = want.list(kind).iter().map(IpNet::trunc).collect();
+        let desired = want.distinct(kind);
         let before: BTreeSet<IpNet> = owned.list(kind).iter().copied().collect();
         let add: Vec<IpNet> = desired.iter().copied().collect();
         let drop: Vec<IpNet> = before.difference(&desired).copied().collect();
@@ -369,10 +368,7 @@ pub fn describe_limits(l: Option<&LimitConfig>) -> String {
 }
 
 fn describe_served(served: &[crate::policy::Served]) -> String {
-    let mut items: Vec<String> = served
-        .iter()
-        .map(|s| format!("{}/{}", s.proto.name(), crate::portmap::range_text(s.lo, s.hi)))
-        .collect();
+    let mut items: Vec<String> = served.iter().map(ToString::to_string).collect();
     items.sort();
     items.join(",")
 }
@@ -404,12 +400,11 @@ pub fn describe_synproxy(s: Option<&SynProxy>) -> String {
     match s {
         None => "off".into(),
         Some(s) => {
-            let ports: Vec<String> =
-                s.ports.iter().map(|(lo, hi)| crate::portmap::range_text(*lo, *hi)).collect();
+            let ports = crate::portmap::ranges_text(&s.ports);
             if s.above_pps == 0 {
-                format!("ports {}", ports.join(","))
+                format!("ports {ports}")
             } else {
-                format!("ports {} above {}/s", ports.join(","), s.above_pps)
+                format!("ports {ports} above {}/s", s.above_pps)
             }
         }
     }

@@ -717,14 +717,17 @@ impl ListMaps {
                 progress(1, 1);
             }
             _ => {
-                self.mark(&mut meta)?;
-                if let Err(e) = self.rewrite(kind, g, &members, &changed, expires, &[], progress) {
-                    self.commit(&mut meta)?;
-                    return Err(e);
-                }
-                meta.counts[kind as usize] = counts;
-                self.commit(&mut meta)?;
-                self.clear_generation(kind, g)?;
+                self.switch_rewritten(
+                    &mut meta,
+                    kind,
+                    g,
+                    &members,
+                    &changed,
+                    expires,
+                    &[],
+                    counts,
+                    progress,
+                )?;
                 if expires == 0 {
                     for slot in &update {
                         self.index_expiry(kind, slot, 0)?;
@@ -758,30 +761,16 @@ impl ListMaps {
             }
             return Err(StoreError::NotPresent { list: kind.name(), missing: missing.len(), sample });
         }
-        let removing = per_family(&unique)?;
-        let mut counts = meta.counts[kind as usize];
-        if adjust(&mut counts, removing, false).is_err() {
-            // The stored count is lower than what is stored: recount, then check again.
-            self.recover(&mut meta)?;
-            counts = meta.counts[kind as usize];
-            adjust(&mut counts, removing, false)?;
-        }
-        self.mark(&mut meta)?;
+        let counts = self.counts_without(&mut meta, kind, &unique)?;
         // One trie entry goes with one write; anything in the compiled arrays, or more
         // than one entry, takes a rewrite.
-        let in_place = unique.len() == 1 && in_trie == 1;
-        if in_place {
+        if unique.len() == 1 && in_trie == 1 {
+            self.mark(&mut meta)?;
             self.delete(kind, g, &unique[0])?;
+            meta.counts[kind as usize] = counts;
+            self.commit(&mut meta)?;
         } else {
-            if let Err(e) = self.rewrite(kind, g, &members, &[], 0, &unique, &mut |_, _| {}) {
-                self.commit(&mut meta)?;
-                return Err(e);
-            }
-        }
-        meta.counts[kind as usize] = counts;
-        self.commit(&mut meta)?;
-        if !in_place {
-            self.clear_generation(kind, g)?;
+            self.switch_rewritten(&mut meta, kind, g, &members, &[], 0, &unique, counts, &mut |_, _| {})?;
         }
         for slot in &unique {
             let _ = self.index_expiry(kind, slot, 0);
@@ -823,6 +812,51 @@ impl ListMaps {
         Ok(unique.len())
     }
 
+    /// The list's per-family counts with `gone` taken out; a stored count lower than
+    /// what is stored is recounted first.
+    fn counts_without(
+        &mut self,
+        meta: &mut Meta,
+        kind: ListKind,
+        gone: &[Slot],
+    ) -> Result<[u32; 2], StoreError> {
+        let removing = per_family(gone)?;
+        let mut counts = meta.counts[kind as usize];
+        if adjust(&mut counts, removing, false).is_err() {
+            self.recover(meta)?;
+            counts = meta.counts[kind as usize];
+            adjust(&mut counts, removing, false)?;
+        }
+        Ok(counts)
+    }
+
+    /// One all-or-nothing change by a switch of generation: generation `g` (whose
+    /// entries are `members`) is rewritten into the other one with `set` written at
+    /// its expiry time and `gone` left out, packets switch to it with `counts`
+    /// recorded, and `g` is cleared. A failed rewrite leaves `g` in force.
+    #[allow(clippy::too_many_arguments)]
+    fn switch_rewritten(
+        &mut self,
+        meta: &mut Meta,
+        kind: ListKind,
+        g: u32,
+        members: &Members,
+        set: &[Slot],
+        expires: u64,
+        gone: &[Slot],
+        counts: [u32; 2],
+        progress: Progress<'_>,
+    ) -> Result<(), StoreError> {
+        self.mark(meta)?;
+        if let Err(e) = self.rewrite(kind, g, members, set, expires, gone, progress) {
+            self.commit(meta)?;
+            return Err(e);
+        }
+        meta.counts[kind as usize] = counts;
+        self.commit(meta)?;
+        self.clear_generation(kind, g)
+    }
+
     /// Adds `add` permanently and removes what of `drop` is listed, in one switch of
     /// generation (see [`ListMaps::replace`]): the service's way of making a list's
     /// config part what the config says, while entries added by hand (with or without
@@ -859,23 +893,11 @@ impl ListMaps {
         if set.is_empty() && gone.is_empty() {
             return Ok((0, 0));
         }
-        let mut counts = meta.counts[kind as usize];
-        if adjust(&mut counts, per_family(&gone)?, false).is_err() {
-            self.recover(&mut meta)?;
-            counts = meta.counts[kind as usize];
-            adjust(&mut counts, per_family(&gone)?, false)?;
-        }
+        let mut counts = self.counts_without(&mut meta, kind, &gone)?;
         let added = per_family(&new)?;
         self.check_capacity(kind, &meta, counts, added)?;
         adjust(&mut counts, added, true)?;
-        self.mark(&mut meta)?;
-        if let Err(e) = self.rewrite(kind, g, &members, &set, 0, &gone, progress) {
-            self.commit(&mut meta)?;
-            return Err(e);
-        }
-        meta.counts[kind as usize] = counts;
-        self.commit(&mut meta)?;
-        self.clear_generation(kind, g)?;
+        self.switch_rewritten(&mut meta, kind, g, &members, &set, 0, &gone, counts, progress)?;
         for slot in set.iter().chain(&gone) {
             let _ = self.index_expiry(kind, slot, 0);
         }

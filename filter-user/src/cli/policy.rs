@@ -63,10 +63,6 @@ pub struct SetArgs {
     pub fragments: Fragments,
 }
 
-fn served_text(s: &Served) -> String {
-    format!("{}/{}", s.proto.name(), floodgate::portmap::range_text(s.lo, s.hi))
-}
-
 /// `policy show --json`.
 #[derive(Serialize)]
 struct PolicyReport {
@@ -83,7 +79,7 @@ impl PolicyReport {
         PolicyReport {
             iface: iface.to_string(),
             enforced: cfg.enforce != 0,
-            serve: served.iter().map(served_text).collect(),
+            serve: served.iter().map(Served::to_string).collect(),
             ephemeral: (cfg.ephemeral != 0).then(|| format!("{}-{}", cfg.eph_lo, cfg.eph_hi)),
             fragments: if cfg.drop_fragments != 0 { "drop" } else { "pass" },
         }

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use floodgate::portmap::range_text;
+use floodgate::portmap::ranges_text;
 use floodgate::synproxy::{NFT_TABLE, parse_ports};
 use serde::Serialize;
 
@@ -50,11 +50,6 @@ pub enum SynProxyCommand {
     Show(Shown),
 }
 
-fn ports_text(ports: &[(u16, u16)]) -> String {
-    let items: Vec<_> = ports.iter().map(|&(lo, hi)| range_text(lo, hi)).collect();
-    items.join(",")
-}
-
 /// `synproxy show --json`. `nft_table`: this interface's chain is in place;
 /// `leftover_chain`: it is there although SYN cookies are off (an `enable` or
 /// `disable` cut short: `disable` removes it).
@@ -80,7 +75,7 @@ impl SynProxyReport {
         Ok(SynProxyReport {
             iface: s.pins.iface.clone(),
             enabled: cfg.enabled != 0,
-            ports: ports_text(&ports),
+            ports: ranges_text(&ports),
             above_pps: cfg.above_pps,
             wscale: cfg.wscale,
             nft_table: cfg.enabled != 0 && counter.is_some(),
@@ -128,7 +123,7 @@ pub fn run(cmd: SynProxyCommand) -> anyhow::Result<()> {
                 "{}: answering {when} to tcp port(s) {} with SYN cookies (window scale {}); \
                  nftables table inet {NFT_TABLE} completes the handshakes",
                 s.pins.iface,
-                ports_text(&ports),
+                ranges_text(&ports),
                 cfg.wscale
             );
         }

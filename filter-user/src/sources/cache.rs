@@ -109,22 +109,12 @@ pub fn store(path: &Path, url: &str, copy: &Cached) -> Result<(), CacheError> {
         last_modified: copy.validators.last_modified.clone(),
         fetched_unix_secs: unix_secs(copy.fetched),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        serde_json::to_writer(&mut f, &header)?;
+    crate::atomic::write_atomic(path, |f| {
+        serde_json::to_writer(&mut *f, &header)?;
         f.write_all(b"\n")?;
-        f.write_all(&copy.body)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // The rename itself is durable only once the directory is.
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(write_err(path))
+        f.write_all(&copy.body)
+    })
+    .map_err(write_err(path))
 }
 
 pub(crate) fn unix_secs(t: SystemTime) -> u64 {

@@ -117,7 +117,8 @@ impl Controller {
                 urls.sync(&config);
                 ctl.urls = Some(urls);
                 for iface in &config.interfaces {
-                    let f = ctl.bring_up(&iface.name, iface.mode, iface.capacity, Some(iface))?;
+                    let want = ctl.desired(iface)?;
+                    let f = ctl.bring_up(&iface.name, iface.mode, iface.capacity, Some(&want))?;
                     ctl.filters.insert(iface.name.clone(), f);
                 }
             }
@@ -152,22 +153,23 @@ impl Controller {
         self.runtime.join(format!("{iface}.owned.json"))
     }
 
-    /// Attaches `name` (filled with its config before the first packet), or takes
-    /// over the filter pinned there (see `floodgate::takeover`), then applies the config.
+    /// Attaches `name` (filled with its config's desired state before the first
+    /// packet), or takes over the filter pinned there (see `floodgate::takeover`), then
+    /// applies it.
     fn bring_up(
         &self,
         name: &str,
         mode: Mode,
         cap: Capacity,
-        cfg: Option<&Interface>,
+        desired: Option<&Desired<'_>>,
     ) -> anyhow::Result<Filter> {
         let pins = IfacePins::new(name)?;
         let owned_path = self.owned_path(name);
-        let desired = cfg.map(|c| self.desired(c)).transpose()?;
+        let cfg = desired.map(|d| d.config);
         if !pins.exists() {
             let mut owned = Owned::default();
             let mut populate = |ebpf: &mut Ebpf| -> Result<(), BoxError> {
-                if let Some(d) = &desired {
+                if let Some(d) = desired {
                     owned = apply_logged(ebpf, name, d, None, &Owned::default())?;
                 }
                 Ok(())
@@ -191,34 +193,34 @@ impl Controller {
             .with_context(|| format!("taking over the filter pinned for {name}"))?;
         let _lock = pins.lock()?;
         let owned = Owned::load(&owned_path).with_context(|| format!("reading {}", owned_path.display()))?;
+        // The pinned capacity, or why the pins are not this floodgate's to read.
         let pinned_cap = Pinned::open(&pins)
-            .ok()
-            .and_then(|mut src| Core::open(&mut src).ok()?.read().ok())
+            .map_err(|e| loader::error_chain(&e))
+            .and_then(|mut src| {
+                Core::open(&mut src)
+                    .ok()
+                    .and_then(|c| c.read().ok())
+                    .ok_or_else(|| "unreadable metadata".into())
+            })
             .map(|m| Capacity { entries: m.max_entries, sources: m.max_sources });
-        let outcome = match pinned_cap {
-            Some(have) if have == cap => match takeover::replace_program(&pins, have, self.bpf_log) {
+        let (outcome, owned) = match pinned_cap {
+            Ok(have) if have == cap => match takeover::replace_program(&pins, have, self.bpf_log) {
                 Err(TakeoverError::Load(e)) => {
                     let why =
                         format!("the pinned maps do not fit this floodgate: {}", loader::error_chain(&e));
-                    self.rebuild(&pins, cap, why, desired.as_ref(), None)?
+                    self.rebuild(&pins, cap, why, desired, None)?
                 }
-                other => other.with_context(|| format!("swapping the program of {name}"))?,
+                other => (other.with_context(|| format!("swapping the program of {name}"))?, owned),
             },
-            Some(have) => {
+            Ok(have) => {
                 let why = format!(
                     "capacity {} entries / {} sources -> {} / {}",
                     have.entries, have.sources, cap.entries, cap.sources
                 );
                 // Same layout: what operators added is readable, and carried over.
-                self.rebuild(&pins, cap, why, desired.as_ref(), Some(&owned))?
+                self.rebuild(&pins, cap, why, desired, Some(&owned))?
             }
-            None => {
-                let why = Pinned::open(&pins)
-                    .err()
-                    .map(|e| loader::error_chain(&e))
-                    .unwrap_or_else(|| "unreadable metadata".into());
-                self.rebuild(&pins, cap, why, desired.as_ref(), None)?
-            }
+            Err(why) => self.rebuild(&pins, cap, why, desired, None)?,
         };
         let owned = match outcome {
             Outcome::Replaced { changed } => {
@@ -227,7 +229,7 @@ impl Controller {
                     "took over the pinned filter; program {} on the XDP link (no gap)",
                     if changed { "replaced" } else { "reloaded unchanged" }
                 );
-                match &desired {
+                match desired {
                     Some(d) => apply_logged(&mut Pinned::open(&pins)?, name, d, None, &owned)
                         .map_err(|e| anyhow::anyhow!(e))
                         .with_context(|| format!("applying the config to {name}"))?,
@@ -239,7 +241,7 @@ impl Controller {
                     interface = name,
                     "took over the pinned filter with new maps ({why}); program swapped on the XDP link (no gap); counters restart from zero"
                 );
-                desired.as_ref().map(|d| owned_of(d)).unwrap_or_default()
+                owned
             }
         };
         owned.save(&owned_path).with_context(|| format!("saving {}", owned_path.display()))?;
@@ -252,7 +254,8 @@ impl Controller {
     }
 
     /// New maps for `pins`, filled with the config (and, with `carry`, the entries the
-    /// operator added, read from the old maps), then swapped in.
+    /// operator added, read from the old maps), then swapped in. Returns what the
+    /// config owns in them.
     fn rebuild(
         &self,
         pins: &IfacePins,
@@ -260,12 +263,13 @@ impl Controller {
         why: String,
         desired: Option<&Desired<'_>>,
         carry: Option<&Owned>,
-    ) -> anyhow::Result<Outcome> {
+    ) -> anyhow::Result<(Outcome, Owned)> {
         let carried = match carry {
             Some(owned) => Some((operator_entries(pins, owned)?, Settings::read(pins)?)),
             None => None,
         };
         let name = pins.iface.clone();
+        let mut owned = Owned::default();
         let mut populate = |ebpf: &mut Ebpf| -> Result<(), BoxError> {
             // What was in force first; the config then applies over it.
             if let Some((entries, settings)) = &carried {
@@ -276,11 +280,12 @@ impl Controller {
                 }
             }
             if let Some(d) = desired {
-                apply_logged(ebpf, &name, d, None, &Owned::default())?;
+                owned = apply_logged(ebpf, &name, d, None, &Owned::default())?;
             }
             Ok(())
         };
-        Ok(takeover::rebuild(pins, cap, self.bpf_log, why, &mut populate)?)
+        let outcome = takeover::rebuild(pins, cap, self.bpf_log, why, &mut populate)?;
+        Ok((outcome, owned))
     }
 
     pub fn reload(&mut self, accept_shrink: bool) -> Reply {
@@ -378,12 +383,12 @@ impl Controller {
         let iface = want.config;
         let name = iface.name.clone();
         let Some(f) = self.filters.get(&name) else {
-            let f = self.bring_up(&name, iface.mode, iface.capacity, Some(iface))?;
+            let f = self.bring_up(&name, iface.mode, iface.capacity, Some(&want))?;
             self.filters.insert(name, f);
             return Ok("attached".into());
         };
         if f.applied.as_ref().is_none_or(|a| a.capacity != iface.capacity) {
-            let f = self.bring_up(&name, iface.mode, iface.capacity, Some(iface))?;
+            let f = self.bring_up(&name, iface.mode, iface.capacity, Some(&want))?;
             self.filters.insert(name, f);
             return Ok("capacity changed: new maps swapped in".into());
         }
@@ -602,21 +607,6 @@ fn apply_logged(
     Ok(owned)
 }
 
-/// The record of a filter filled from `want` alone.
-fn owned_of(want: &Desired<'_>) -> Owned {
-    let sorted = |v: &[IpNet]| {
-        let mut v: Vec<IpNet> = v.iter().map(IpNet::trunc).collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    Owned {
-        blocklist: sorted(&want.blocklist),
-        allowlist: sorted(&want.allowlist),
-        rules: want.config.rules.iter().map(|r| r.name.clone()).collect(),
-    }
-}
-
 /// The single settings of a filter (limits, rules, policy, SYN cookies' data-path
 /// side), carried into new maps of the same layout.
 struct Settings {
@@ -662,10 +652,7 @@ fn operator_entries(
     let now = monotonic_ns();
     let mut out = Vec::new();
     for kind in ListKind::ALL {
-        let mine = match kind {
-            ListKind::Block => &owned.blocklist,
-            ListKind::Allow => &owned.allowlist,
-        };
+        let mine = owned.list(kind);
         for e in lists.entries(kind)? {
             if mine.binary_search(&e.net).is_ok() {
                 continue;
