@@ -79,7 +79,15 @@ pub async fn bind(runtime: &Path) -> anyhow::Result<UnixListener> {
 /// Answers requests until the service stops.
 pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Msg>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: a pause, not a busy loop.
+                tracing::warn!("control socket: accepting a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let tx = tx.clone();
         tokio::spawn(async move {
             if let Err(e) = answer(stream, tx).await {

@@ -129,7 +129,10 @@ impl Controller {
             }
             (None, None) => bail!("give --config FILE or -i IFACE"),
         }
-        ctl.metrics.state().record_reload(true, SystemTime::now());
+        if ctl.config_path.is_some() {
+            // The config's first load counts as one (floodgate_config_reloads_total).
+            ctl.metrics.state().record_reload(true, SystemTime::now());
+        }
         ctl.update_targets();
         Ok(ctl)
     }

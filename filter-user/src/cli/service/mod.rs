@@ -135,7 +135,7 @@ pub async fn serve(args: Args, config: Option<Config>) -> anyhow::Result<()> {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             every.tick().await;
-            // A sweep still queued makes this one needless.
+            // A full queue (the controller busy with a long reload) skips this tick.
             if let Err(mpsc::error::TrySendError::Closed(_)) = ticker.try_send(Msg::Sweep) {
                 return;
             }
