@@ -384,6 +384,7 @@ fn interface(ctx: &mut Ctx, name: &Spanned<DeString>, v: &Value) -> Interface {
         rules: Vec::new(),
         policy: None,
         synproxy: None,
+        incidents: None,
     };
     let Some(t) = ctx.table(&path, v, INTERFACE_KEYS) else { return iface };
     if let Some(v) = t.get("mode") {

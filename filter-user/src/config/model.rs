@@ -62,6 +62,40 @@ pub struct Interface {
     pub policy: Option<Policy>,
     /// None: SYN cookies off.
     pub synproxy: Option<SynProxy>,
+    /// None: no incident detection (and no sampling) on this interface.
+    pub incidents: Option<Incidents>,
+}
+
+/// `[interface.NAME.incidents]`: when a flood becomes an incident, what is sampled,
+/// and what is done when one opens and closes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Incidents {
+    /// Any one crossed for `hold` opens an incident; all uncrossed for `quiet` close it.
+    pub thresholds: crate::incident::detect::Thresholds,
+    /// Sample 1 in this many frames per verdict reason (the evidence and the profile).
+    pub sample_every: u32,
+    /// At most this many samples per second over all CPUs.
+    pub sample_max_pps: u32,
+    /// Run on open and close with the incident as JSON on stdin and FLOODGATE_* in the
+    /// environment: the program and its arguments (absolute program path).
+    pub hook: Option<Vec<String>>,
+    /// POSTed the incident as JSON on open and close.
+    pub webhook: Option<String>,
+    /// Turned on when an incident opens and undone when it closes.
+    pub escalate: Escalate,
+}
+
+/// The built-in escalations. Each is undone when the incident closes, back to what the
+/// config (as last reloaded) says.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Escalate {
+    /// SYN cookies for these TCP ports (the policy's served TCP ports when written
+    /// `syn_cookies = true`).
+    pub syn_cookies: Option<SynProxy>,
+    /// This served-ports policy enforced.
+    pub policy: Option<Policy>,
+    /// These (stricter) limits.
+    pub limits: Option<LimitConfig>,
 }
 
 /// One list's sources. Entries from every source together make the list's config part;

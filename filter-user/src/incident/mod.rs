@@ -3,4 +3,5 @@
 //! ([`sketch`]). Pure logic, host-tested; the service wiring comes next.
 
 pub mod detect;
+pub mod record;
 pub mod sketch;
