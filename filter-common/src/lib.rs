@@ -12,6 +12,7 @@ pub mod keys;
 pub mod limit;
 pub mod parse;
 pub mod rules;
+pub mod sample;
 pub mod synproxy;
 
 #[cfg(feature = "user")]
@@ -76,6 +77,16 @@ pub mod map_names {
     pub const PROBES: &str = "FG_PROBES";
     /// Per-CPU: when each rate-limited kind of data-path log record last went out.
     pub const LOG_AT: &str = "FG_LOG_AT";
+    /// [`crate::sample::SampleConfig`] per tap.
+    pub const SAMPLE_CFG: &str = "FG_SAMPLE_CFG";
+    /// Per-CPU [`crate::sample::TapState`] per tap.
+    pub const SAMPLE_STATE: &str = "FG_SAMPLE_ST";
+    /// Ring buffers of sampled frames: the service's tap, the ad-hoc tap.
+    pub const SAMPLES: &str = "FG_SAMPLES";
+    pub const CAPTURE: &str = "FG_CAPTURE";
+    /// Sources `floodgate trace` follows (LPM tries, address in network order).
+    pub const TRACE_V4: &str = "FG_TRACE_V4";
+    pub const TRACE_V6: &str = "FG_TRACE_V6";
     /// aya-log's ring buffer of the data path's log records (its name is aya-log's).
     pub const LOGS: &str = "AYA_LOGS";
     pub const BLOCK_V4_NET: &str = "FG_BLK_V4_NET";
@@ -93,8 +104,14 @@ pub mod map_names {
     pub const LISTS: [&str; 4] = [BLOCK_V4_NET, BLOCK_V6_NET, ALLOW_V4_NET, ALLOW_V6_NET];
 
     /// Every map in the object.
-    pub const ALL: [&str; 33] = [
+    pub const ALL: [&str; 39] = [
         COUNTERS,
+        SAMPLE_CFG,
+        SAMPLE_STATE,
+        SAMPLES,
+        CAPTURE,
+        TRACE_V4,
+        TRACE_V6,
         LOG_AT,
         LOGS,
         PACKET,
@@ -347,7 +364,7 @@ pub const fn mode_name(mode: u32) -> &'static str {
 
 /// Bumped when the layout of the pinned maps changes, so a controller never
 /// misreads maps pinned by another version.
-pub const META_VERSION: u32 = 7;
+pub const META_VERSION: u32 = 8;
 
 /// Controller bookkeeping, one entry in [`map_names::META`]. Only controllers
 /// read and write it, under the pin directory's lock.
@@ -392,6 +409,8 @@ mod pod {
     unsafe impl aya::Pod for super::rules::RuleInfo {}
     unsafe impl aya::Pod for super::rules::PolicyConfig {}
     unsafe impl aya::Pod for super::synproxy::SynProxyConfig {}
+    unsafe impl aya::Pod for super::sample::SampleConfig {}
+    unsafe impl aya::Pod for super::sample::TapState {}
 
     const _: () = assert!(core::mem::size_of::<super::Counter>() == 16);
     const _: () = assert!(core::mem::size_of::<super::Meta>() == 56);
@@ -405,4 +424,7 @@ mod pod {
     const _: () = assert!(core::mem::size_of::<super::rules::PolicyConfig>() == 8);
     const _: () = assert!(core::mem::size_of::<super::synproxy::SynProxyConfig>() == 32);
     const _: () = assert!(core::mem::size_of::<super::synproxy::ProbeKey>() == 40);
+    const _: () = assert!(core::mem::size_of::<super::sample::SampleConfig>() == 16 + 4 * 14);
+    const _: () = assert!(core::mem::size_of::<super::sample::TapState>() == 40);
+    const _: () = assert!(core::mem::size_of::<super::sample::Sample>() == 16 + 128);
 }

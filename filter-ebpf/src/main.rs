@@ -13,6 +13,7 @@ mod limiter;
 mod lists;
 mod log;
 mod rules;
+mod sample;
 mod synproxy;
 mod view;
 
@@ -43,15 +44,15 @@ pub fn floodgate(ctx: XdpContext) -> u32 {
     let view = XdpView::new(&ctx);
     let pkt = match parse(&view) {
         Frame::Ip(pkt) => pkt,
-        Frame::NonIp => return verdict(Reason::NonIp, view.frame_len()),
-        Frame::Malformed => return verdict(Reason::Malformed, view.frame_len()),
-        Frame::TooDeep => return verdict(Reason::Unchecked, view.frame_len()),
+        Frame::NonIp => return verdict(&ctx, Reason::NonIp, None, view.frame_len()),
+        Frame::Malformed => return verdict(&ctx, Reason::Malformed, None, view.frame_len()),
+        Frame::TooDeep => return verdict(&ctx, Reason::Unchecked, None, view.frame_len()),
     };
     // The common shape of a flood from a listed range, decided here.
     if let Source::V4(a) = &pkt.src
         && lists::blocked_by_full_bucket(a)
     {
-        return verdict(Reason::Blocklist, view.frame_len());
+        return verdict(&ctx, Reason::Blocklist, Some(&pkt.src), view.frame_len());
     }
     if let Some(slot) = PACKET.get_ptr_mut(0) {
         // SAFETY: this CPU's slot; nothing else runs on this CPU until we return.
@@ -63,7 +64,7 @@ pub fn floodgate(ctx: XdpContext) -> u32 {
     }
     // Only when fg_decide is not in its slot (`attach` fills it before it attaches):
     // the frame was never checked against the lists, so it must not pass.
-    verdict(Reason::Unchecked, view.frame_len())
+    verdict(&ctx, Reason::Unchecked, None, view.frame_len())
 }
 
 /// The decision on a parsed IP packet: lists, rules, policy, limiter.
@@ -71,7 +72,7 @@ pub fn floodgate(ctx: XdpContext) -> u32 {
 pub fn fg_decide(ctx: XdpContext) -> u32 {
     let view = XdpView::new(&ctx);
     let Some(pkt) = PACKET.get(0).map(PacketRecord::packet) else {
-        return verdict(Reason::Unchecked, view.frame_len());
+        return verdict(&ctx, Reason::Unchecked, None, view.frame_len());
     };
     let clock = Clock::new();
     let reason = decide(
@@ -84,6 +85,9 @@ pub fn fg_decide(ctx: XdpContext) -> u32 {
     // fg_synproxy answers (and counts) the SYN; fg_ackprobe looks for a zero-window
     // probe among small passed frames while SYN cookies are on (and counts the frame).
     // Either returns here only if its slot is empty, and then the frame goes on as usual.
+    // Sampled here, before a tail call can rewrite the frame: a SYN answered with a
+    // cookie is sampled as it came in (syn_answered), a repaired probe as passed.
+    sample::offer(&ctx, reason, Some(&pkt.src), view.frame_len());
     let tail = if reason == Reason::SynProxy {
         Some(TAIL_SYNPROXY)
     } else if reason == Reason::Passed && view.frame_len() <= MAX_PURE_ACK_FRAME && synproxy::enabled() {
@@ -97,14 +101,22 @@ pub fn fg_decide(ctx: XdpContext) -> u32 {
         #[allow(clippy::let_unit_value)]
         let _ = unsafe { synproxy::TAILS.tail_call(&ctx, tail) };
         log::tail_empty(tail);
-        return verdict(Reason::Passed, view.frame_len());
+        record(Reason::Passed, view.frame_len());
+        return xdp_action::XDP_PASS;
     }
-    verdict(reason, view.frame_len())
+    count(reason, view.frame_len())
 }
 
-/// Counts the verdict and returns its action.
+/// Samples the frame, counts the verdict and returns its action.
 #[inline(always)]
-fn verdict(reason: Reason, bytes: usize) -> u32 {
+fn verdict(ctx: &XdpContext, reason: Reason, src: Option<&Source>, bytes: usize) -> u32 {
+    sample::offer(ctx, reason, src, bytes);
+    count(reason, bytes)
+}
+
+/// Counts the verdict and returns its action (the frame was sampled already).
+#[inline(always)]
+fn count(reason: Reason, bytes: usize) -> u32 {
     record(reason, bytes);
     if reason.drops() { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
 }

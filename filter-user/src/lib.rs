@@ -20,6 +20,7 @@ pub mod policy;
 pub mod portmap;
 pub mod reconcile;
 pub mod rules;
+pub mod sampler;
 pub mod sources;
 pub mod stats;
 pub mod store;

@@ -91,7 +91,8 @@ fn data(map: &Map) -> Option<&MapData> {
         | Map::LruHashMap(m)
         | Map::PerCpuHashMap(m)
         | Map::LpmTrie(m)
-        | Map::ProgramArray(m) => Some(m),
+        | Map::ProgramArray(m)
+        | Map::RingBuf(m) => Some(m),
         _ => None,
     }
 }
