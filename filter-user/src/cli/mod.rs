@@ -1,6 +1,7 @@
 //! Command-line interface: the clap definitions and one module per subcommand.
 
 mod attach;
+mod capture;
 mod completions;
 mod config;
 mod detach;
@@ -17,7 +18,9 @@ mod session;
 mod stats;
 mod status;
 mod synproxy;
+mod tap;
 mod top;
+mod trace;
 
 use clap::{Parser, Subcommand};
 
@@ -129,6 +132,8 @@ pub enum Command {
     Synproxy(synproxy::SynProxyCommand),
     Stats(stats::Args),
     Top(top::Args),
+    Capture(capture::Args),
+    Trace(trace::Args),
     Completions(completions::Args),
     /// Write the man pages (for packagers).
     #[command(hide = true)]
@@ -153,6 +158,8 @@ impl Command {
             Command::Synproxy(c) => synproxy::run(c),
             Command::Stats(a) => stats::run(a),
             Command::Top(a) => top::run(a),
+            Command::Capture(a) => capture::run(a),
+            Command::Trace(a) => trace::run(a),
             Command::Run(a) => run::run(a),
             Command::Reload(a) => reload::run(a),
             Command::Completions(a) => completions::run(a),

@@ -86,6 +86,15 @@ impl Session {
         Ok(SynProxyMaps::open(&mut self.src)?)
     }
 
+    pub fn sampler(&mut self) -> anyhow::Result<floodgate::sampler::SamplerMaps> {
+        Ok(floodgate::sampler::SamplerMaps::open(&mut self.src)?)
+    }
+
+    /// The reader of a tap's ring buffer.
+    pub fn reader(&mut self, tap: u32) -> anyhow::Result<floodgate::sampler::Reader> {
+        Ok(floodgate::sampler::Reader::open(&mut self.src, tap)?)
+    }
+
     pub fn counters(&mut self) -> anyhow::Result<Counters> {
         Ok(Counters::open(&mut self.src)?)
     }

@@ -3,5 +3,6 @@
 //! ([`sketch`]). Pure logic, host-tested; the service wiring comes next.
 
 pub mod detect;
+pub mod profile;
 pub mod record;
 pub mod sketch;

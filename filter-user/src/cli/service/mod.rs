@@ -6,7 +6,7 @@ mod control;
 mod controller;
 mod urls;
 
-pub use control::{Request, request};
+pub use control::{Request, request, runtime_dir};
 
 use std::{sync::Arc, time::Duration};
 
