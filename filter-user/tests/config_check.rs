@@ -46,7 +46,12 @@ fn the_example_is_ok_with_a_summary_per_interface() {
     assert_eq!(lines.next(), Some(format!("{}: ok", path.display()).as_str()));
     let eth0 = lines.next().unwrap();
     assert!(eth0.starts_with("  eth0: mode auto; blocklist 2 entries + 1 file (3 entries)"), "{eth0}");
-    assert!(eth0.ends_with("limits on; policy on; synproxy on"), "{eth0}");
+    assert!(
+        eth0.ends_with(
+            "limits on; policy on; synproxy on; incidents on (pps > 500000, dropped_pps.any > 50000)"
+        ),
+        "{eth0}"
+    );
 
     let out = floodgate(&["config", "check", path.to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(0));
@@ -56,6 +61,12 @@ fn the_example_is_ok_with_a_summary_per_interface() {
     assert_eq!(v["interfaces"][0]["name"], "eth0");
     assert_eq!(v["interfaces"][0]["blocklist"]["file_entries"], 3);
     assert_eq!(v["interfaces"][0]["limits"], true);
+    let incidents = &v["interfaces"][0]["incidents"];
+    assert_eq!(incidents["thresholds"], serde_json::json!(["pps > 500000", "dropped_pps.any > 50000"]));
+    assert_eq!(
+        (&incidents["hook"], &incidents["escalate"]),
+        (&serde_json::json!(false), &serde_json::json!([]))
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use filter_common::cidr::{echo, list_lines};
-use floodgate::config::{self, Config, ConfigError, Interface, ListSpec};
+use floodgate::config::{self, Config, ConfigError, Incidents, Interface, ListSpec};
 use serde::Serialize;
 
 use super::{Exit, Format, output::print_json};
@@ -77,6 +77,51 @@ impl ListSummary {
     }
 }
 
+/// What opens an incident and what is done then.
+#[derive(Serialize)]
+struct IncidentsSummary {
+    /// `pps > 500000`, `dropped_pps.any > 50000`, ...
+    thresholds: Vec<String>,
+    hook: bool,
+    webhook: bool,
+    /// The escalations: `syn_cookies`, `policy`, `limits`.
+    escalate: Vec<&'static str>,
+}
+
+impl IncidentsSummary {
+    fn new(i: &Incidents) -> Self {
+        let e = &i.escalate;
+        let escalate = [
+            ("syn_cookies", e.syn_cookies.is_some()),
+            ("policy", e.policy.is_some()),
+            ("limits", e.limits.is_some()),
+        ];
+        IncidentsSummary {
+            thresholds: i.thresholds.describe(),
+            hook: i.hook.is_some(),
+            webhook: i.webhook.is_some(),
+            escalate: escalate.into_iter().filter(|(_, on)| *on).map(|(name, _)| name).collect(),
+        }
+    }
+
+    /// `pps > 500000, dropped_pps.any > 50000; tells hook, webhook; escalates limits`.
+    fn text(&self) -> String {
+        let mut parts = vec![self.thresholds.join(", ")];
+        let tells: Vec<&str> = [("hook", self.hook), ("webhook", self.webhook)]
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| n)
+            .collect();
+        if !tells.is_empty() {
+            parts.push(format!("tells {}", tells.join(", ")));
+        }
+        if !self.escalate.is_empty() {
+            parts.push(format!("escalates {}", self.escalate.join(", ")));
+        }
+        parts.join("; ")
+    }
+}
+
 /// One interface of `config check`'s summary.
 #[derive(Serialize)]
 struct InterfaceSummary {
@@ -90,6 +135,8 @@ struct InterfaceSummary {
     limits: bool,
     policy: bool,
     synproxy: bool,
+    /// None: no incident detection.
+    incidents: Option<IncidentsSummary>,
 }
 
 impl InterfaceSummary {
@@ -109,13 +156,18 @@ impl InterfaceSummary {
             limits: i.limits.is_some(),
             policy: i.policy.is_some(),
             synproxy: i.synproxy.is_some(),
+            incidents: i.incidents.as_ref().map(IncidentsSummary::new),
         }
     }
 
     fn text(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
+        let incidents = match &self.incidents {
+            Some(i) => format!("on ({})", i.text()),
+            None => "off".to_string(),
+        };
         format!(
-            "{}: mode {}; blocklist {}; allowlist {}; {} rule{}; limits {}; policy {}; synproxy {}",
+            "{}: mode {}; blocklist {}; allowlist {}; {} rule{}; limits {}; policy {}; synproxy {}; incidents {}",
             echo(&self.name),
             self.mode,
             self.blocklist.text(),
@@ -124,7 +176,8 @@ impl InterfaceSummary {
             if self.rules == 1 { "" } else { "s" },
             on(self.limits),
             on(self.policy),
-            on(self.synproxy)
+            on(self.synproxy),
+            incidents
         )
     }
 }

@@ -17,15 +17,16 @@ use toml::{
 
 use super::{
     error::{ConfigError, ConfigErrors},
+    incidents::{self, OwnPolicy},
     model::*,
     sources,
 };
 use crate::{
-    duration::parse_duration,
+    duration::{parse_duration, parse_within},
     limits::{BPS_RANGE, BadLimits, LimitParams, PPS_RANGE},
     loader::{Capacity, MAX_MAX_ENTRIES, Mode},
     pins::check_iface_name,
-    policy::{Ephemeral, parse_serve, policy_config},
+    policy::{Ephemeral, Served, parse_serve, policy_config},
     rules::{RuleError, RuleSpec, reflection_preset},
     synproxy::parse_ports,
 };
@@ -104,7 +105,7 @@ impl<'s> Ctx<'s> {
 
     // Typed values. Each reports a wrong type at the value and returns None.
 
-    fn wrong_type(&mut self, key: &str, v: &Value, expected: &str) {
+    pub fn wrong_type(&mut self, key: &str, v: &Value, expected: &str) {
         let found = v.get_ref().type_str();
         let article = if found.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
         self.error(v.span(), format!("{key}: expected {expected}, found {article} {found}"));
@@ -174,6 +175,17 @@ impl<'s> Ctx<'s> {
     pub fn duration(&mut self, key: &str, v: &Value) -> Option<Duration> {
         let text = self.string(key, v)?;
         parse_duration(text).map_err(|e| self.error(v.span(), format!("{key}: {e}"))).ok()
+    }
+
+    /// A duration from `min` to `max`.
+    pub fn duration_within(
+        &mut self,
+        key: &str,
+        v: &Value,
+        (min, max): (Duration, Duration),
+    ) -> Option<Duration> {
+        let text = self.string(key, v)?;
+        parse_within(text, min, max).map_err(|e| self.error(v.span(), format!("{key}: {e}"))).ok()
     }
 
     /// One of fixed words.
@@ -263,6 +275,7 @@ const INTERFACE_KEYS: &[&str] = &[
     "rule",
     "policy",
     "synproxy",
+    "incidents",
 ];
 
 /// Checks a whole config file; `path` names it in errors and gives the directory
@@ -417,6 +430,14 @@ fn interface(ctx: &mut Ctx, name: &Spanned<DeString>, v: &Value) -> Interface {
     if let Some(v) = t.get("synproxy") {
         iface.synproxy = synproxy(ctx, &t.key("synproxy"), v);
     }
+    if let Some(v) = t.get("incidents") {
+        let own = match (&iface.policy, t.get("policy")) {
+            (Some(p), _) => OwnPolicy::Valid(p),
+            (None, Some(_)) => OwnPolicy::Invalid,
+            (None, None) => OwnPolicy::Absent,
+        };
+        iface.incidents = incidents::incidents(ctx, &t.key("incidents"), v, &path, own);
+    }
     iface
 }
 
@@ -546,7 +567,7 @@ fn rule(ctx: &mut Ctx, t: &Table) -> Option<RuleSpec> {
 const LIMIT_KEYS: &[&str] =
     &["pps", "burst", "bps", "syn_pps", "global_syn_pps", "v4_prefix", "v6_prefix", "ban_after", "ban_for"];
 
-fn limits(ctx: &mut Ctx, path: &str, v: &Value) -> Option<filter_common::limit::LimitConfig> {
+pub(super) fn limits(ctx: &mut Ctx, path: &str, v: &Value) -> Option<filter_common::limit::LimitConfig> {
     let t = ctx.table(path, v, LIMIT_KEYS)?;
     let before = ctx.errors.len();
     let mut p = LimitParams::default();
@@ -591,20 +612,8 @@ fn limits(ctx: &mut Ctx, path: &str, v: &Value) -> Option<filter_common::limit::
 fn policy(ctx: &mut Ctx, path: &str, v: &Value) -> Option<Policy> {
     let t = ctx.table(path, v, &["serve", "ephemeral", "fragments"])?;
     let before = ctx.errors.len();
-    let mut served = Vec::new();
     let serve = t.get("serve");
-    if let Some(v) = serve
-        && let Some(text) = ctx.string(&t.key("serve"), v)
-    {
-        match parse_serve(text) {
-            Ok(s) if s.is_empty() => ctx.error(
-                v.span(),
-                format!("{}: lists no ports; to enforce nothing, leave serve out", t.key("serve")),
-            ),
-            Ok(s) => served = s,
-            Err(e) => ctx.error(v.span(), format!("{}: {e}", t.key("serve"))),
-        }
-    }
+    let served = serve.and_then(|v| served_ports(ctx, &t.key("serve"), v)).unwrap_or_default();
     let mut eph = None;
     let eph_value = t.get("ephemeral");
     let eph_text = match eph_value {
@@ -628,20 +637,45 @@ fn policy(ctx: &mut Ctx, path: &str, v: &Value) -> Option<Policy> {
         .then(|| Policy { config: policy_config(serve.is_some(), eph, drop_fragments), served })
 }
 
+/// Served ports as `[policy] serve` takes them: at least one.
+pub(super) fn served_ports(ctx: &mut Ctx, key: &str, v: &Value) -> Option<Vec<Served>> {
+    let text = ctx.string(key, v)?;
+    match parse_serve(text) {
+        Ok(s) if s.is_empty() => {
+            ctx.error(v.span(), format!("{key}: lists no ports; to enforce nothing, leave it out"));
+            None
+        }
+        Ok(s) => Some(s),
+        Err(e) => {
+            ctx.error(v.span(), format!("{key}: {e}"));
+            None
+        }
+    }
+}
+
+/// TCP ports for SYN cookies, as `[synproxy] ports` takes them.
+pub(super) fn syn_ports(ctx: &mut Ctx, key: &str, v: &Value) -> Option<Vec<(u16, u16)>> {
+    let text = ctx.string(key, v)?;
+    parse_ports(text).map_err(|e| ctx.error(v.span(), format!("{key}: {e}"))).ok()
+}
+
 fn synproxy(ctx: &mut Ctx, path: &str, v: &Value) -> Option<SynProxy> {
     let t = ctx.table(path, v, &["ports", "above_pps"])?;
     let Some(pv) = t.get("ports") else {
         ctx.error(t.span.clone(), format!("[{path}] has no 'ports' (e.g. ports = \"80,443\")"));
         return None;
     };
-    let ports = ctx.string(&t.key("ports"), pv).and_then(|text| {
-        parse_ports(text).map_err(|e| ctx.error(pv.span(), format!("{}: {e}", t.key("ports")))).ok()
-    });
-    let above_pps = match t.get("above_pps") {
-        Some(v) => ctx.integer(&t.key("above_pps"), v, 0..=u64::from(u32::MAX)).map(|n| n as u32),
-        None => Some(0),
-    };
+    let ports = syn_ports(ctx, &t.key("ports"), pv);
+    let above_pps = above_pps(ctx, &t, "above_pps");
     Some(SynProxy { ports: ports?, above_pps: above_pps? })
+}
+
+/// `above_pps` of SYN cookies (0 when left out: answer every SYN).
+pub(super) fn above_pps(ctx: &mut Ctx, t: &Table, key: &str) -> Option<u32> {
+    match t.get(key) {
+        Some(v) => ctx.integer(&t.key(key), v, 0..=u64::from(u32::MAX)).map(|n| n as u32),
+        None => Some(0),
+    }
 }
 
 /// A CIDR entry written in the config.

@@ -8,6 +8,7 @@
 
 mod check;
 mod error;
+mod incidents;
 pub mod model;
 mod sources;
 
@@ -17,6 +18,10 @@ pub use check::{
     DEFAULT_MAX_SHRINK, DEFAULT_METRICS_LISTEN, DEFAULT_REFRESH, DEFAULT_STATE_DIR, MIN_REFRESH, PRESETS,
 };
 pub use error::{ConfigError, ConfigErrors};
+pub use incidents::{
+    DEFAULT_HOLD, DEFAULT_QUIET, DEFAULT_SAMPLE_EVERY, DEFAULT_SAMPLE_MAX_PPS, HOLD_RANGE, QUIET_RANGE,
+    SAMPLE_EVERY_RANGE, SAMPLE_MAX_PPS_RANGE, THRESHOLD_BPS_RANGE, THRESHOLD_PPS_RANGE,
+};
 pub use model::*;
 pub use sources::MAX_ERRORS_PER_FILE;
 

@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use filter_common::cidr::{echo, list_lines};
+use toml::de::DeValue;
 
 use super::{
     check::{Ctx, DEFAULT_MAX_SHRINK, DEFAULT_REFRESH, MIN_REFRESH, Value, entry},
     model::{ListFormat, ListSpec, UrlSource},
 };
-use toml::de::DeValue;
+use crate::sources::parse_http_url;
 
 /// Bad lines reported per list file; the last one says how many more there are.
 pub const MAX_ERRORS_PER_FILE: usize = 20;
@@ -179,18 +180,10 @@ fn url_source(ctx: &mut Ctx, path: &str, v: &Value) -> Option<UrlSource> {
             ctx.error(t.span.clone(), format!("[[{path}]] has no 'url'"));
             None
         }
-        Some(v) => ctx.string(&t.key("url"), v).and_then(|text| match reqwest::Url::parse(text) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(text.to_string()),
-            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                ctx.error(v.span(), format!("{}: '{}' is not http:// or https://", t.key("url"), echo(text)));
-                None
-            }
-            Ok(_) => {
-                ctx.error(v.span(), format!("{}: '{}' has no host", t.key("url"), echo(text)));
-                None
-            }
+        Some(v) => ctx.string(&t.key("url"), v).and_then(|text| match parse_http_url(text) {
+            Ok(_) => Some(text.to_string()),
             Err(e) => {
-                ctx.error(v.span(), format!("{}: '{}' is not a URL: {e}", t.key("url"), echo(text)));
+                ctx.error(v.span(), format!("{}: {e}", t.key("url")));
                 None
             }
         }),

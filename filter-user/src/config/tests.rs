@@ -104,6 +104,9 @@ fn unknown_keys_at_every_level() {
         ("[[interface.eth0.rule]]\nname = \"a\"\nproto = \"udp\"\n", "port"),
         ("[interface.eth0.policy]\n", "served"),
         ("[interface.eth0.synproxy]\nports = \"80\"\n", "above"),
+        ("[interface.eth0.incidents]\npps = 10\n", "ppps"),
+        ("[interface.eth0.incidents.dropped_pps]\nany = 10\n", "passed"),
+        ("[interface.eth0.incidents]\npps = 10\n[interface.eth0.incidents.escalate]\n", "synproxy"),
     ] {
         one_error(&format!("{section}@@{key} = 1\n"), &format!("unknown key '{key}'"));
     }
@@ -114,6 +117,16 @@ fn unknown_keys_at_every_level() {
     one_error(
         "[interface.eth0.blocklist]\nfiles = [{ path = \"good.txt\", @@optinal = true }]\n",
         "unknown key 'optinal'",
+    );
+    // Only reasons that drop have a dropped_pps.
+    one_error(
+        "[interface.eth0.incidents]\ndropped_pps = { @@passed = 5 }\n",
+        "unknown key 'passed' in [interface.eth0.incidents.dropped_pps]; expected one of blocklist, \
+         rate_limit, syn_limit, rule, policy, fragment, unchecked, any",
+    );
+    one_error(
+        "[interface.eth0.incidents]\npps = 1\nescalate = { limits = { pps = 5, @@ban = \"1m\" } }\n",
+        "unknown key 'ban' in [interface.eth0.incidents.escalate.limits]",
     );
 }
 
@@ -148,6 +161,38 @@ fn wrong_types() {
         (
             "[[interface.eth0.blocklist.url]]\nurl = \"https://x.example/\"\nmax_shrink = @@\"half\"\n",
             "a number",
+        ),
+        (
+            "[interface.eth0]\nincidents = @@1\n",
+            "interface.eth0.incidents: expected a table, found an integer",
+        ),
+        (
+            "[interface.eth0.incidents]\npps = @@\"1000\"\n",
+            "interface.eth0.incidents.pps: expected an integer, found a string",
+        ),
+        ("[interface.eth0.incidents]\nbps = @@1e9\n", "expected an integer, found a float"),
+        ("[interface.eth0.incidents]\ndropped_pps = @@1000\n", "dropped_pps: expected a table"),
+        ("[interface.eth0.incidents]\ndropped_pps = { any = @@\"1k\" }\n", "expected an integer"),
+        ("[interface.eth0.incidents]\npps = 1\nhold = @@2\n", "hold: expected a string"),
+        ("[interface.eth0.incidents]\npps = 1\nsample_every = @@\"64\"\n", "expected an integer"),
+        ("[interface.eth0.incidents]\npps = 1\nhook = @@\"/bin/sh\"\n", "hook: expected an array"),
+        (
+            "[interface.eth0.incidents]\npps = 1\nhook = [\"/bin/sh\", @@1]\n",
+            "expected a string, found an integer",
+        ),
+        ("[interface.eth0.incidents]\npps = 1\nwebhook = @@[]\n", "webhook: expected a string"),
+        ("[interface.eth0.incidents]\npps = 1\nescalate = @@true\n", "escalate: expected a table"),
+        (
+            "[interface.eth0.incidents]\npps = 1\n[interface.eth0.incidents.escalate]\nsyn_cookies = @@80\n",
+            "escalate.syn_cookies: expected TCP ports (e.g. \"80,443\") or true, found an integer",
+        ),
+        (
+            "[interface.eth0.incidents]\npps = 1\n[interface.eth0.incidents.escalate]\npolicy = @@[\"tcp/80\"]\n",
+            "escalate.policy: expected a string, found an array",
+        ),
+        (
+            "[interface.eth0.incidents]\npps = 1\n[interface.eth0.incidents.escalate]\nlimits = @@\"on\"\n",
+            "escalate.limits: expected a table",
         ),
     ] {
         one_error(text, reason);
@@ -253,6 +298,98 @@ fn bad_values() {
         ),
     ] {
         one_error(text, reason);
+    }
+}
+
+#[test]
+fn bad_incidents() {
+    let inc = "[interface.eth0.incidents]\n";
+    for (text, reason) in [
+        (
+            "@@[interface.eth0.incidents]\nhold = \"5s\"\nhook = [\"/bin/sh\"]\n".to_string(),
+            "[interface.eth0.incidents] needs at least one threshold: pps, bps, dropped_pps or syn_pps",
+        ),
+        ("[interface.eth0]\nincidents = @@{}\n".into(), "needs at least one threshold"),
+        (format!("{inc}pps = @@0\n"), "interface.eth0.incidents.pps is 0, out of range 1..=1000000000"),
+        (format!("{inc}pps = @@1_000_000_001\n"), "out of range"),
+        (format!("{inc}bps = @@0\n"), "bps is 0, out of range 1..=10000000000000"),
+        (format!("{inc}syn_pps = @@-1\n"), "syn_pps is -1, out of range"),
+        (format!("{inc}dropped_pps = @@{{}}\n"), "dropped_pps: names no reason"),
+        (
+            format!("{inc}dropped_pps = {{ blocklist = 5, any = @@0 }}\n"),
+            "dropped_pps.any is 0, out of range",
+        ),
+        (format!("{inc}dropped_pps = {{ rate_limit = @@0 }}\n"), "dropped_pps.rate_limit is 0"),
+        (format!("{inc}pps = 1\nhold = @@\"500ms\"\n"), "hold: '500ms' is out of range: expected 1s to 10m"),
+        (format!("{inc}pps = 1\nhold = @@\"11m\"\n"), "expected 1s to 10m"),
+        (format!("{inc}pps = 1\nhold = @@\"soon\"\n"), "hold: 'soon' is not a duration"),
+        (format!("{inc}pps = 1\nquiet = @@\"2h\"\n"), "quiet: '2h' is out of range: expected 1s to 1h"),
+        (format!("{inc}pps = 1\nsample_every = @@0\n"), "sample_every is 0, out of range 1..=1000000"),
+        (format!("{inc}pps = 1\nsample_every = @@1000001\n"), "out of range"),
+        (
+            format!("{inc}pps = 1\nsample_max_pps = @@100001\n"),
+            "sample_max_pps is 100001, out of range 1..=100000",
+        ),
+        (format!("{inc}pps = 1\nhook = @@[]\n"), "hook: empty: give the program and its arguments"),
+        (
+            format!("{inc}pps = 1\nhook = [@@\"notify\", \"x\"]\n"),
+            "hook: 'notify' is not an absolute path (a hook is run without a PATH search)",
+        ),
+        (
+            format!("{inc}pps = 1\nhook = [@@\"/nonexistent/notify\"]\n"),
+            "hook: /nonexistent/notify: No such file or directory",
+        ),
+        (format!("{inc}pps = 1\nhook = [@@\"/\"]\n"), "hook: / is not a file"),
+        (
+            format!("{inc}pps = 1\nwebhook = @@\"ftp://x.example/\"\n"),
+            "webhook: 'ftp://x.example/' is not http:// or https://",
+        ),
+        (format!("{inc}pps = 1\nwebhook = @@\"hooks.example\"\n"), "webhook: 'hooks.example' is not a URL"),
+    ] {
+        one_error(&text, reason);
+    }
+    // Not executable: a file of the fixture.
+    let dir = fixture();
+    let good = dir.0.join("good.txt").display().to_string();
+    one_error_in(&dir, &format!("{inc}pps = 1\nhook = [@@\"{good}\"]\n"), "is not executable (chmod +x it)");
+}
+
+#[test]
+fn bad_escalations() {
+    let esc = "[interface.eth0.incidents]\npps = 1\n[interface.eth0.incidents.escalate]\n";
+    let policy = |serve: &str| format!("[interface.eth0.policy]\nserve = \"{serve}\"\n");
+    for (text, reason) in [
+        (
+            format!("{esc}syn_cookies = @@true\n"),
+            "escalate.syn_cookies = true takes the TCP ports [interface.eth0.policy] serves, and there is \
+             no [interface.eth0.policy]: name the ports",
+        ),
+        (format!("{}{esc}syn_cookies = @@true\n", policy("udp/53")), "and it serves none"),
+        (format!("{esc}syn_cookies = @@\"udp/53\"\n"), "SYN cookies are for TCP ports only"),
+        (format!("{esc}syn_cookies = @@\"80-\"\n"), "escalate.syn_cookies: bad port list"),
+        (format!("{esc}syn_cookies_above_pps = @@5\n"), "escalate.syn_cookies_above_pps: needs syn_cookies"),
+        (
+            format!("{esc}syn_cookies = \"80\"\nsyn_cookies_above_pps = @@-1\n"),
+            "syn_cookies_above_pps is -1, out of range 0..=4294967295",
+        ),
+        (format!("{esc}policy = @@\"tcp/x\"\n"), "escalate.policy: bad port list 'tcp/x'"),
+        (format!("{esc}policy = @@\" , \"\n"), "escalate.policy: lists no ports"),
+        (
+            "[interface.eth0.incidents]\npps = 1\n@@[interface.eth0.incidents.escalate.limits]\nv4_prefix = 24\n"
+                .into(),
+            "[interface.eth0.incidents.escalate.limits] sets no limit",
+        ),
+        (format!("{esc}limits = {{ pps = @@0 }}\n"), "escalate.limits.pps is 0, out of range"),
+        (format!("{esc}limits = {{ pps = 1, ban_after = @@\"1m\" }}\n"), "go together"),
+        // A policy with errors is reported once, not again by what builds on it.
+        (
+            "[interface.eth0.policy]\nserve = @@\"tcp/x\"\n[interface.eth0.incidents]\npps = 1\n\
+             [interface.eth0.incidents.escalate]\nsyn_cookies = true\npolicy = \"tcp/80\"\n"
+                .into(),
+            "interface.eth0.policy.serve: bad port list",
+        ),
+    ] {
+        one_error(&text, reason);
     }
 }
 
@@ -506,6 +643,92 @@ above_pps = 100
 }
 
 #[test]
+fn incidents_read_into_the_model() {
+    use crate::incident::detect::Thresholds;
+    use filter_common::{Reason, rules::Proto};
+
+    let dir = fixture();
+    let text = r#"
+[interface.eth0.policy]
+serve = "tcp/22,udp/53,8000-8010"
+ephemeral = "32768-60999"
+fragments = "drop"
+[interface.eth0.incidents]
+pps = 1_000_000
+bps = 5_000_000_000
+syn_pps = 20000
+dropped_pps = { unchecked = 7, blocklist = 1000, any = 50000 }
+hold = "5s"
+quiet = "1m"
+sample_every = 128
+sample_max_pps = 500
+hook = ["/bin/sh", "/etc/floodgate/hook.sh", "--page"]
+webhook = "https://hooks.example/floodgate?team=net"
+[interface.eth0.incidents.escalate]
+syn_cookies = true
+syn_cookies_above_pps = 100
+policy = "tcp/443"
+limits = { pps = 100, syn_pps = 5 }
+[interface.eth1.incidents.dropped_pps]
+any = 10
+[interface.eth2.incidents]
+pps = 10
+escalate = { syn_cookies = "tcp/80,443", policy = "53" }
+"#;
+    let cfg = load_in(&dir, text).unwrap_or_else(|e| panic!("{e}"));
+    let i = cfg.interfaces[0].incidents.as_ref().unwrap();
+    assert_eq!(
+        i.thresholds,
+        Thresholds {
+            pps: Some(1_000_000),
+            bps: Some(5_000_000_000),
+            dropped_pps: vec![(Reason::Blocklist, 1000), (Reason::Unchecked, 7)],
+            dropped_any_pps: Some(50_000),
+            syn_pps: Some(20_000),
+            hold: Duration::from_secs(5),
+            quiet: Duration::from_secs(60),
+        }
+    );
+    assert_eq!((i.sample_every, i.sample_max_pps), (128, 500));
+    assert_eq!(i.hook.as_deref().unwrap(), ["/bin/sh", "/etc/floodgate/hook.sh", "--page"]);
+    assert_eq!(i.webhook.as_deref(), Some("https://hooks.example/floodgate?team=net"));
+    // syn_cookies = true: the policy's TCP ports.
+    let e = &i.escalate;
+    assert_eq!(e.syn_cookies, Some(SynProxy { ports: vec![(22, 22), (8000, 8010)], above_pps: 100 }));
+    // The escalated policy keeps the interface's ephemeral range and fragment setting.
+    let p = e.policy.as_ref().unwrap();
+    assert_eq!(
+        (p.config.enforce, p.config.drop_fragments, p.config.eph_lo, p.config.eph_hi),
+        (1, 1, 32768, 60999)
+    );
+    assert_eq!(p.served, [crate::policy::Served { proto: Proto::Tcp, lo: 443, hi: 443 }]);
+    assert_eq!(e.limits.unwrap().given, [100, 0, 5, 0]);
+
+    // Defaults.
+    let i = cfg.interfaces[1].incidents.as_ref().unwrap();
+    assert_eq!(i.thresholds.dropped_any_pps, Some(10));
+    assert!(i.thresholds.dropped_pps.is_empty() && i.thresholds.pps.is_none());
+    assert_eq!((i.thresholds.hold, i.thresholds.quiet), (DEFAULT_HOLD, DEFAULT_QUIET));
+    assert_eq!((i.sample_every, i.sample_max_pps), (DEFAULT_SAMPLE_EVERY, DEFAULT_SAMPLE_MAX_PPS));
+    assert_eq!((&i.hook, &i.webhook, &i.escalate), (&None, &None, &Escalate::default()));
+    // No policy of its own: the escalated one has the defaults (ephemeral auto,
+    // fragments pass).
+    let e = &cfg.interfaces[2].incidents.as_ref().unwrap().escalate;
+    assert_eq!(e.syn_cookies, Some(SynProxy { ports: vec![(80, 80), (443, 443)], above_pps: 0 }));
+    let p = e.policy.as_ref().unwrap();
+    assert_eq!((p.config.enforce, p.config.drop_fragments, p.served.len()), (1, 0, 2));
+    assert_eq!(cfg.interfaces[2].policy, None);
+    // No section, no incidents; syn_cookies = false is none.
+    let cfg = load_in(
+        &dir,
+        "[interface.eth0]\n[interface.eth1.incidents]\npps = 1\nescalate.syn_cookies = false\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.interfaces[0].incidents, None);
+    assert_eq!(cfg.interfaces[1].incidents.as_ref().unwrap().escalate, Escalate::default());
+}
+
+#[test]
 fn the_shipped_example_passes() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/floodgate.toml");
     let cfg = load(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -513,6 +736,7 @@ fn the_shipped_example_passes() {
     let i = &cfg.interfaces[0];
     assert!(!i.blocklist.files.is_empty() && !i.allowlist.files.is_empty());
     assert!(i.limits.is_some() && i.policy.is_some() && i.synproxy.is_some());
+    assert!(i.incidents.as_ref().is_some_and(|i| i.thresholds.any()));
     assert!(i.rules.len() > crate::rules::REFLECTION.len());
     // Every commented-out key of the example is a real key: uncommented (URL and all),
     // the file still passes.
@@ -534,6 +758,11 @@ fn the_shipped_example_passes() {
     }
     let cfg = load(&copy).unwrap_or_else(|e| panic!("uncommented example: {e}"));
     assert_eq!(cfg.interfaces[0].blocklist.urls.len(), 1);
+    let inc = cfg.interfaces[0].incidents.as_ref().unwrap();
+    assert!(inc.hook.is_some() && inc.webhook.is_some());
+    assert!(
+        inc.escalate.syn_cookies.is_some() && inc.escalate.policy.is_some() && inc.escalate.limits.is_some()
+    );
 }
 
 proptest! {

@@ -20,12 +20,44 @@ pub struct Thresholds {
     pub bps: Option<u64>,
     /// Frames dropped for one reason, per reason.
     pub dropped_pps: Vec<(Reason, u64)>,
+    /// Frames dropped for any reason, together (crossed as `dropped_pps.any`).
+    pub dropped_any_pps: Option<u64>,
     /// TCP SYNs (those limited, answered with cookies, or passed).
     pub syn_pps: Option<u64>,
     /// How long a threshold must stay crossed before the incident opens.
     pub hold: Duration,
     /// How long every threshold must stay uncrossed before it closes.
     pub quiet: Duration,
+}
+
+impl Thresholds {
+    /// Each threshold as `NAME > LIMIT` (`pps > 100000`, `dropped_pps.any > 50000`):
+    /// for the record and for summaries.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut one = |name: &str, limit: Option<u64>| {
+            if let Some(l) = limit {
+                out.push(format!("{name} > {l}"));
+            }
+        };
+        one("pps", self.pps);
+        one("bps", self.bps);
+        one("syn_pps", self.syn_pps);
+        for (reason, l) in &self.dropped_pps {
+            one(&format!("dropped_pps.{}", reason.key()), Some(*l));
+        }
+        one("dropped_pps.any", self.dropped_any_pps);
+        out
+    }
+
+    /// Whether any threshold is set (without one, nothing ever opens).
+    pub fn any(&self) -> bool {
+        self.pps.is_some()
+            || self.bps.is_some()
+            || self.syn_pps.is_some()
+            || !self.dropped_pps.is_empty()
+            || self.dropped_any_pps.is_some()
+    }
 }
 
 /// The counters' growth over one interval.
@@ -52,6 +84,10 @@ impl Delta {
 
     fn bps(&self) -> u64 {
         self.per_sec(self.bytes.iter().sum::<u64>() * 8)
+    }
+
+    fn dropped_pps(&self) -> u64 {
+        self.per_sec(Reason::ALL.iter().filter(|r| r.drops()).map(|r| self.packets[*r as usize]).sum())
     }
 }
 
@@ -120,6 +156,9 @@ impl Detector {
             if d.per_sec(d.packets[*reason as usize]) > *l {
                 out.push(format!("dropped_pps.{}", reason.key()));
             }
+        }
+        if t.dropped_any_pps.is_some_and(|l| d.dropped_pps() > l) {
+            out.push("dropped_pps.any".to_string());
         }
         out
     }
@@ -235,6 +274,38 @@ mod tests {
         assert_eq!(closed.peak_pps, 40_010);
         assert_eq!(closed.peak_bps, 40_000 * 60 * 8);
         assert_eq!(closed.crossed, ["dropped_pps.blocklist"]);
+    }
+
+    #[test]
+    fn dropped_any_sums_every_reason_that_drops() {
+        let mut d = Detector::new(Thresholds {
+            dropped_any_pps: Some(1_000),
+            hold: Duration::from_secs(1),
+            quiet: Duration::from_secs(1),
+            ..Default::default()
+        });
+        let mut s = second(1, 5_000, 600);
+        // Passed and SYN-cookie answers are not drops; 600 + 300 is under the limit.
+        s.packets[Reason::SynProxy as usize] = 5_000;
+        s.packets[Reason::RateLimit as usize] = 300;
+        assert_eq!(d.feed(s.clone()), None);
+        s.at_ms = 2_000;
+        s.packets[Reason::Policy as usize] = 101;
+        let Some(Change::Opened(inc)) = d.feed(s) else { panic!("1001 dropped/s opens") };
+        assert_eq!(inc.crossed, ["dropped_pps.any"]);
+        assert_eq!(inc.start_ms, 1_000);
+    }
+
+    #[test]
+    fn describe_lists_every_threshold() {
+        let t = Thresholds {
+            pps: Some(100_000),
+            dropped_pps: vec![(Reason::Blocklist, 10)],
+            dropped_any_pps: Some(50_000),
+            ..Default::default()
+        };
+        assert_eq!(t.describe(), ["pps > 100000", "dropped_pps.blocklist > 10", "dropped_pps.any > 50000"]);
+        assert!(t.any() && !Thresholds::default().any());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use filter_common::cidr::echo;
 use thiserror::Error;
 
 pub use cache::{CacheError, Validators};
@@ -56,6 +57,29 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts { connect: Duration::from_secs(10), total: Duration::from_secs(120) }
     }
+}
+
+/// Why a URL (a list source, a webhook) is refused before anything is fetched.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BadUrl {
+    #[error("'{}' is not a URL: {}", echo(.0), .1)]
+    Syntax(String, String),
+    #[error("'{}' is not http:// or https://", echo(.0))]
+    Scheme(String),
+    #[error("'{}' has no host", echo(.0))]
+    NoHost(String),
+}
+
+/// An http:// or https:// URL with a host: what the service can fetch or POST to.
+pub fn parse_http_url(text: &str) -> Result<reqwest::Url, BadUrl> {
+    let u = reqwest::Url::parse(text).map_err(|e| BadUrl::Syntax(text.into(), e.to_string()))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(BadUrl::Scheme(text.into()));
+    }
+    if u.host().is_none() {
+        return Err(BadUrl::NoHost(text.into()));
+    }
+    Ok(u)
 }
 
 #[derive(Debug, Error)]
