@@ -22,13 +22,23 @@ pub fn si(n: u64) -> String {
     format!("{}{unit}", text.strip_suffix(".0").unwrap_or(&text))
 }
 
+/// [`si`] with a unit after a space: `950 bit/s`, `12.3 kbit/s`, `4.2 GB`.
+fn si_unit(n: u64, unit: &str) -> String {
+    let s = si(n);
+    match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => format!("{} {c}{unit}", &s[..i]),
+        _ => format!("{s} {unit}"),
+    }
+}
+
 /// Bits per second: `950 bit/s`, `12.3 kbit/s`, `9.6 Gbit/s`.
 pub fn bits_per_sec(bps: u64) -> String {
-    let s = si(bps);
-    match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => format!("{} {c}bit/s", &s[..i]),
-        _ => format!("{s} bit/s"),
-    }
+    si_unit(bps, "bit/s")
+}
+
+/// Bytes, decimal: `512 B`, `1.5 kB`, `4.2 GB`.
+pub fn bytes(n: u64) -> String {
+    si_unit(n, "B")
 }
 
 /// A Unix time in milliseconds as ISO 8601 UTC to the second: `2026-03-04T05:06:07Z`.
@@ -61,6 +71,8 @@ mod tests {
         }
         assert_eq!(super::bits_per_sec(950), "950 bit/s");
         assert_eq!(super::bits_per_sec(9_600_000_000), "9.6 Gbit/s");
+        assert_eq!(super::bytes(512), "512 B");
+        assert_eq!(super::bytes(4_200_000_000), "4.2 GB");
     }
 
     #[test]

@@ -359,7 +359,7 @@ mod tests {
         fs::create_dir_all(store.dir("20260101-000000-eth9")).unwrap();
         fs::write(store.dir("20260101-000000-eth9").join(RECORD_FILE), "{not json").unwrap();
         fs::create_dir_all(store.dir("empty")).unwrap();
-        assert_eq!(store.list().unwrap(), [good.clone()]);
+        assert_eq!(store.list().unwrap(), std::slice::from_ref(&good));
 
         let err = store.load("20260101-000000-eth9").unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
