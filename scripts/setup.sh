@@ -14,8 +14,9 @@ TOOLS=${FLOODGATE_TOOLS:-$HOME/.cache/floodgate-tools}
 # systemd needed); systemd-container: systemd-nspawn (the unit's sandbox under a real
 # systemd); man-db, groff-base: the unit's man: links and the man page test; prometheus:
 # prometheus and promtool for the metrics tests; musl-tools: musl-gcc, for ring's C in
-# the VMs' static test binaries.
-APT_PACKAGES=(iproute2 ethtool bpftool nftables procps busybox-static util-linux kmod xz-utils zstd ipset iptables nginx-light dnsmasq-base bind9-dnsutils systemd systemd-container man-db groff-base prometheus musl-tools)
+# the VMs' static test binaries; fonts-dejavu-core: the font of incident reports' PNG
+# charts (read at run time).
+APT_PACKAGES=(iproute2 ethtool bpftool nftables procps busybox-static util-linux kmod xz-utils zstd ipset iptables nginx-light dnsmasq-base bind9-dnsutils systemd systemd-container man-db groff-base prometheus musl-tools fonts-dejavu-core)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
