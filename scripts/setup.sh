@@ -16,7 +16,7 @@ TOOLS=${FLOODGATE_TOOLS:-$HOME/.cache/floodgate-tools}
 # prometheus and promtool for the metrics tests; musl-tools: musl-gcc, for ring's C in
 # the VMs' static test binaries; fonts-dejavu-core: the font of incident reports' PNG
 # charts (read at run time).
-APT_PACKAGES=(iproute2 ethtool bpftool nftables procps busybox-static util-linux kmod xz-utils zstd ipset iptables nginx-light dnsmasq-base bind9-dnsutils systemd systemd-container man-db groff-base prometheus musl-tools fonts-dejavu-core)
+APT_PACKAGES=(iproute2 ethtool bpftool nftables procps busybox-static util-linux kmod xz-utils zstd ipset iptables nginx-light dnsmasq-base bind9-dnsutils systemd systemd-container man-db groff-base prometheus musl-tools fonts-dejavu-core tcpdump)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 

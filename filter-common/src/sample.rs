@@ -51,7 +51,7 @@ impl SampleConfig {
     pub fn picks(&self, reason: Reason, random: u32) -> bool {
         match self.every.get(reason as usize) {
             Some(&0) | None => false,
-            Some(&n) => random % n == 0,
+            Some(&n) => random.is_multiple_of(n),
         }
     }
 }

@@ -3,7 +3,6 @@
 //! a per-CPU per-second cap.
 
 use aya_ebpf::{
-    bindings::xdp_md,
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_xdp_load_bytes},
     macros::map,
     maps::{Array, LpmTrie, PerCpuArray, RingBuf, lpm_trie::Key},
@@ -93,7 +92,7 @@ fn send(ctx: &XdpContext, tap: u32, per_sec: u32, what: u32, len: usize) {
         (*s).flags = (what >> 8) as u8;
         let data = (*s).data.as_mut_ptr();
         // Fails (and copies nothing) only for a frame shorter than `cap`, i.e. empty.
-        let copied = bpf_xdp_load_bytes(ctx.ctx as *mut xdp_md, 0, data.cast(), cap) == 0;
+        let copied = bpf_xdp_load_bytes(ctx.ctx, 0, data.cast(), cap) == 0;
         (*s).cap_len = if copied { cap as u16 } else { 0 };
     }
     entry.submit(0);

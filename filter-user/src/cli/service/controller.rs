@@ -17,7 +17,11 @@ use filter_common::{
 };
 use floodgate::{
     bpflog::{self, Forwarder},
-    config::{BpfLogLevel, Config, Interface, ListSpec},
+    config::{BpfLogLevel, Config, Incidents, Interface, ListSpec},
+    incident::{
+        record::Action,
+        store::{Limits, Store},
+    },
     loader::{self, Capacity, Mode},
     maps::{Core, Pinned},
     metrics::{Exporter, Target},
@@ -35,6 +39,7 @@ use super::{
     super::session::Session,
     Msg,
     control::Reply,
+    incidents::{ActionReport, Watcher},
     urls::{Key, Urls},
 };
 
@@ -51,6 +56,24 @@ struct Filter {
     /// The auto-bans seen at the last sweep (None before the first), to log each
     /// one's start and end.
     bans: Option<HashMap<SourceKey, Ban>>,
+    /// The config as loaded, before any escalation (None: `run -i`).
+    base: Option<Interface>,
+    /// An incident's escalations are in force over `base`.
+    escalated: bool,
+    /// Detects incidents (with `[incidents]`). Declared last: dropped after the rest.
+    watcher: Option<Watcher>,
+}
+
+impl Filter {
+    fn new(
+        pins: IfacePins,
+        applied: Option<Interface>,
+        owned: Owned,
+        log_task: Option<tokio::task::JoinHandle<()>>,
+    ) -> Self {
+        let base = applied.clone();
+        Filter { pins, applied, owned, log_task, bans: None, base, escalated: false, watcher: None }
+    }
 }
 
 impl Drop for Filter {
@@ -82,6 +105,11 @@ pub struct Controller {
     bpf_log_arg: Option<Option<BpfLogLevel>>,
     /// The data path's log level programs are loaded with.
     bpf_log: Option<BpfLogLevel>,
+    /// Where incidents are kept.
+    incidents: Arc<Store>,
+    /// `run -i`'s incident settings (from its flags).
+    incidents_arg: Option<Incidents>,
+    tx: mpsc::Sender<Msg>,
 }
 
 impl Controller {
@@ -95,7 +123,15 @@ impl Controller {
         tx: mpsc::Sender<Msg>,
         metrics: Arc<Exporter>,
     ) -> anyhow::Result<Self> {
+        let state_dir = config.as_ref().map_or(args.state_dir.clone(), |c| c.service.state_dir.clone());
+        let incidents = Arc::new(
+            Store::open(&state_dir, Limits::default())
+                .with_context(|| format!("opening the incident records in {}", state_dir.display()))?,
+        );
         let mut ctl = Controller {
+            incidents,
+            incidents_arg: args.incidents()?,
+            tx: tx.clone(),
             config_path: args.config.clone(),
             started_with: None,
             urls: None,
@@ -120,12 +156,14 @@ impl Controller {
                     let want = ctl.desired(iface)?;
                     let f = ctl.bring_up(&iface.name, iface.mode, iface.capacity, Some(&want))?;
                     ctl.filters.insert(iface.name.clone(), f);
+                    ctl.sync_watcher(&iface.name, iface.incidents.clone());
                 }
             }
             (None, Some(name)) => {
                 let cap = Capacity { entries: args.max_entries, sources: args.max_sources };
                 let f = ctl.bring_up(name, args.mode.into(), cap, None)?;
                 ctl.filters.insert(name.clone(), f);
+                ctl.sync_watcher(name, ctl.incidents_arg.clone());
             }
             (None, None) => bail!("give --config FILE or -i IFACE"),
         }
@@ -190,7 +228,7 @@ impl Controller {
             );
             owned.save(&owned_path).with_context(|| format!("saving {}", owned_path.display()))?;
             let log_task = self.forward_log(&done.pins);
-            return Ok(Filter { pins: done.pins, applied: cfg.cloned(), owned, log_task, bans: None });
+            return Ok(Filter::new(done.pins, cfg.cloned(), owned, log_task));
         }
         let pins = pins::resolve_for(Some(name), Purpose::Use)
             .with_context(|| format!("taking over the filter pinned for {name}"))?;
@@ -249,7 +287,7 @@ impl Controller {
         };
         owned.save(&owned_path).with_context(|| format!("saving {}", owned_path.display()))?;
         let log_task = self.forward_log(&pins);
-        Ok(Filter { pins, applied: cfg.cloned(), owned, log_task, bans: None })
+        Ok(Filter::new(pins, cfg.cloned(), owned, log_task))
     }
 
     fn forward_log(&self, pins: &IfacePins) -> Option<tokio::task::JoinHandle<()>> {
@@ -339,9 +377,10 @@ impl Controller {
         }
         // Every interface's lists read and checked before anything changes: a missing
         // file or a list over capacity refuses the whole reload.
+        let effective: Vec<Interface> = config.interfaces.iter().map(|i| self.effective(i)).collect();
         let mut wants = Vec::new();
         let mut errors = Vec::new();
-        for iface in &config.interfaces {
+        for iface in &effective {
             match self.desired(iface) {
                 Ok(w) => wants.push(w),
                 Err(e) => errors.push(format!("{}: {e:#}", iface.name)),
@@ -366,6 +405,12 @@ impl Controller {
                     reply.errors.push(e);
                 }
             }
+        }
+        for iface in &config.interfaces {
+            if let Some(f) = self.filters.get_mut(&iface.name) {
+                f.base = Some(iface.clone());
+            }
+            self.sync_watcher(&iface.name, iface.incidents.clone());
         }
         for name in self.filters.keys() {
             if !config.interfaces.iter().any(|i| &i.name == name) {
@@ -466,6 +511,65 @@ impl Controller {
         };
         want.check_capacity().map_err(anyhow::Error::msg)?;
         Ok(want)
+    }
+
+    /// `iface` as it should be in force: its config, with the open incident's
+    /// escalations over it.
+    fn effective(&self, iface: &Interface) -> Interface {
+        match self.filters.get(&iface.name) {
+            Some(f) if f.escalated => escalated(iface),
+            _ => iface.clone(),
+        }
+    }
+
+    /// Starts, updates or stops the incident watcher of `name`.
+    fn sync_watcher(&mut self, name: &str, settings: Option<Incidents>) {
+        let (store, rt, tx) = (self.incidents.clone(), self.rt.clone(), self.tx.clone());
+        let Some(f) = self.filters.get_mut(name) else { return };
+        match (settings, &f.watcher) {
+            (None, _) => f.watcher = None,
+            (Some(s), Some(w)) => w.update(s),
+            (Some(s), None) => match Watcher::start(f.pins.clone(), s, store, rt, tx) {
+                Ok(w) => f.watcher = Some(w),
+                Err(e) => tracing::error!(interface = name, "incident detection not started: {e:#}"),
+            },
+        }
+    }
+
+    /// Puts an incident's escalations in force (`on`) or takes them back to the
+    /// config; reports each step to the incident's record.
+    pub fn escalate(
+        &mut self,
+        name: &str,
+        on: bool,
+        id: &str,
+        report: &std::sync::mpsc::Sender<ActionReport>,
+    ) {
+        let Some(f) = self.filters.get_mut(name) else { return };
+        let Some(base) = f.base.clone() else { return };
+        if f.escalated == on {
+            return;
+        }
+        f.escalated = on;
+        let want = if on { escalated(&base) } else { base };
+        let what = if on { "escalate" } else { "undo" };
+        let result = self.desired(&want).and_then(|w| self.reload_one(w));
+        let action = Action {
+            at_ms: SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            what: what.to_string(),
+            ok: result.is_ok(),
+            detail: match &result {
+                Ok(changes) => changes.clone(),
+                Err(e) => format!("{e:#}"),
+            },
+        };
+        match &result {
+            Ok(changes) => tracing::warn!(interface = name, id, "incident {what}: {changes}"),
+            Err(e) => tracing::error!(interface = name, id, "incident {what} failed: {e:#}"),
+        }
+        let _ = report.send((id.to_string(), action));
     }
 
     /// Removes expired entries and bans. A failure is logged (once a minute for the
@@ -671,6 +775,31 @@ fn operator_entries(
 }
 
 /// The config file, or every error in it (one per line, `FILE:LINE:COLUMN: reason`).
+/// `iface` with its incident escalations applied: stricter limits and the policy
+/// replace the config's; SYN cookie ports join the config's.
+fn escalated(iface: &Interface) -> Interface {
+    let mut out = iface.clone();
+    let Some(esc) = iface.incidents.as_ref().map(|i| &i.escalate) else { return out };
+    if let Some(l) = esc.limits {
+        out.limits = Some(l);
+    }
+    if let Some(p) = &esc.policy {
+        out.policy = Some(p.clone());
+    }
+    if let Some(sp) = &esc.syn_cookies {
+        let mut merged = sp.clone();
+        if let Some(have) = &iface.synproxy {
+            for r in &have.ports {
+                if !merged.ports.contains(r) {
+                    merged.ports.push(*r);
+                }
+            }
+        }
+        out.synproxy = Some(merged);
+    }
+    out
+}
+
 pub fn load_config(path: &Path) -> Result<Config, Vec<String>> {
     floodgate::config::load(path).map_err(|e| e.to_string().lines().map(str::to_string).collect())
 }

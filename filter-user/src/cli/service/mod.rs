@@ -4,6 +4,7 @@
 
 mod control;
 mod controller;
+mod incidents;
 mod urls;
 
 pub use control::{Request, request, runtime_dir};
@@ -32,6 +33,14 @@ pub enum Msg {
     /// A URL list source's copy in force changed.
     Source {
         key: urls::Key,
+    },
+    /// An incident opened (`on`) or closed on `iface`: its escalations engage or
+    /// are undone.
+    Escalate {
+        iface: String,
+        on: bool,
+        id: String,
+        report: std::sync::mpsc::Sender<incidents::ActionReport>,
     },
     Stop {
         done: oneshot::Sender<anyhow::Result<()>>,
@@ -116,6 +125,7 @@ pub async fn serve(args: Args, config: Option<Config>) -> anyhow::Result<()> {
                     }
                     Msg::Sweep => ctl.sweep(),
                     Msg::Source { key } => ctl.source_changed(&key),
+                    Msg::Escalate { iface, on, id, report } => ctl.escalate(&iface, on, &id, &report),
                     Msg::Stop { done } => {
                         if let Some(n) = &notifier {
                             notify("STOPPING=1", n.stopping());
