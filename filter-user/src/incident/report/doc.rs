@@ -9,7 +9,6 @@ pub enum Span {
     Text(String),
     /// Code, a reason key, a file name: shown in a fixed-width font.
     Code(String),
-    Strong(String),
     Link {
         text: String,
         href: String,
@@ -136,7 +135,6 @@ fn md_spans(spans: &[Span]) -> String {
         .map(|s| match s {
             Span::Text(t) => md_text(t),
             Span::Code(c) => md_code(c),
-            Span::Strong(t) => format!("**{}**", md_text(t)),
             Span::Link { text, href } => format!("[{}]({href})", md_text(text)),
         })
         .collect()
@@ -214,7 +212,6 @@ fn html_spans(spans: &[Span]) -> String {
         .map(|s| match s {
             Span::Text(t) => esc(t),
             Span::Code(c) => format!("<code>{}</code>", esc(c)),
-            Span::Strong(t) => format!("<strong>{}</strong>", esc(t)),
             Span::Link { text, href } => format!("<a href=\"{}\">{}</a>", esc(href), esc(text)),
         })
         .collect()
