@@ -5,6 +5,7 @@ mod capture;
 mod completions;
 mod config;
 mod detach;
+mod incidents;
 mod limit;
 mod lists;
 mod manpage;
@@ -87,6 +88,7 @@ Typical use:
   floodgate rule preset reflection              # drop UDP floods from reflection ports
   floodgate policy set --serve tcp/443,tcp/80   # drop what is aimed at other ports
   floodgate synproxy enable --ports 80,443      # answer SYN floods with cookies in the driver
+  floodgate incidents report ID -o DIR          # a flood's report, to send to your provider
   floodgate detach -i eth0                      # remove everything floodgate put in place
 
 Formats used by many flags:
@@ -141,6 +143,9 @@ pub enum Command {
     /// The service's config file.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Incidents: floods detected by `floodgate run`, their evidence and reports.
+    #[command(subcommand)]
+    Incidents(incidents::IncidentsCommand),
 }
 
 impl Command {
@@ -165,6 +170,7 @@ impl Command {
             Command::Completions(a) => completions::run(a),
             Command::Manpage(a) => manpage::run(a),
             Command::Config(c) => config::run(c),
+            Command::Incidents(c) => incidents::run(c),
         }
     }
 }

@@ -158,7 +158,7 @@ fn verdict(key: &str) -> &'static str {
 }
 
 /// The record as a document.
-pub fn document(rec: &IncidentRecord, with_pcap: bool) -> Doc {
+fn document(rec: &IncidentRecord, with_pcap: bool) -> Doc {
     let mut d = Doc::default();
     d.heading(1, title(rec));
     summary(&mut d, rec);

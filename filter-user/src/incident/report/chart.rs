@@ -2,9 +2,9 @@
 //! (passed traffic at the bottom in greens and greys, drops above it in warm colours),
 //! drawn by plotters as SVG and rendered from that SVG to PNG by resvg.
 //!
-//! plotters lays text out without a font (its font features pull font-kit, fontconfig
-//! and freetype, or draw glyphs misplaced), so the SVG always has its text, set in the
-//! viewer's sans-serif font. The PNG needs a font file: floodgate embeds none (700 KB
+//! plotters runs without a font feature (`ttf` pulls font-kit, fontconfig and freetype;
+//! `ab_glyph` draws glyphs without their side bearings, visibly misplaced): it lays text
+//! out by estimate, so the SVG always has its text, set in the viewer's sans-serif. The PNG needs a font file: floodgate embeds none (700 KB
 //! in every install for one picture) but reads one at run time from the Debian paths of
 //! common sans fonts, the first of them fonts-dejavu-core's, which `scripts/setup.sh`
 //! installs. Without any, the PNG is drawn without text: the report's tables hold every

@@ -9,7 +9,6 @@ pub enum Span {
     Text(String),
     /// Code, a reason key, a file name: shown in a fixed-width font.
     Code(String),
-    Strong(String),
     Link {
         text: String,
         href: String,
@@ -102,10 +101,18 @@ figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; border: 1
 figcaption { font-size: 0.9rem; color: #555; }
 ";
 
+/// Control characters (a hook's colour codes, a stray escape) as `\u{1b}`: a report
+/// carries text from hooks and peers, and must not carry their terminal commands.
+fn visible(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() && c != '\n' { c.escape_unicode().to_string() } else { c.to_string() })
+        .collect()
+}
+
 /// Markdown text outside code: the characters that would start markup, escaped.
 fn md_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
+    for c in visible(s).chars() {
         if matches!(c, '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '|') {
             out.push('\\');
         }
@@ -116,6 +123,7 @@ fn md_text(s: &str) -> String {
 
 /// A code span that survives backticks inside it.
 fn md_code(s: &str) -> String {
+    let s = &visible(s).replace('\n', " ");
     let fence = if s.contains('`') { "``" } else { "`" };
     let pad = if s.starts_with('`') || s.ends_with('`') { " " } else { "" };
     format!("{fence}{pad}{s}{pad}{fence}")
@@ -127,7 +135,6 @@ fn md_spans(spans: &[Span]) -> String {
         .map(|s| match s {
             Span::Text(t) => md_text(t),
             Span::Code(c) => md_code(c),
-            Span::Strong(t) => format!("**{}**", md_text(t)),
             Span::Link { text, href } => format!("[{}]({href})", md_text(text)),
         })
         .collect()
@@ -135,7 +142,7 @@ fn md_spans(spans: &[Span]) -> String {
 
 /// A table cell: one line, no column separator.
 fn md_cell(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('|', "\\|").replace(['\n', '\r'], " ")
+    visible(s).replace('\\', "\\\\").replace('|', "\\|").replace('\n', " ")
 }
 
 /// A pipe table with its columns padded, so the raw text reads as a table too.
@@ -186,7 +193,7 @@ fn md_block(b: &Block) -> String {
 /// HTML text: `&`, `<`, `>` and quotes escaped.
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
+    for c in visible(s).chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -205,7 +212,6 @@ fn html_spans(spans: &[Span]) -> String {
         .map(|s| match s {
             Span::Text(t) => esc(t),
             Span::Code(c) => format!("<code>{}</code>", esc(c)),
-            Span::Strong(t) => format!("<strong>{}</strong>", esc(t)),
             Span::Link { text, href } => format!("<a href=\"{}\">{}</a>", esc(href), esc(text)),
         })
         .collect()
@@ -273,6 +279,7 @@ mod tests {
         );
         assert!(md.contains("```sh\ntcpdump -nn -r x.pcap\n```"), "{md}");
         assert_eq!(md_code("a`b"), "``a`b``");
+        assert_eq!(md_cell("red \x1b[31m|x\r\ny"), r"red \\u{1b}[31m\|x\\u{d} y");
     }
 
     #[test]
