@@ -25,7 +25,9 @@ use filter_common::{
     synproxy::MAX_PURE_ACK_FRAME,
 };
 
-use crate::{clock::Clock, limiter::MapLimiter, lists::MapLists, rules::MapRules, view::XdpView};
+use crate::{
+    clock::Clock, limiter::MapLimiter, lists::MapLists, rules::MapRules, sample::Src, view::XdpView,
+};
 
 #[map(name = "FG_COUNTERS")]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
@@ -33,7 +35,7 @@ static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::CO
 /// The parsed packet, handed from `floodgate` to `fg_decide` on the same CPU (a
 /// program and the programs it tail-calls run without migrating).
 #[map(name = "FG_PACKET")]
-static PACKET: PerCpuArray<PacketRecord> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static PACKET: PerCpuArray<PacketRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// The entry: parses the frame and hands an IP packet to `fg_decide`. Parsing and
 /// deciding live in two programs because the verifier walks every parse path (VLAN
@@ -44,15 +46,15 @@ pub fn floodgate(ctx: XdpContext) -> u32 {
     let view = XdpView::new(&ctx);
     let pkt = match parse(&view) {
         Frame::Ip(pkt) => pkt,
-        Frame::NonIp => return verdict(&ctx, Reason::NonIp, None, view.frame_len()),
-        Frame::Malformed => return verdict(&ctx, Reason::Malformed, None, view.frame_len()),
-        Frame::TooDeep => return verdict(&ctx, Reason::Unchecked, None, view.frame_len()),
+        Frame::NonIp => return verdict(&ctx, Reason::NonIp, Src::None, view.frame_len()),
+        Frame::Malformed => return verdict(&ctx, Reason::Malformed, Src::None, view.frame_len()),
+        Frame::TooDeep => return verdict(&ctx, Reason::Unchecked, Src::None, view.frame_len()),
     };
     // The common shape of a flood from a listed range, decided here.
     if let Source::V4(a) = &pkt.src
         && lists::blocked_by_full_bucket(a)
     {
-        return verdict(&ctx, Reason::Blocklist, Some(&pkt.src), view.frame_len());
+        return verdict(&ctx, Reason::Blocklist, Src::V4(*a), view.frame_len());
     }
     if let Some(slot) = PACKET.get_ptr_mut(0) {
         // SAFETY: this CPU's slot; nothing else runs on this CPU until we return.
@@ -64,7 +66,7 @@ pub fn floodgate(ctx: XdpContext) -> u32 {
     }
     // Only when fg_decide is not in its slot (`attach` fills it before it attaches):
     // the frame was never checked against the lists, so it must not pass.
-    verdict(&ctx, Reason::Unchecked, None, view.frame_len())
+    verdict(&ctx, Reason::Unchecked, Src::None, view.frame_len())
 }
 
 /// The decision on a parsed IP packet: lists, rules, policy, limiter.
@@ -72,7 +74,7 @@ pub fn floodgate(ctx: XdpContext) -> u32 {
 pub fn fg_decide(ctx: XdpContext) -> u32 {
     let view = XdpView::new(&ctx);
     let Some(pkt) = PACKET.get(0).map(PacketRecord::packet) else {
-        return verdict(&ctx, Reason::Unchecked, None, view.frame_len());
+        return verdict(&ctx, Reason::Unchecked, Src::None, view.frame_len());
     };
     let clock = Clock::new();
     let reason = decide(
@@ -87,7 +89,7 @@ pub fn fg_decide(ctx: XdpContext) -> u32 {
     // Either returns here only if its slot is empty, and then the frame goes on as usual.
     // Sampled here, before a tail call can rewrite the frame: a SYN answered with a
     // cookie is sampled as it came in (syn_answered), a repaired probe as passed.
-    sample::offer(&ctx, reason, Some(&pkt.src), view.frame_len());
+    sample::offer(&ctx, reason, Src::Parsed, view.frame_len());
     let tail = if reason == Reason::SynProxy {
         Some(TAIL_SYNPROXY)
     } else if reason == Reason::Passed && view.frame_len() <= MAX_PURE_ACK_FRAME && synproxy::enabled() {
@@ -109,7 +111,7 @@ pub fn fg_decide(ctx: XdpContext) -> u32 {
 
 /// Samples the frame, counts the verdict and returns its action.
 #[inline(always)]
-fn verdict(ctx: &XdpContext, reason: Reason, src: Option<&Source>, bytes: usize) -> u32 {
+fn verdict(ctx: &XdpContext, reason: Reason, src: Src, bytes: usize) -> u32 {
     sample::offer(ctx, reason, src, bytes);
     count(reason, bytes)
 }

@@ -29,21 +29,52 @@ static TRACE_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(TRACE_ENTRIES
 #[map(name = "FG_TRACE_V6")]
 static TRACE_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(TRACE_ENTRIES, 0);
 
-/// Offers the frame to both taps. `src` is None for frames without a readable IP
-/// source (they cannot be traced).
+/// Where the sampled frame's source is, for tracing.
+#[derive(Clone, Copy)]
+pub enum Src {
+    /// Not an IP frame with a readable source.
+    None,
+    /// An IPv4 source (the entry's verdicts), in network order.
+    V4([u8; 4]),
+    /// The packet the entry handed to `fg_decide` (this CPU's `FG_PACKET`).
+    Parsed,
+}
+
+/// Offers the frame to both taps. Inline only the check whether either tap is on:
+/// the rest is one out-of-line function, so that the verifier walks it once per
+/// call rather than through every path after it (the programs stay under its
+/// complexity limit with the data path's log on).
 #[inline(always)]
-pub fn offer(ctx: &XdpContext, reason: Reason, src: Option<&Source>, len: usize) {
-    tap(ctx, TAP_SERVICE, reason, None, len);
-    tap(ctx, TAP_ADHOC, reason, src, len);
+pub fn offer(ctx: &XdpContext, reason: Reason, src: Src, len: usize) {
+    let on = |tap| CONFIG.get(tap).is_some_and(|c| c.on != 0);
+    if !on(TAP_SERVICE) && !on(TAP_ADHOC) {
+        return;
+    }
+    let (kind, v4) = match src {
+        Src::None => (0, 0),
+        Src::V4(a) => (1, u32::from_ne_bytes(a)),
+        Src::Parsed => (2, 0),
+    };
+    offer_slow(ctx, reason as u32, len, kind, v4);
+}
+
+#[inline(never)]
+fn offer_slow(ctx: &XdpContext, reason: u32, len: usize, src_kind: u32, v4: u32) {
+    let reason = match Reason::ALL.get(reason as usize) {
+        Some(r) => *r,
+        None => return,
+    };
+    tap(ctx, TAP_SERVICE, reason, 0, 0, len);
+    tap(ctx, TAP_ADHOC, reason, src_kind, v4, len);
 }
 
 #[inline(always)]
-fn tap(ctx: &XdpContext, tap: u32, reason: Reason, src: Option<&Source>, len: usize) {
+fn tap(ctx: &XdpContext, tap: u32, reason: Reason, src_kind: u32, v4: u32, len: usize) {
     let Some(cfg) = CONFIG.get(tap) else { return };
     if cfg.on == 0 {
         return;
     }
-    let flags = if cfg.trace != 0 && src.is_some_and(traced) { FLAG_TRACED } else { 0 };
+    let flags = if cfg.trace != 0 && traced(src_kind, v4) { FLAG_TRACED } else { 0 };
     // SAFETY: a helper without arguments.
     if flags == 0 && !cfg.picks(reason, unsafe { bpf_get_prandom_u32() }) {
         return;
@@ -52,10 +83,16 @@ fn tap(ctx: &XdpContext, tap: u32, reason: Reason, src: Option<&Source>, len: us
     send(ctx, tap, cfg.per_cpu_per_sec, reason as u32 | u32::from(flags) << 8, len);
 }
 
-fn traced(src: &Source) -> bool {
-    match src {
-        Source::V4(a) => TRACE_V4.get(&Key::new(32, *a)).is_some(),
-        Source::V6(a) => TRACE_V6.get(&Key::new(128, *a)).is_some(),
+#[inline(always)]
+fn traced(src_kind: u32, v4: u32) -> bool {
+    match src_kind {
+        1 => TRACE_V4.get(&Key::new(32, v4.to_ne_bytes())).is_some(),
+        2 => match crate::PACKET.get(0).map(|r| r.packet().src) {
+            Some(Source::V4(a)) => TRACE_V4.get(&Key::new(32, a)).is_some(),
+            Some(Source::V6(a)) => TRACE_V6.get(&Key::new(128, a)).is_some(),
+            None => false,
+        },
+        _ => false,
     }
 }
 

@@ -218,6 +218,14 @@ limits = {{ pps = 777 }}
     assert!(fs::read_to_string(out.join("timeline.svg")).unwrap().contains("<svg"));
     assert!(fs::read(out.join("timeline.png")).unwrap().starts_with(b"\x89PNG"));
     assert!(out.join("report.html").exists() && out.join(format!("{id}.pcap")).exists());
+    // The README's example report is this one (FLOODGATE_REPORT_EXAMPLE=DIR).
+    if let Some(keep) = std::env::var_os("FLOODGATE_REPORT_EXAMPLE") {
+        let keep = std::path::Path::new(&keep);
+        fs::create_dir_all(keep).unwrap();
+        for f in ["report.md", "timeline.svg", "timeline.png"] {
+            fs::copy(out.join(f), keep.join(f)).unwrap();
+        }
+    }
     svc.stop();
 }
 

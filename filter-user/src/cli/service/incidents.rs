@@ -267,6 +267,9 @@ impl Watch {
         inc.last_over_ms = inc.last_over_ms.max(now_ms());
         self.detector.resume(inc);
         let pcap = self.open_pcap(&rec.id, true);
+        // The restart put the config back in force: the escalations engage again.
+        let settings = self.settings.lock().expect("not poisoned").clone();
+        self.escalate(true, &rec.id, &settings);
         self.open = Some(Open { profile: Builder::resume(&rec.profile), rec, pcap, saved: Instant::now() });
     }
 
@@ -494,18 +497,7 @@ impl Watch {
         let Some(o) = &self.open else { return };
         let rec = o.rec.clone();
         let id = rec.id.clone();
-        let esc = &settings.escalate;
-        if esc.syn_cookies.is_some() || esc.policy.is_some() || esc.limits.is_some() {
-            let msg = Msg::Escalate {
-                iface: self.iface.clone(),
-                on: matches!(event, Event::Open),
-                id: id.clone(),
-                report: self.reports.0.clone(),
-            };
-            if self.tx.blocking_send(msg).is_err() {
-                tracing::error!(interface = self.iface.as_str(), "the controller is gone: no escalation");
-            }
-        }
+        self.escalate(matches!(event, Event::Open), &id, settings);
         if let Some(argv) = settings.hook.clone() {
             let (report, rec, id) = (self.reports.0.clone(), rec.clone(), id.clone());
             self.rt.spawn(async move {
@@ -519,6 +511,23 @@ impl Watch {
                 let a = actions::post_webhook(&client, &url, event, &rec, ACTION_TIMEOUT).await;
                 let _ = report.send((id, a));
             });
+        }
+    }
+
+    /// Asks the controller to engage (`on`) or undo the escalations of incident `id`.
+    fn escalate(&self, on: bool, id: &str, settings: &Incidents) {
+        let esc = &settings.escalate;
+        if esc.syn_cookies.is_none() && esc.policy.is_none() && esc.limits.is_none() {
+            return;
+        }
+        let msg = Msg::Escalate {
+            iface: self.iface.clone(),
+            on,
+            id: id.to_string(),
+            report: self.reports.0.clone(),
+        };
+        if self.tx.blocking_send(msg).is_err() {
+            tracing::error!(interface = self.iface.as_str(), "the controller is gone: no escalation");
         }
     }
 
