@@ -12,6 +12,10 @@ use crate::{
 pub trait Lists {
     fn allowed(&self, src: &Source) -> bool;
     fn blocked(&self, src: &Source) -> bool;
+    /// Whether the source is on the watchlist: a blocklist in observe mode.
+    fn watched(&self, _src: &Source) -> bool {
+        false
+    }
 }
 
 /// The rate limiter as the decision sees it.
@@ -21,6 +25,39 @@ pub trait Limiter {
     /// [`Reason::Passed`], [`Reason::RateLimit`] or [`Reason::SynLimit`] for a packet
     /// of `len` bytes; always `Passed` while no limit is set.
     fn police(&self, pkt: &Packet, len: u64) -> Reason;
+    /// Whether the limits are in observe mode: what [`Limiter::police`] drops is then
+    /// only noted, and it makes no auto-bans.
+    fn observing(&self) -> bool {
+        false
+    }
+}
+
+/// Where checks in observe mode note what they would have dropped. Called once per
+/// such check that would have; implementations keep the first (in the order the
+/// checks run: were everything enforced, the reason the frame would be dropped for).
+pub trait Observer {
+    fn would_drop(&self, reason: Reason);
+}
+
+/// The host's observer: keeps the first note.
+#[derive(Default)]
+pub struct FirstNote(pub core::cell::Cell<Option<Reason>>);
+
+impl Observer for FirstNote {
+    fn would_drop(&self, reason: Reason) {
+        if self.0.get().is_none() {
+            self.0.set(Some(reason));
+        }
+    }
+}
+
+/// A decision: the verdict, and the first check in observe mode that would have
+/// dropped the frame, in the order the checks run (so, were everything enforced, the
+/// reason the frame would have been dropped for).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub reason: Reason,
+    pub would_drop: Option<Reason>,
 }
 
 /// Decides one frame. Order: allowlist hit passes (nothing else is consulted, so a
@@ -36,18 +73,27 @@ pub trait Limiter {
 /// fragment setting or SYN cookies would need it, and otherwise passed as
 /// [`Reason::L4Unseen`]; one whose transport header is cut short is passed as
 /// [`Reason::Malformed`] (the stack drops it) once the lists and limiter passed it.
+///
+/// Checks in observe mode (the watchlist, rules with action observe, the policy and
+/// the limits with `observe` set) decide nothing: the first that would have dropped
+/// the frame is reported in [`Verdict::would_drop`].
 #[inline(always)]
 pub fn classify<V: PacketView + ?Sized, L: Lists, P: Rules, R: Limiter>(
     frame: &V,
     lists: &L,
     rules: &P,
     limiter: &R,
-) -> Reason {
+) -> Verdict {
+    let only = |reason| Verdict { reason, would_drop: None };
     match parse(frame) {
-        Frame::NonIp => Reason::NonIp,
-        Frame::Malformed => Reason::Malformed,
-        Frame::TooDeep => Reason::Unchecked,
-        Frame::Ip(pkt) => decide(pkt, frame.len() as u64, lists, rules, limiter),
+        Frame::NonIp => only(Reason::NonIp),
+        Frame::Malformed => only(Reason::Malformed),
+        Frame::TooDeep => only(Reason::Unchecked),
+        Frame::Ip(pkt) => {
+            let note = FirstNote::default();
+            let reason = decide(pkt, frame.len() as u64, lists, rules, limiter, &note);
+            Verdict { reason, would_drop: note.0.get() }
+        }
     }
 }
 
@@ -55,12 +101,13 @@ pub fn classify<V: PacketView + ?Sized, L: Lists, P: Rules, R: Limiter>(
 /// program runs it in a program of its own (see filter-ebpf's main.rs), so the
 /// verifier checks it once rather than once per parse path.
 #[inline(always)]
-pub fn decide<L: Lists, P: Rules, R: Limiter>(
+pub fn decide<L: Lists, P: Rules, R: Limiter, O: Observer>(
     pkt: Packet,
     len: u64,
     lists: &L,
     rules: &P,
     limiter: &R,
+    would: &O,
 ) -> Reason {
     if lists.allowed(&pkt.src) {
         return Reason::Allowed;
@@ -68,12 +115,15 @@ pub fn decide<L: Lists, P: Rules, R: Limiter>(
     if lists.blocked(&pkt.src) || limiter.banned(&pkt.src) {
         return Reason::Blocklist;
     }
+    if lists.watched(&pkt.src) {
+        would.would_drop(Reason::Blocklist);
+    }
     let unseen = match pkt.l4 {
         L4::Truncated => Reason::Malformed,
         L4::Hidden if rules::needs_l4(rules) => return Reason::Unchecked,
         L4::Hidden => Reason::L4Unseen,
         _ => {
-            if let Some(r) = rules::check(rules, &pkt, len) {
+            if let Some(r) = rules::check(rules, &pkt, len, would) {
                 return r;
             }
             Reason::Passed
@@ -81,6 +131,10 @@ pub fn decide<L: Lists, P: Rules, R: Limiter>(
     };
     match limiter.police(&pkt, len) {
         Reason::Passed => unseen,
+        r if limiter.observing() => {
+            would.would_drop(r);
+            unseen
+        }
         r => r,
     }
 }
@@ -137,12 +191,19 @@ mod tests {
         fn syn_answer(&self, _: u16) -> bool {
             false
         }
-        fn any_rule(&self) -> bool {
-            self.0
+        fn rules_in_force(&self) -> u32 {
+            u32::from(self.0)
         }
         fn syn_cookies(&self) -> bool {
             false
         }
+    }
+
+    /// The verdict alone, where nothing observes.
+    fn classify<L: Lists, P: Rules, R: Limiter>(frame: &[u8], lists: &L, rules: &P, limiter: &R) -> Reason {
+        let v = super::classify(frame, lists, rules, limiter);
+        assert_eq!(v.would_drop, None, "nothing observes here");
+        v.reason
     }
 
     fn udp_frame(src: [u8; 4]) -> Vec<u8> {
@@ -314,5 +375,69 @@ mod tests {
         for (i, r) in Reason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "Reason::ALL is in counter-index order");
         }
+    }
+
+    /// Lists with a watchlist, and a limiter in observe mode.
+    struct Watching {
+        block: Option<Source>,
+        watch: Option<Source>,
+    }
+    impl Lists for Watching {
+        fn allowed(&self, _: &Source) -> bool {
+            false
+        }
+        fn blocked(&self, src: &Source) -> bool {
+            self.block == Some(*src)
+        }
+        fn watched(&self, src: &Source) -> bool {
+            self.watch == Some(*src)
+        }
+    }
+    struct Observing(DropOne);
+    impl Limiter for Observing {
+        fn banned(&self, s: &Source) -> bool {
+            self.0.banned(s)
+        }
+        fn police(&self, pkt: &Packet, len: u64) -> Reason {
+            self.0.police(pkt, len)
+        }
+        fn observing(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn observed_checks_pass_the_frame_and_name_the_first_that_would_drop_it() {
+        let (a, b) = ([192, 0, 2, 1], [192, 0, 2, 2]);
+        let v = |reason, would_drop| Verdict { reason, would_drop };
+        let watching = Watching { block: Some(Source::V4(b)), watch: Some(Source::V4(a)) };
+        let f = udp_frame(a);
+        assert_eq!(
+            super::classify(&f[..], &watching, &NoRules(false), &OFF),
+            v(Reason::Passed, Some(Reason::Blocklist))
+        );
+        // Enforcing checks after it still drop; the note says what came first.
+        assert_eq!(
+            super::classify(&f[..], &watching, &NoRules(true), &OFF),
+            v(Reason::Rule, Some(Reason::Blocklist))
+        );
+        // A source on the blocklist and the watchlist is dropped.
+        let both = Watching { block: Some(Source::V4(a)), watch: Some(Source::V4(a)) };
+        assert_eq!(super::classify(&f[..], &both, &NoRules(false), &OFF), v(Reason::Blocklist, None));
+        // Limits in observe mode pass what they would drop.
+        let none = Watching { block: None, watch: None };
+        let limiter = Observing(DropOne(Some(Source::V4(a))));
+        assert_eq!(
+            super::classify(&f[..], &none, &NoRules(false), &limiter),
+            v(Reason::Passed, Some(Reason::RateLimit))
+        );
+        assert_eq!(
+            super::classify(&udp_frame(b)[..], &none, &NoRules(false), &limiter),
+            v(Reason::Passed, None)
+        );
+        assert_eq!(
+            super::classify(&f[..], &watching, &NoRules(false), &limiter),
+            v(Reason::Passed, Some(Reason::Blocklist))
+        );
     }
 }

@@ -87,6 +87,13 @@ pub mod map_names {
     /// Sources `floodgate trace` follows (LPM tries, address in network order).
     pub const TRACE_V4: &str = "FG_TRACE_V4";
     pub const TRACE_V6: &str = "FG_TRACE_V6";
+    /// Per-CPU `{packets, bytes}` per [`crate::Reason`] that a check in observe mode
+    /// would have dropped for (the frames were passed, or dropped by a later check).
+    pub const WOULD_DROP: &str = "FG_WOULD_DROP";
+    /// The watchlist (a blocklist in observe mode): LPM tries, address in network
+    /// order, value the entry's prefix length.
+    pub const WATCH_V4: &str = "FG_WATCH_V4";
+    pub const WATCH_V6: &str = "FG_WATCH_V6";
     /// aya-log's ring buffer of the data path's log records (its name is aya-log's).
     pub const LOGS: &str = "AYA_LOGS";
     pub const BLOCK_V4_NET: &str = "FG_BLK_V4_NET";
@@ -104,8 +111,11 @@ pub mod map_names {
     pub const LISTS: [&str; 4] = [BLOCK_V4_NET, BLOCK_V6_NET, ALLOW_V4_NET, ALLOW_V6_NET];
 
     /// Every map in the object.
-    pub const ALL: [&str; 39] = [
+    pub const ALL: [&str; 42] = [
         COUNTERS,
+        WOULD_DROP,
+        WATCH_V4,
+        WATCH_V6,
         SAMPLE_CFG,
         SAMPLE_STATE,
         SAMPLES,
@@ -152,8 +162,14 @@ pub mod map_names {
 pub const ACTIVE_LIMITS: u32 = 2;
 /// Index of the policy's slot in [`map_names::ACTIVE`].
 pub const ACTIVE_POLICY: u32 = 3;
+/// Index of the watchlist's word in [`map_names::ACTIVE`]: [`HAS_TRIE_V4`] and
+/// [`HAS_TRIE_V6`] while it holds entries of that family, so a source is looked up
+/// only while something is watched.
+pub const ACTIVE_WATCH: u32 = 4;
 /// Entries of [`map_names::ACTIVE`].
-pub const ACTIVE_ENTRIES: u32 = 4;
+pub const ACTIVE_ENTRIES: u32 = 5;
+/// Entries of each watchlist trie.
+pub const WATCH_ENTRIES: u32 = DEFAULT_MAX_ENTRIES;
 
 /// Sources tracked by the limiter when `attach` is given no `--max-sources`.
 pub const DEFAULT_MAX_SOURCES: u32 = 131_072;
@@ -235,6 +251,17 @@ impl Reason {
         Reason::AckRepaired,
         Reason::Unchecked,
         Reason::L4Unseen,
+    ];
+
+    /// The reasons a check in observe mode can count under `would_drop`: the
+    /// watchlist's, the limits', the rules', the policy's (served ports, fragments).
+    pub const OBSERVABLE: [Reason; 6] = [
+        Reason::Blocklist,
+        Reason::RateLimit,
+        Reason::SynLimit,
+        Reason::Rule,
+        Reason::Policy,
+        Reason::Fragment,
     ];
 
     /// Whether packets with this reason are dropped in the driver.
@@ -364,7 +391,7 @@ pub const fn mode_name(mode: u32) -> &'static str {
 
 /// Bumped when the layout of the pinned maps changes, so a controller never
 /// misreads maps pinned by another version.
-pub const META_VERSION: u32 = 8;
+pub const META_VERSION: u32 = 9;
 
 /// Controller bookkeeping, one entry in [`map_names::META`]. Only controllers
 /// read and write it, under the pin directory's lock.

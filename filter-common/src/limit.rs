@@ -80,7 +80,9 @@ pub struct LimitConfig {
     pub v4_prefix: u32,
     /// IPv6 sources are aggregated to this prefix length (default 64).
     pub v6_prefix: u32,
-    pub _pad: u32,
+    /// Nonzero: observe mode. Frames over a limit are counted under
+    /// `would_drop.rate_limit` / `would_drop.syn_limit` and passed; no auto-bans.
+    pub observe: u32,
     /// Packets per source.
     pub packets: Bucket,
     /// Bytes per source (cost in fixed point, see [`Bucket::bytes_per_second`]).

@@ -125,6 +125,11 @@ pub struct PacketRecord {
     pub proto: u8,
     /// 0 Head, 1 LaterFragment, 2 None, 3 Hidden, 4 Truncated.
     pub l4: u8,
+    /// Written by the decision, not the entry: the reason a check in observe mode
+    /// would have dropped the packet for, plus one (0: none). Kept in this map value
+    /// rather than on the stack so that the verifier does not walk the decision's
+    /// paths once per possible note.
+    pub would_drop: u32,
 }
 
 impl Packet {

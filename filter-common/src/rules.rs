@@ -8,6 +8,7 @@
 
 use crate::{
     Reason,
+    decide::Observer,
     parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, L4, Packet},
 };
 
@@ -41,12 +42,21 @@ pub const SERVED_ENTRIES: u32 = 2 * 2 * PORT_WORDS;
 /// Entries of the whole-protocol rules map: one per [`Proto`], then
 /// [`RULES_IN_FORCE`].
 pub const PROTO_RULE_ENTRIES: u32 = 5;
-/// Slot of the whole-protocol rules map holding how many rules are in force, so the
-/// data path knows whether a packet whose ports it cannot see could match one.
+/// Slot of the whole-protocol rules map holding how many rules are in force: the
+/// enforcing ones in the low 16 bits, those in observe mode above, so one read tells
+/// whether the port table is worth reading and whether a packet whose ports cannot be
+/// seen could be dropped by a rule.
 pub const RULES_IN_FORCE: u32 = 4;
+/// The [`RULES_IN_FORCE`] word for these counts.
+pub const fn rules_in_force(enforcing: u32, observing: u32) -> u32 {
+    (enforcing & 0xffff) | (observing & 0xffff) << 16
+}
 
 /// Bit of a port-table value that makes the rule drop (clear: pass).
 pub const RULE_DROP: u32 = 1 << 16;
+/// Bit of a port-table value of a drop rule in observe mode: matching frames are
+/// counted under `would_drop.rule` and go on as if it were not there.
+pub const RULE_OBSERVE: u32 = 1 << 17;
 const RULE_ID_MASK: u32 = 0xffff;
 
 /// The protocols rules match.
@@ -129,6 +139,16 @@ pub const fn rule_value(id: u32, drop: bool) -> u32 {
     (id & RULE_ID_MASK) | if drop { RULE_DROP } else { 0 }
 }
 
+/// The value of a drop rule in observe mode.
+pub const fn observe_value(id: u32) -> u32 {
+    (id & RULE_ID_MASK) | RULE_OBSERVE
+}
+
+/// [`RuleInfo::drop`] of a pass rule, a drop rule, and a drop rule in observe mode.
+pub const ACTION_PASS: u8 = 0;
+pub const ACTION_DROP: u8 = 1;
+pub const ACTION_OBSERVE: u8 = 2;
+
 /// A rule as stored in the rules map (index = id), for controllers: the data path
 /// reads only the port table and the whole-protocol array.
 #[repr(C)]
@@ -138,7 +158,7 @@ pub struct RuleInfo {
     pub in_use: u8,
     pub proto: u8,
     pub dir: u8,
-    /// 1: drop, 0: pass.
+    /// [`ACTION_PASS`], [`ACTION_DROP`] or [`ACTION_OBSERVE`].
     pub drop: u8,
     pub lo: u16,
     pub hi: u16,
@@ -157,7 +177,9 @@ pub struct PolicyConfig {
     pub drop_fragments: u8,
     /// 1: an ephemeral range is set.
     pub ephemeral: u8,
-    pub _pad: u8,
+    /// 1: observe mode: what `enforce` and `drop_fragments` would drop is counted
+    /// under `would_drop.policy` / `would_drop.fragment` and passed.
+    pub observe: u8,
     pub eph_lo: u16,
     pub eph_hi: u16,
 }
@@ -177,8 +199,8 @@ pub trait Rules {
     /// Whether a SYN to TCP `port` is answered with a cookie now (`synproxy enable`,
     /// and the port's SYN rate above `--above`).
     fn syn_answer(&self, port: u16) -> bool;
-    /// Whether any rule is in force ([`RULES_IN_FORCE`]).
-    fn any_rule(&self) -> bool;
+    /// The [`RULES_IN_FORCE`] word: nonzero while any rule is in force.
+    fn rules_in_force(&self) -> u32;
     /// Whether SYN cookies are enabled (for any port).
     fn syn_cookies(&self) -> bool;
 }
@@ -188,8 +210,11 @@ pub trait Rules {
 /// dropped ([`Reason::Unchecked`]) rather than passed unseen.
 #[inline(always)]
 pub fn needs_l4<R: Rules>(r: &R) -> bool {
+    // What only observes never drops, not even a frame it cannot see into.
     let p = r.policy();
-    p.enforce != 0 || p.drop_fragments != 0 || r.any_rule() || r.syn_cookies()
+    (p.observe == 0 && (p.enforce != 0 || p.drop_fragments != 0))
+        || r.rules_in_force() & 0xffff != 0
+        || r.syn_cookies()
 }
 
 /// ICMPv6 types of neighbour discovery (router/neighbour solicitation and
@@ -201,14 +226,23 @@ fn is_nd(proto: Proto, first: [u8; 4]) -> bool {
 
 /// Rules, policy, fragments and SYN cookies for a packet that passed the lists.
 /// `Some(reason)` decides it (a drop, or [`Reason::SynProxy`]); `None` hands it on to
-/// the rate limiter.
+/// the rate limiter. A check in observe mode that would have dropped the frame sets
+/// `would` (when not set yet) and does not decide.
 #[inline(always)]
-pub fn check<R: Rules>(r: &R, pkt: &Packet, len: u64) -> Option<Reason> {
+pub fn check<R: Rules, O: Observer>(r: &R, pkt: &Packet, len: u64, would: &O) -> Option<Reason> {
     let policy = r.policy();
+    // The policy's drops, or what they would be in observe mode.
+    let policy_drop = |reason: Reason, would: &O| {
+        if policy.observe == 0 {
+            return Some(reason);
+        }
+        would.would_drop(reason);
+        None
+    };
     let head = match pkt.l4 {
         L4::LaterFragment => {
             // No ports to match: the fragment setting decides alone.
-            return if policy.drop_fragments != 0 { Some(Reason::Fragment) } else { None };
+            return if policy.drop_fragments != 0 { policy_drop(Reason::Fragment, would) } else { None };
         }
         // Hidden and truncated headers are decided in classify, before this step.
         L4::None | L4::Hidden | L4::Truncated => return None,
@@ -217,12 +251,17 @@ pub fn check<R: Rules>(r: &R, pkt: &Packet, len: u64) -> Option<Reason> {
     let proto = Proto::of(pkt.proto, pkt.src.is_v6())?;
     let (sport, dport) = (u16::from_be_bytes([head[0], head[1]]), u16::from_be_bytes([head[2], head[3]]));
     // Rules never overlap within a (protocol, direction): at most a source-port and a
-    // destination-port rule match, or one whole-protocol rule. Drop beats pass.
-    let (mut pass_id, mut drop_id) = (0, 0);
+    // destination-port rule match, or one whole-protocol rule. Drop beats pass; an
+    // observed drop is noted whatever else matches (enforced, it would beat a pass).
+    let (mut pass_id, mut drop_id, mut observe_id) = (0, 0, 0);
     let mut consider = |v: u32| {
         if v & RULE_DROP != 0 {
             if drop_id == 0 {
                 drop_id = v & RULE_ID_MASK;
+            }
+        } else if v & RULE_OBSERVE != 0 {
+            if observe_id == 0 {
+                observe_id = v & RULE_ID_MASK;
             }
         } else if v != 0 && pass_id == 0 {
             pass_id = v & RULE_ID_MASK;
@@ -230,16 +269,21 @@ pub fn check<R: Rules>(r: &R, pkt: &Packet, len: u64) -> Option<Reason> {
     };
     // The port table is 2 MiB: with random ports every lookup would miss the cache,
     // so it is read only while some rule exists.
-    if r.any_rule() {
+    if r.rules_in_force() != 0 {
         if proto.has_ports() {
             consider(r.port_rule(port_slot(proto, Dir::Src, sport)));
             consider(r.port_rule(port_slot(proto, Dir::Dst, dport)));
         }
         consider(r.proto_rule(proto));
     }
-    if drop_id != 0 && !is_nd(proto, head) {
+    let nd = is_nd(proto, head);
+    if drop_id != 0 && !nd {
         r.hit(drop_id, len);
         return Some(Reason::Rule);
+    }
+    if observe_id != 0 && !nd {
+        r.hit(observe_id, len);
+        would.would_drop(Reason::Rule);
     }
     if pass_id != 0 {
         // A pass rule exempts the packet from the policy (not from the limiter).
@@ -249,7 +293,9 @@ pub fn check<R: Rules>(r: &R, pkt: &Packet, len: u64) -> Option<Reason> {
     if policy.enforce != 0 && proto.has_ports() {
         let ephemeral = policy.ephemeral != 0 && dport >= policy.eph_lo && dport <= policy.eph_hi;
         if !ephemeral && !r.served(proto, dport) {
-            return Some(Reason::Policy);
+            if let Some(reason) = policy_drop(Reason::Policy, would) {
+                return Some(reason);
+            }
         }
     }
     if proto == Proto::Tcp && pkt.is_syn() && r.syn_answer(dport) {
@@ -321,12 +367,20 @@ mod tests {
         fn syn_answer(&self, port: u16) -> bool {
             self.syn_ports.contains(&port)
         }
-        fn any_rule(&self) -> bool {
-            !self.ports.is_empty() || !self.protos.is_empty()
+        fn rules_in_force(&self) -> u32 {
+            u32::from(!self.ports.is_empty() || !self.protos.is_empty())
         }
         fn syn_cookies(&self) -> bool {
             !self.syn_ports.is_empty()
         }
+    }
+
+    /// The decision alone, for tests without observe mode.
+    fn check<R: Rules>(r: &R, pkt: &Packet, len: u64) -> Option<Reason> {
+        let note = crate::decide::FirstNote::default();
+        let out = super::check(r, pkt, len, &note);
+        assert_eq!(note.0.get(), None, "nothing observes here");
+        out
     }
 
     fn udp(sport: u16, dport: u16) -> Packet {
@@ -424,5 +478,70 @@ mod tests {
         };
         assert_eq!(check(&t, &icmp6(128), 60), Some(Reason::Rule));
         assert_eq!(check(&t, &icmp6(135), 60), None, "neighbour solicitation always passes");
+    }
+
+    #[test]
+    fn observed_rules_and_policy_note_what_they_would_drop_and_decide_nothing() {
+        let mut t = Tables {
+            policy: PolicyConfig { enforce: 1, observe: 1, drop_fragments: 1, ..Default::default() },
+            served: vec![(Proto::Udp, 53)],
+            ..Default::default()
+        };
+        let run = |t: &Tables, pkt: &Packet| {
+            let note = crate::decide::FirstNote::default();
+            (super::check(t, pkt, 60, &note), note.0.get())
+        };
+        assert_eq!(run(&t, &udp(1000, 53)), (None, None), "served");
+        assert_eq!(run(&t, &udp(1000, 54)), (None, Some(Reason::Policy)));
+        assert_eq!(run(&t, &Packet { l4: L4::LaterFragment, ..udp(1, 2) }), (None, Some(Reason::Fragment)));
+        t.ports.insert(port_slot(Proto::Udp, Dir::Dst, 53), observe_value(4));
+        assert_eq!(run(&t, &udp(1000, 53)), (None, Some(Reason::Rule)));
+        // An observed rule next to a pass rule: noted (enforced, drop beats pass), and
+        // the pass rule still exempts from the policy.
+        t.ports.insert(port_slot(Proto::Udp, Dir::Src, 7), rule_value(5, false));
+        assert_eq!(run(&t, &udp(7, 53)), (None, Some(Reason::Rule)));
+        // An enforcing drop rule still drops, whatever observes.
+        t.ports.insert(port_slot(Proto::Udp, Dir::Src, 9), rule_value(6, true));
+        assert_eq!(run(&t, &udp(9, 53)), (Some(Reason::Rule), None));
+        assert_eq!(*t.hits.borrow(), [4, 4, 5, 6]);
+        // With the policy enforced, its drop decides again.
+        t.policy.observe = 0;
+        assert_eq!(run(&t, &udp(1000, 54)), (Some(Reason::Policy), None));
+    }
+
+    #[test]
+    fn only_enforcing_rules_and_policy_need_the_transport_header() {
+        struct Words(u32, PolicyConfig);
+        impl Rules for Words {
+            fn policy(&self) -> PolicyConfig {
+                self.1
+            }
+            fn served(&self, _: Proto, _: u16) -> bool {
+                false
+            }
+            fn port_rule(&self, _: u32) -> u32 {
+                0
+            }
+            fn proto_rule(&self, _: Proto) -> u32 {
+                0
+            }
+            fn hit(&self, _: u32, _: u64) {}
+            fn syn_answer(&self, _: u16) -> bool {
+                false
+            }
+            fn rules_in_force(&self) -> u32 {
+                self.0
+            }
+            fn syn_cookies(&self) -> bool {
+                false
+            }
+        }
+        let off = PolicyConfig::default();
+        let enforce = PolicyConfig { enforce: 1, ..off };
+        assert!(!needs_l4(&Words(0, off)));
+        assert!(needs_l4(&Words(rules_in_force(1, 0), off)));
+        assert!(!needs_l4(&Words(rules_in_force(0, 3), off)));
+        assert!(needs_l4(&Words(0, enforce)));
+        assert!(!needs_l4(&Words(0, PolicyConfig { observe: 1, ..enforce })));
     }
 }

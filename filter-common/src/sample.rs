@@ -49,6 +49,12 @@ impl SampleConfig {
     /// Whether a frame of `reason` is picked, given a random number.
     #[inline(always)]
     pub fn picks(&self, reason: Reason, random: u32) -> bool {
+        self.picks_index(reason as u32, random)
+    }
+
+    /// [`SampleConfig::picks`] for a reason as its number.
+    #[inline(always)]
+    pub fn picks_index(&self, reason: u32, random: u32) -> bool {
         match self.every.get(reason as usize) {
             Some(&0) | None => false,
             Some(&n) => random.is_multiple_of(n),
@@ -68,7 +74,8 @@ pub struct Sample {
     pub cap_len: u16,
     /// [`Reason`] as u8.
     pub reason: u8,
-    /// [`FLAG_TRACED`].
+    /// [`FLAG_TRACED`], and the reason a check in observe mode would have dropped
+    /// the frame for ([`Sample::would_drop`]).
     pub flags: u8,
     pub data: [u8; SAMPLE_BYTES],
 }
@@ -81,6 +88,26 @@ impl Default for Sample {
 
 /// The sample was taken because its source is traced, not as a 1-in-N pick.
 pub const FLAG_TRACED: u8 = 1;
+
+/// [`Sample::flags`] bits holding the would-drop reason plus one (0: none).
+pub const WOULD_DROP_SHIFT: u32 = 4;
+
+/// The flags bits that say a check in observe mode would have dropped the frame for
+/// `reason` (every [`Reason`] fits: there are fewer than 15).
+#[inline(always)]
+pub const fn would_drop_flags(reason: Reason) -> u8 {
+    ((reason as u8) + 1) << WOULD_DROP_SHIFT
+}
+
+impl Sample {
+    /// The reason a check in observe mode would have dropped this frame for.
+    pub fn would_drop(&self) -> Option<Reason> {
+        match self.flags >> WOULD_DROP_SHIFT {
+            0 => None,
+            n => Reason::ALL.get(n as usize - 1).copied(),
+        }
+    }
+}
 
 /// Per CPU and tap: the cap's window and what happened to picks.
 #[repr(C)]
@@ -150,5 +177,15 @@ mod tests {
             assert_eq!(reason_of(r as u8), Some(r));
         }
         assert_eq!(reason_of(200), None);
+    }
+
+    #[test]
+    fn the_would_drop_reason_round_trips_beside_the_traced_flag() {
+        for r in Reason::ALL {
+            let s = Sample { flags: would_drop_flags(r) | FLAG_TRACED, ..Default::default() };
+            assert_eq!(s.would_drop(), Some(r));
+            assert_eq!(s.flags & FLAG_TRACED, FLAG_TRACED);
+        }
+        assert_eq!(Sample { flags: FLAG_TRACED, ..Default::default() }.would_drop(), None);
     }
 }

@@ -208,6 +208,11 @@ impl<'a> MapLimiter<'a> {
 
 impl Limiter for MapLimiter<'_> {
     #[inline(always)]
+    fn observing(&self) -> bool {
+        self.cfg.is_some_and(|c| c.observe != 0)
+    }
+
+    #[inline(always)]
     fn banned(&self, src: &Source) -> bool {
         let Some(cfg) = self.cfg else { return false };
         // Bans exist only while auto-ban is configured (`limit set/clear` remove them).
@@ -304,7 +309,8 @@ impl Limiter for MapLimiter<'_> {
                         Err(_) => {}
                     }
                 }
-                if due {
+                // Limits in observe mode only note what they would drop: no bans.
+                if due && cfg.observe == 0 {
                     let ban = Ban { expires: now + cfg.ban_for_ns, banned_at: now };
                     // The next episode must last ban_after again before another ban.
                     // SAFETY: field pointer into a live map value.

@@ -10,8 +10,9 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, lpm_trie::Key},
 };
 use filter_common::{
-    ACTIVE_ENTRIES, ACTIVE_GENERATION, DEFAULT_MAX_ENTRIES, EntryKey, GEN_PREFIX_BITS, HAS_COMPILED_V4,
-    HAS_TRIE_V4, HAS_TRIE_V6, ListKind, ListValue, Lists, MAX_EXPIRED_HOPS, Meta, NetV4, NetV6, Source,
+    ACTIVE_ENTRIES, ACTIVE_GENERATION, ACTIVE_WATCH, DEFAULT_MAX_ENTRIES, EntryKey, GEN_PREFIX_BITS,
+    HAS_COMPILED_V4, HAS_TRIE_V4, HAS_TRIE_V6, ListKind, ListValue, Lists, MAX_EXPIRED_HOPS, Meta, NetV4,
+    NetV6, Source, WATCH_ENTRIES,
     compiled::{DIR_REGION, REGIONS, SHORT_WORDS, V4Table, contains_v4, dir_base, in_full_bucket},
     net_v4, net_v6,
 };
@@ -59,6 +60,14 @@ static BLOCK_V6_NET: LpmTrie<NetV6, ListValue> = LpmTrie::with_max_entries(MAP_C
 static ALLOW_V4_NET: LpmTrie<NetV4, ListValue> = LpmTrie::with_max_entries(MAP_CAPACITY, 0);
 #[map(name = "FG_ALW_V6_NET")]
 static ALLOW_V6_NET: LpmTrie<NetV6, ListValue> = LpmTrie::with_max_entries(MAP_CAPACITY, 0);
+
+/// The watchlist: a blocklist in observe mode. Plain tries (no generations): an
+/// update is entry by entry, which costs a dry run at most a few frames counted
+/// under the old or the new list.
+#[map(name = "FG_WATCH_V4")]
+static WATCH_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(WATCH_ENTRIES, 0);
+#[map(name = "FG_WATCH_V6")]
+static WATCH_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(WATCH_ENTRIES, 0);
 
 struct Compiled;
 
@@ -147,5 +156,15 @@ impl Lists for MapLists<'_> {
     #[inline(always)]
     fn blocked(&self, src: &Source) -> bool {
         contains(ListKind::Block, src, self.clock, &BLOCK_V4_NET, &BLOCK_V6_NET)
+    }
+
+    #[inline(always)]
+    fn watched(&self, src: &Source) -> bool {
+        // One array read (the line holding the lists' words) while nothing is watched.
+        let Some(&word) = ACTIVE.get(ACTIVE_WATCH) else { return false };
+        match src {
+            Source::V4(a) => word & HAS_TRIE_V4 != 0 && WATCH_V4.get(&Key::new(32, *a)).is_some(),
+            Source::V6(a) => word & HAS_TRIE_V6 != 0 && WATCH_V6.get(&Key::new(128, *a)).is_some(),
+        }
     }
 }

@@ -20,7 +20,7 @@ mod view;
 use aya_ebpf::{bindings::xdp_action, macros::map, macros::xdp, maps::PerCpuArray, programs::XdpContext};
 use filter_common::{
     Counter, Frame, Reason, Source, TAIL_ACKPROBE, TAIL_DECIDE, TAIL_SYNPROXY,
-    decide::decide,
+    decide::{Observer, decide},
     parse::{PacketRecord, parse},
     synproxy::MAX_PURE_ACK_FRAME,
 };
@@ -31,6 +31,8 @@ use crate::{
 
 #[map(name = "FG_COUNTERS")]
 static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+#[map(name = "FG_WOULD_DROP")]
+static WOULD_DROP: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
 
 /// The parsed packet, handed from `floodgate` to `fg_decide` on the same CPU (a
 /// program and the programs it tail-calls run without migrating).
@@ -73,23 +75,32 @@ pub fn floodgate(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn fg_decide(ctx: XdpContext) -> u32 {
     let view = XdpView::new(&ctx);
-    let Some(pkt) = PACKET.get(0).map(PacketRecord::packet) else {
+    let Some(slot) = PACKET.get_ptr_mut(0) else {
         return verdict(&ctx, Reason::Unchecked, Src::None, view.frame_len());
     };
+    // SAFETY: this CPU's slot, valid while the program runs.
+    let pkt = unsafe { (*slot).packet() };
     let clock = Clock::new();
+    // SAFETY: as above; the entry zeroed the field with the rest of the record.
+    let noted = Noted(unsafe { core::ptr::addr_of_mut!((*slot).would_drop) });
     let reason = decide(
         pkt,
         view.frame_len() as u64,
         &MapLists { clock: &clock },
         &MapRules::new(&clock),
         &MapLimiter::new(&clock),
+        &noted,
     );
+    let would_drop = noted.get();
+    if would_drop != 0 {
+        add(&WOULD_DROP, would_drop - 1, view.frame_len());
+    }
     // fg_synproxy answers (and counts) the SYN; fg_ackprobe looks for a zero-window
     // probe among small passed frames while SYN cookies are on (and counts the frame).
     // Either returns here only if its slot is empty, and then the frame goes on as usual.
     // Sampled here, before a tail call can rewrite the frame: a SYN answered with a
     // cookie is sampled as it came in (syn_answered), a repaired probe as passed.
-    sample::offer(&ctx, reason, Src::Parsed, view.frame_len());
+    sample::offer(&ctx, reason, would_drop, Src::Parsed, view.frame_len());
     let tail = if reason == Reason::SynProxy {
         Some(TAIL_SYNPROXY)
     } else if reason == Reason::Passed && view.frame_len() <= MAX_PURE_ACK_FRAME && synproxy::enabled() {
@@ -109,10 +120,36 @@ pub fn fg_decide(ctx: XdpContext) -> u32 {
     count(reason, view.frame_len())
 }
 
+/// Where checks in observe mode note what they would have dropped: this CPU's
+/// `FG_PACKET` record, the first note kept.
+struct Noted(*mut u32);
+
+impl Noted {
+    /// The first note's reason plus one, 0 for none (kept a number: a lookup in a
+    /// table of reasons is an access the verifier cannot always bound).
+    #[inline(always)]
+    fn get(&self) -> u32 {
+        // SAFETY: points into this CPU's map value, valid while the program runs.
+        unsafe { *self.0 }
+    }
+}
+
+impl Observer for Noted {
+    #[inline(always)]
+    fn would_drop(&self, reason: Reason) {
+        // SAFETY: as in `get`.
+        unsafe {
+            if *self.0 == 0 {
+                *self.0 = reason as u32 + 1;
+            }
+        }
+    }
+}
+
 /// Samples the frame, counts the verdict and returns its action.
 #[inline(always)]
 fn verdict(ctx: &XdpContext, reason: Reason, src: Src, bytes: usize) -> u32 {
-    sample::offer(ctx, reason, src, bytes);
+    sample::offer(ctx, reason, 0, src, bytes);
     count(reason, bytes)
 }
 
@@ -126,7 +163,12 @@ fn count(reason: Reason, bytes: usize) -> u32 {
 /// Every verdict goes through here, so the counters always add up to the traffic seen.
 #[inline(always)]
 pub(crate) fn record(reason: Reason, bytes: usize) {
-    if let Some(c) = COUNTERS.get_ptr_mut(reason as u32) {
+    add(&COUNTERS, reason as u32, bytes);
+}
+
+#[inline(always)]
+fn add(counters: &PerCpuArray<Counter>, index: u32, bytes: usize) {
+    if let Some(c) = counters.get_ptr_mut(index) {
         // Per-CPU slot: no other CPU writes it, so plain adds are exact.
         // SAFETY: `c` points to this CPU's counter, valid while the program runs.
         unsafe {

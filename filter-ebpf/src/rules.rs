@@ -69,8 +69,8 @@ impl Rules for MapRules<'_> {
     }
 
     #[inline(always)]
-    fn any_rule(&self) -> bool {
-        PROTO_RULES.get(RULES_IN_FORCE).is_some_and(|n| *n != 0)
+    fn rules_in_force(&self) -> u32 {
+        PROTO_RULES.get(RULES_IN_FORCE).copied().unwrap_or(0)
     }
 
     #[inline(always)]

@@ -12,7 +12,7 @@ use filter_common::{
     Reason, Source,
     sample::{
         FLAG_TRACED, RING_BYTES, SAMPLE_BYTES, Sample, SampleConfig, TAP_ADHOC, TAP_SERVICE, TAPS,
-        TRACE_ENTRIES, TapState,
+        TRACE_ENTRIES, TapState, WOULD_DROP_SHIFT,
     },
 };
 
@@ -44,8 +44,11 @@ pub enum Src {
 /// the rest is one out-of-line function, so that the verifier walks it once per
 /// call rather than through every path after it (the programs stay under its
 /// complexity limit with the data path's log on).
+/// `would` is the reason a check in observe mode would have dropped the frame for,
+/// plus one (0: none): such a frame is picked at that reason's rate and carries it in
+/// its flags.
 #[inline(always)]
-pub fn offer(ctx: &XdpContext, reason: Reason, src: Src, len: usize) {
+pub fn offer(ctx: &XdpContext, reason: Reason, would: u32, src: Src, len: usize) {
     let on = |tap| CONFIG.get(tap).is_some_and(|c| c.on != 0);
     if !on(TAP_SERVICE) && !on(TAP_ADHOC) {
         return;
@@ -55,32 +58,37 @@ pub fn offer(ctx: &XdpContext, reason: Reason, src: Src, len: usize) {
         Src::V4(a) => (1, u32::from_ne_bytes(a)),
         Src::Parsed => (2, 0),
     };
-    offer_slow(ctx, reason as u32, len, kind, v4);
+    // One word for reason and flags: a BPF function takes at most five arguments.
+    // Reasons stay numbers from here on: the verifier bounds a map value's index but
+    // not always a lookup in a table of reasons.
+    let flags = (would & 0xf) << WOULD_DROP_SHIFT;
+    offer_slow(ctx, reason as u32 | flags << 8, len, kind, v4);
 }
 
 #[inline(never)]
-fn offer_slow(ctx: &XdpContext, reason: u32, len: usize, src_kind: u32, v4: u32) {
-    let reason = match Reason::ALL.get(reason as usize) {
-        Some(r) => *r,
-        None => return,
+fn offer_slow(ctx: &XdpContext, what: u32, len: usize, src_kind: u32, v4: u32) {
+    // A would-drop frame is picked as often as frames of the reason it would be dropped for.
+    let pick = match (what >> (8 + WOULD_DROP_SHIFT)) & 0xf {
+        0 => what & 0xff,
+        n => n - 1,
     };
-    tap(ctx, TAP_SERVICE, reason, 0, 0, len);
-    tap(ctx, TAP_ADHOC, reason, src_kind, v4, len);
+    tap(ctx, TAP_SERVICE, what, pick, 0, 0, len);
+    tap(ctx, TAP_ADHOC, what, pick, src_kind, v4, len);
 }
 
 #[inline(always)]
-fn tap(ctx: &XdpContext, tap: u32, reason: Reason, src_kind: u32, v4: u32, len: usize) {
+fn tap(ctx: &XdpContext, tap: u32, what: u32, pick: u32, src_kind: u32, v4: u32, len: usize) {
     let Some(cfg) = CONFIG.get(tap) else { return };
     if cfg.on == 0 {
         return;
     }
-    let flags = if cfg.trace != 0 && traced(src_kind, v4) { FLAG_TRACED } else { 0 };
+    let traced = cfg.trace != 0 && traced(src_kind, v4);
     // SAFETY: a helper without arguments.
-    if flags == 0 && !cfg.picks(reason, unsafe { bpf_get_prandom_u32() }) {
+    if !traced && !cfg.picks_index(pick, unsafe { bpf_get_prandom_u32() }) {
         return;
     }
-    // One word for reason and flags: a BPF function takes at most five arguments.
-    send(ctx, tap, cfg.per_cpu_per_sec, reason as u32 | u32::from(flags) << 8, len);
+    let flags = if traced { u32::from(FLAG_TRACED) << 8 } else { 0 };
+    send(ctx, tap, cfg.per_cpu_per_sec, what | flags, len);
 }
 
 #[inline(always)]

@@ -26,3 +26,4 @@ pub mod stats;
 pub mod store;
 pub mod synproxy;
 pub mod takeover;
+pub mod watch;

@@ -37,6 +37,8 @@ pub struct LimitParams {
     pub v6_prefix: u32,
     pub ban_after: Option<Duration>,
     pub ban_for: Option<Duration>,
+    /// Observe mode: what the limits would drop is counted and passed, no auto-bans.
+    pub observe: bool,
 }
 
 impl Default for LimitParams {
@@ -51,6 +53,7 @@ impl Default for LimitParams {
             v6_prefix: DEFAULT_V6_PREFIX,
             ban_after: None,
             ban_for: None,
+            observe: false,
         }
     }
 }
@@ -113,7 +116,7 @@ impl LimitParams {
             enabled: 1,
             v4_prefix: self.v4_prefix,
             v6_prefix: self.v6_prefix,
-            _pad: 0,
+            observe: self.observe as u32,
             packets,
             bytes,
             syn,

@@ -211,6 +211,7 @@ pub struct FilterMaps {
     pub policy: crate::policy::PolicyMaps,
     pub synproxy: crate::synproxy::SynProxyMaps,
     pub counters: crate::stats::Counters,
+    pub watch: crate::watch::WatchMaps,
 }
 
 impl FilterMaps {
@@ -223,6 +224,7 @@ impl FilterMaps {
             policy: crate::policy::PolicyMaps::open(src)?,
             synproxy: crate::synproxy::SynProxyMaps::open(src)?,
             counters: crate::stats::Counters::open(src)?,
+            watch: crate::watch::WatchMaps::open(src)?,
         })
     }
 }

@@ -121,7 +121,7 @@ pub fn policy_config(enforce: bool, ephemeral: Option<(u16, u16)>, drop_fragment
         enforce: enforce as u8,
         drop_fragments: drop_fragments as u8,
         ephemeral: ephemeral.is_some() as u8,
-        _pad: 0,
+        observe: 0,
         eph_lo: ephemeral.map_or(0, |e| e.0),
         eph_hi: ephemeral.map_or(0, |e| e.1),
     }

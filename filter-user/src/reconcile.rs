@@ -32,6 +32,7 @@ use crate::{
     rules::{RuleError, RuleMaps, RuleSpec},
     store::{ListMaps, StoreError},
     synproxy::{SynProxyError, SynProxyMaps},
+    watch::{WatchError, WatchMaps},
 };
 
 #[derive(Debug, Error)]
@@ -40,6 +41,8 @@ pub enum ReconcileError {
     Open(#[from] OpenError),
     #[error("the {0}")]
     List(&'static str, #[source] Box<StoreError>),
+    #[error("the watchlist")]
+    Watch(#[from] WatchError),
     #[error("rules")]
     Rules(#[from] RuleError),
     #[error("limits")]
@@ -56,6 +59,9 @@ pub struct Owned {
     pub blocklist: Vec<IpNet>,
     pub allowlist: Vec<IpNet>,
     pub rules: Vec<String>,
+    /// (Absent in records saved before the watchlist existed.)
+    #[serde(default)]
+    pub watchlist: Vec<IpNet>,
 }
 
 impl Owned {
@@ -100,6 +106,7 @@ pub struct Desired<'a> {
     pub config: &'a Interface,
     pub blocklist: Vec<IpNet>,
     pub allowlist: Vec<IpNet>,
+    pub watchlist: Vec<IpNet>,
 }
 
 impl Desired<'_> {
@@ -227,6 +234,18 @@ fn apply_sections(
         }
     }
     drop(lists);
+
+    // The watchlist the same way: the config's entries go in, the ones it no longer
+    // names leave, the operator's stay.
+    let desired: BTreeSet<IpNet> = want.watchlist.iter().map(IpNet::trunc).collect();
+    let before: BTreeSet<IpNet> = owned.watchlist.iter().copied().collect();
+    let add: Vec<IpNet> = desired.iter().copied().collect();
+    let gone: Vec<IpNet> = before.difference(&desired).copied().collect();
+    let (added, removed) = WatchMaps::open(src)?.converge(&add, &gone)?;
+    owned.watchlist = add;
+    if added + removed > 0 {
+        changes.lists.push(ListChange { list: "watchlist", added, removed });
+    }
 
     apply_rules(&mut RuleMaps::open(src)?, &want.config.rules, owned, changes)?;
 
@@ -439,6 +458,7 @@ mod tests {
                 "2001:db8::1/128",
             ]),
             allowlist: nets(&["203.0.113.0/24"]),
+            watchlist: Vec::new(),
         };
         assert_eq!(fits.check_capacity(), Ok(()));
         let over =

@@ -11,7 +11,10 @@ use aya::maps::{Array, MapData, MapError, PerCpuArray, PerCpuValues};
 use filter_common::cidr::echo;
 use filter_common::{
     Counter, map_names,
-    rules::{Dir, MAX_RULES, Proto, RULES_IN_FORCE, RuleInfo, port_slot, rule_value},
+    rules::{
+        ACTION_DROP, ACTION_OBSERVE, ACTION_PASS, Dir, MAX_RULES, Proto, RULES_IN_FORCE, RuleInfo,
+        observe_value, port_slot, rule_value, rules_in_force,
+    },
 };
 use thiserror::Error;
 
@@ -70,6 +73,9 @@ pub struct RuleSpec {
     pub lo: u16,
     pub hi: u16,
     pub drop: bool,
+    /// A drop rule in observe mode (`drop` is set too): what it would drop is counted
+    /// under would_drop.rule and passed on.
+    pub observe: bool,
     pub name: String,
 }
 
@@ -96,7 +102,7 @@ impl RuleSpec {
         if !name.is_empty() {
             check_name(&name)?;
         }
-        Ok(Self { proto, dir, lo, hi, drop, name })
+        Ok(Self { proto, dir, lo, hi, drop, observe: false, name })
     }
 
     /// Both match some packet: two such rules are refused (`add_rules`, a config file).
@@ -114,7 +120,11 @@ impl RuleSpec {
             in_use: 1,
             proto: self.proto as u8,
             dir: self.dir as u8,
-            drop: self.drop as u8,
+            drop: match (self.drop, self.observe) {
+                (false, _) => ACTION_PASS,
+                (true, false) => ACTION_DROP,
+                (true, true) => ACTION_OBSERVE,
+            },
             lo: self.lo,
             hi: self.hi,
             name,
@@ -129,9 +139,24 @@ impl RuleSpec {
             dir,
             lo: i.lo,
             hi: i.hi,
-            drop: i.drop != 0,
+            drop: i.drop != ACTION_PASS,
+            observe: i.drop == ACTION_OBSERVE,
             name: String::from_utf8_lossy(&i.name[..len]).into_owned(),
         })
+    }
+
+    /// "pass", "drop" or "observe".
+    pub fn action(&self) -> &'static str {
+        match (self.drop, self.observe) {
+            (false, _) => "pass",
+            (true, false) => "drop",
+            (true, true) => "observe",
+        }
+    }
+
+    /// The value packets see in its slots.
+    fn value(&self, id: u32) -> u32 {
+        if self.drop && self.observe { observe_value(id) } else { rule_value(id, self.drop) }
     }
 
     /// "udp from port 11211", "tcp to ports 6000-6063", "icmp".
@@ -152,7 +177,7 @@ impl RuleSpec {
 
 impl fmt::Display for RuleSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.describe(), if self.drop { "drop" } else { "pass" })
+        write!(f, "{} ({})", self.describe(), self.action())
     }
 }
 
@@ -223,6 +248,7 @@ pub fn reflection_preset() -> Vec<RuleSpec> {
             lo: *port,
             hi: *port,
             drop: true,
+            observe: false,
             name: format!("reflection-{service}"),
         })
         .collect()
@@ -290,17 +316,19 @@ impl RuleMaps {
             planned.push(Rule { id, spec, hits: Counter::default() });
         }
         // The count first: from now on packets whose ports cannot be seen are dropped.
-        self.set_rules_in_force(existing.len() + planned.len())?;
+        let all: Vec<&RuleSpec> = existing.iter().chain(&planned).map(|r| &r.spec).collect();
+        self.set_rules_in_force(&all)?;
         for r in &planned {
             self.write_rule(r)?;
         }
         Ok(planned)
     }
 
-    /// Records how many rules are in force, read by the data path
-    /// ([`filter_common::rules::needs_l4`]).
-    fn set_rules_in_force(&mut self, n: usize) -> Result<(), RuleError> {
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
+    /// Records how many rules are in force, enforcing and observing, read by the data
+    /// path ([`filter_common::rules::needs_l4`]).
+    fn set_rules_in_force(&mut self, rules: &[&RuleSpec]) -> Result<(), RuleError> {
+        let observing = rules.iter().filter(|r| r.drop && r.observe).count() as u32;
+        let n = rules_in_force(rules.len() as u32 - observing, observing);
         self.proto_rules.set(RULES_IN_FORCE, &n, 0).map_err(map_err("storing the rule count"))
     }
 
@@ -312,7 +340,7 @@ impl RuleMaps {
             .map_err(|e| RuleError::Map { op: "resetting rule counters", source: MapError::IoError(e) })?;
         self.rule_counters.set(r.id, zero, 0).map_err(map_err("resetting rule counters"))?;
         self.rules.set(r.id, &r.spec.info(), 0).map_err(map_err("storing a rule"))?;
-        let value = rule_value(r.id, r.spec.drop);
+        let value = r.spec.value(r.id);
         if r.spec.dir == Dir::Any {
             self.proto_rules.set(r.spec.proto as u32, &value, 0).map_err(map_err("storing a rule"))?;
         } else {
@@ -326,11 +354,13 @@ impl RuleMaps {
     /// Removes the rule named `which` (or with that id). Returns it.
     pub fn remove_rule(&mut self, which: &str) -> Result<Rule, RuleError> {
         let rules = self.rules()?;
-        let rules_left = rules.len().saturating_sub(1);
-        let r = rules
-            .into_iter()
-            .find(|r| r.spec.name == which || which.parse::<u32>().is_ok_and(|id| id == r.id))
+        let pos = rules
+            .iter()
+            .position(|r| r.spec.name == which || which.parse::<u32>().is_ok_and(|id| id == r.id))
             .ok_or_else(|| RuleError::NotFound(which.to_string()))?;
+        let mut rules = rules;
+        let r = rules.remove(pos);
+        let rules_left: Vec<&RuleSpec> = rules.iter().map(|r| &r.spec).collect();
         // Slots first, so no packet is counted against a rule that is going away.
         if r.spec.dir == Dir::Any {
             self.proto_rules.set(r.spec.proto as u32, &0, 0).map_err(map_err("removing a rule"))?;
@@ -340,7 +370,7 @@ impl RuleMaps {
             }
         }
         self.rules.set(r.id, &RuleInfo::default(), 0).map_err(map_err("removing a rule"))?;
-        self.set_rules_in_force(rules_left)?;
+        self.set_rules_in_force(&rules_left)?;
         Ok(r)
     }
 }
@@ -352,6 +382,7 @@ fn same(a: &RuleSpec, b: &RuleSpec) -> bool {
         && a.lo == b.lo
         && a.hi == b.hi
         && a.drop == b.drop
+        && a.observe == b.observe
         && (b.name.is_empty() || a.name == b.name)
 }
 

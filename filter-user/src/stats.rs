@@ -8,6 +8,8 @@ use crate::maps::{MapSource, OpenError};
 /// The verdict counters' group: per CPU, `{packets, bytes}` per [`Reason`].
 pub struct Counters {
     pub counters: PerCpuArray<MapData, Counter>,
+    /// What checks in observe mode would have dropped, per [`Reason`].
+    pub would_drop: PerCpuArray<MapData, Counter>,
 }
 
 /// Totals over all CPUs, indexed by [`Reason`].
@@ -36,7 +38,10 @@ impl Totals {
 
 impl Counters {
     pub fn open(src: &mut impl MapSource) -> Result<Self, OpenError> {
-        Ok(Counters { counters: src.typed(map_names::COUNTERS)? })
+        Ok(Counters {
+            counters: src.typed(map_names::COUNTERS)?,
+            would_drop: src.typed(map_names::WOULD_DROP)?,
+        })
     }
 
     /// Counters of each CPU separately, in CPU order.
@@ -54,9 +59,21 @@ impl Counters {
     }
 
     pub fn totals(&self) -> Result<Totals, MapError> {
+        sum(&self.counters)
+    }
+
+    /// What checks in observe mode would have dropped (those frames were passed, or
+    /// dropped by a later check), summed over CPUs.
+    pub fn would_drop(&self) -> Result<Totals, MapError> {
+        sum(&self.would_drop)
+    }
+}
+
+fn sum(map: &PerCpuArray<MapData, Counter>) -> Result<Totals, MapError> {
+    {
         let mut t = Totals::default();
         for r in Reason::ALL {
-            for c in self.counters.get(&(r as u32), 0)?.iter() {
+            for c in map.get(&(r as u32), 0)?.iter() {
                 t.0[r as usize].packets += c.packets;
                 t.0[r as usize].bytes += c.bytes;
             }

@@ -8,8 +8,9 @@ use std::{cell::RefCell, collections::HashMap, net::IpAddr};
 
 use filter_common::{
     Limiter, Lists, Packet, Reason, Source,
+    decide::Verdict,
     limit::SourceKey,
-    rules::{Dir, PolicyConfig, Proto, Rules, port_slot, rule_value},
+    rules::{Dir, PolicyConfig, Proto, Rules, observe_value, port_slot, rule_value, rules_in_force},
 };
 use ipnet::IpNet;
 
@@ -53,6 +54,10 @@ impl Rng {
 pub struct Model {
     pub allow: Vec<IpNet>,
     pub block: Vec<IpNet>,
+    /// The watchlist (a blocklist in observe mode).
+    pub watch: Vec<IpNet>,
+    /// Whether the limits are in observe mode.
+    pub limits_observe: bool,
     /// Banned source keys (IPv4 /32, IPv6 /64), honoured while `bans_on`.
     pub bans: Vec<SourceKey>,
     pub bans_on: bool,
@@ -61,6 +66,7 @@ pub struct Model {
     pub port_rules: HashMap<u32, u32>,
     pub proto_rules: HashMap<Proto, u32>,
     pub rule_count: u32,
+    pub observe_count: u32,
     pub syn_ports: Vec<(u16, u16)>,
     /// Rule id -> (packets, bytes) counted by the model.
     pub hits: RefCell<HashMap<u32, (u64, u64)>>,
@@ -80,6 +86,9 @@ impl Lists for Model {
     fn blocked(&self, src: &Source) -> bool {
         self.block.iter().any(|n| n.contains(&ip_of(src)))
     }
+    fn watched(&self, src: &Source) -> bool {
+        self.watch.iter().any(|n| n.contains(&ip_of(src)))
+    }
 }
 
 impl Limiter for Model {
@@ -94,6 +103,9 @@ impl Limiter for Model {
     /// timing-dependent verdicts are covered by tests/tests/limiter.rs.
     fn police(&self, _: &Packet, _: u64) -> Reason {
         Reason::Passed
+    }
+    fn observing(&self) -> bool {
+        self.limits_observe
     }
 }
 
@@ -119,8 +131,8 @@ impl Rules for Model {
     fn syn_answer(&self, port: u16) -> bool {
         self.syn_ports.iter().any(|&(lo, hi)| (lo..=hi).contains(&port))
     }
-    fn any_rule(&self) -> bool {
-        self.rule_count != 0
+    fn rules_in_force(&self) -> u32 {
+        rules_in_force(self.rule_count, self.observe_count)
     }
     fn syn_cookies(&self) -> bool {
         !self.syn_ports.is_empty()
@@ -129,8 +141,8 @@ impl Rules for Model {
 
 impl Model {
     /// Records a rule the way the controller lays it out in the maps.
-    pub fn add_rule(&mut self, id: u32, proto: Proto, dir: Dir, lo: u16, hi: u16, drop: bool) {
-        let v = rule_value(id, drop);
+    pub fn add_rule(&mut self, id: u32, proto: Proto, dir: Dir, lo: u16, hi: u16, drop: bool, observe: bool) {
+        let v = if drop && observe { observe_value(id) } else { rule_value(id, drop) };
         if dir == Dir::Any {
             self.proto_rules.insert(proto, v);
         } else {
@@ -138,18 +150,28 @@ impl Model {
                 self.port_rules.insert(port_slot(proto, dir, p), v);
             }
         }
-        self.rule_count += 1;
+        if drop && observe {
+            self.observe_count += 1;
+        } else {
+            self.rule_count += 1;
+        }
     }
 
     pub fn clear_rules(&mut self) {
         self.port_rules.clear();
         self.proto_rules.clear();
         self.rule_count = 0;
+        self.observe_count = 0;
         self.hits.borrow_mut().clear();
     }
 
     /// The verdict of the host model for `frame`.
     pub fn decide(&self, frame: &[u8]) -> Reason {
+        self.verdict(frame).reason
+    }
+
+    /// The verdict with what checks in observe mode would have dropped.
+    pub fn verdict(&self, frame: &[u8]) -> Verdict {
         filter_common::classify(frame, self, self, self)
     }
 }

@@ -1,7 +1,8 @@
 //! Differential fuzz of the data path: every frame goes through the real XDP program
 //! (BPF_PROG_TEST_RUN) and through `filter_common::classify` over a host model with
-//! the same lists, rules, policy, limits and SYN-cookie ports; the verdicts, the
-//! verdict counters and the rule counters must agree, and nothing may abort.
+//! the same lists, rules, policy, limits and SYN-cookie ports (enforced, and in
+//! observe mode with a watchlist); the verdicts, the verdict and would-drop counters
+//! and the rule counters must agree, and nothing may abort.
 //!
 //! FLOODGATE_FUZZ_FRAMES sets the number of generated frames (default 1,000,000 on
 //! the host, 100,000 in the VMs); FLOODGATE_FUZZ_SEED replays a run. The frames in
@@ -42,6 +43,9 @@ const BLOCK: [&str; 7] = [
     "2001:db8:dead:beef::/64",
     "100.64.0.0/10",
 ];
+/// The watchlist of the observe configuration: beside, inside and around the lists.
+const WATCH: [&str; 5] =
+    ["198.51.100.128/25", "192.0.2.0/24", "203.0.113.128/25", "2001:db8:cafe::/48", "2001:db8:bad::/47"];
 const ALLOW: [&str; 4] = ["203.0.113.128/26", "198.51.100.53/32", "2001:db8:bad:1::/64", "192.0.2.200/32"];
 const BANNED: [&str; 3] = ["192.0.2.99", "2001:db8:99::1", "198.18.0.1"];
 const PORTS: [u16; 16] =
@@ -56,10 +60,20 @@ struct Config {
     fragments: bool,
     limiter: bool,
     syn: bool,
+    /// The rules, policy and limits in observe mode, and the watchlist filled.
+    observe: bool,
 }
 
-const CONFIGS: [Config; 7] = [
-    Config { name: "lists only", rules: false, policy: false, fragments: false, limiter: false, syn: false },
+const CONFIGS: [Config; 8] = [
+    Config {
+        name: "lists only",
+        rules: false,
+        policy: false,
+        fragments: false,
+        limiter: false,
+        syn: false,
+        observe: false,
+    },
     Config {
         name: "limiter and bans",
         rules: false,
@@ -67,9 +81,26 @@ const CONFIGS: [Config; 7] = [
         fragments: false,
         limiter: true,
         syn: false,
+        observe: false,
     },
-    Config { name: "rules", rules: true, policy: false, fragments: false, limiter: false, syn: false },
-    Config { name: "policy", rules: false, policy: true, fragments: false, limiter: false, syn: false },
+    Config {
+        name: "rules",
+        rules: true,
+        policy: false,
+        fragments: false,
+        limiter: false,
+        syn: false,
+        observe: false,
+    },
+    Config {
+        name: "policy",
+        rules: false,
+        policy: true,
+        fragments: false,
+        limiter: false,
+        syn: false,
+        observe: false,
+    },
     Config {
         name: "fragments drop",
         rules: false,
@@ -77,9 +108,35 @@ const CONFIGS: [Config; 7] = [
         fragments: true,
         limiter: false,
         syn: false,
+        observe: false,
     },
-    Config { name: "syn cookies", rules: false, policy: false, fragments: false, limiter: false, syn: true },
-    Config { name: "everything", rules: true, policy: true, fragments: true, limiter: true, syn: true },
+    Config {
+        name: "syn cookies",
+        rules: false,
+        policy: false,
+        fragments: false,
+        limiter: false,
+        syn: true,
+        observe: false,
+    },
+    Config {
+        name: "everything",
+        rules: true,
+        policy: true,
+        fragments: true,
+        limiter: true,
+        syn: true,
+        observe: false,
+    },
+    Config {
+        name: "observe",
+        rules: true,
+        policy: true,
+        fragments: true,
+        limiter: true,
+        syn: true,
+        observe: true,
+    },
 ];
 
 fn nets(list: &[&str]) -> Vec<IpNet> {
@@ -100,22 +157,32 @@ fn configure(h: &mut Harness, m: &mut Model, c: &Config) {
     m.clear_rules();
     if c.rules {
         let mut specs = floodgate::rules::reflection_preset();
-        let rule =
-            |proto, dir, lo, hi, drop, name: &str| RuleSpec { proto, dir, lo, hi, drop, name: name.into() };
-        specs.push(rule(Proto::Tcp, Dir::Dst, 6000, 6063, true, "x11"));
+        for r in &mut specs {
+            r.observe = c.observe;
+        }
+        let rule = |proto, dir, lo, hi, drop, name: &str| RuleSpec {
+            proto,
+            dir,
+            lo,
+            hi,
+            drop,
+            observe: false,
+            name: name.into(),
+        };
+        specs.push(RuleSpec { observe: c.observe, ..rule(Proto::Tcp, Dir::Dst, 6000, 6063, true, "x11") });
         specs.push(rule(Proto::Udp, Dir::Dst, 4000, 4000, false, "pass-4000"));
         specs.push(rule(Proto::Tcp, Dir::Src, 22, 22, false, "pass-ssh"));
         specs.push(rule(Proto::Icmp, Dir::Any, 0, 0, true, "icmp"));
         specs.push(rule(Proto::Icmpv6, Dir::Any, 0, 0, true, "icmpv6"));
         for r in h.maps.rules.add_rules(&specs).expect("add rules") {
-            m.add_rule(r.id, r.spec.proto, r.spec.dir, r.spec.lo, r.spec.hi, r.spec.drop);
+            m.add_rule(r.id, r.spec.proto, r.spec.dir, r.spec.lo, r.spec.hi, r.spec.drop, r.spec.observe);
         }
     }
     let policy = PolicyConfig {
         enforce: c.policy as u8,
         drop_fragments: c.fragments as u8,
         ephemeral: c.policy as u8,
-        _pad: 0,
+        observe: c.observe as u8,
         eph_lo: 32768,
         eph_hi: 60999,
     };
@@ -130,6 +197,11 @@ fn configure(h: &mut Harness, m: &mut Model, c: &Config) {
     let mut limits = harness::limits(1_000_000_000, 1_000_000_000);
     limits.ban_after_ns = 30_000_000_000;
     limits.ban_for_ns = 600_000_000_000;
+    limits.observe = c.observe as u32;
+    m.limits_observe = c.observe && c.limiter;
+    let watch = if c.observe { nets(&WATCH) } else { Vec::new() };
+    h.maps.watch.replace(&watch).expect("watchlist");
+    m.watch = watch;
     h.set_limits(&if c.limiter { limits } else { Default::default() });
     m.bans_on = c.limiter;
     if c.limiter {
@@ -234,19 +306,22 @@ fn program_and_model_agree_on_every_frame() {
     m.bans = banned.iter().map(|a| ban_key(*a)).collect();
     let mut all = m.block.clone();
     all.extend(&m.allow);
+    all.extend(nets(&WATCH));
     let pools = Pools::around(&all, &banned, &PORTS);
     let corpus = corpus();
     assert!(!corpus.is_empty(), "the regression corpus is empty");
 
     let per_config = total.div_ceil(CONFIGS.len());
     let (mut frames, mut seen) = (0usize, HashMap::<Reason, u64>::new());
+    let mut seen_would = HashMap::<Reason, u64>::new();
     let started = Instant::now();
     for c in &CONFIGS {
         configure(&mut h, &mut m, c);
         let rules_before: HashMap<u32, Counter> =
             h.maps.rules.rules().expect("rules").into_iter().map(|r| (r.id, r.hits)).collect();
         let mut before = h.maps.counters.totals().expect("counters");
-        let mut want = Totals::default();
+        let mut would_before = h.maps.counters.would_drop().expect("would-drop counters");
+        let (mut want, mut want_would) = (Totals::default(), Totals::default());
         let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
         let mut generated = 0;
         let mut replay = corpus.iter();
@@ -259,7 +334,13 @@ fn program_and_model_agree_on_every_frame() {
                 }
                 None => break,
             };
-            let expect = m.decide(&f);
+            let verdict = m.verdict(&f);
+            let expect = verdict.reason;
+            if let Some(w) = verdict.would_drop {
+                want_would.0[w as usize].packets += 1;
+                want_would.0[w as usize].bytes += f.len() as u64;
+                *seen_would.entry(w).or_default() += 1;
+            }
             let action = run(&mut h, &f);
             assert_ne!(action, XDP_ABORTED, "[{}] seed {seed}: XDP_ABORTED on frame {}", c.name, hex(&f));
             let Some(counted) = acceptable(expect, action) else {
@@ -285,8 +366,17 @@ fn program_and_model_agree_on_every_frame() {
                     );
                 }
                 assert_eq!(got.packets(), batch.len() as u64, "counters add up to the frames run");
+                let would_after = h.maps.counters.would_drop().expect("would-drop counters");
+                let got_would = would_after.since(&would_before);
+                assert_eq!(
+                    got_would, want_would,
+                    "[{}] seed {seed}: would-drop counters, program (left) and model (right)",
+                    c.name
+                );
                 before = after;
+                would_before = would_after;
                 want = Totals::default();
+                want_would = Totals::default();
                 batch.clear();
             }
         }
@@ -329,5 +419,14 @@ fn program_and_model_agree_on_every_frame() {
         Reason::L4Unseen,
     ] {
         assert!(tally.iter().any(|(t, n)| *t == r && *n > 0) || frames < 10_000, "no frame reached {r:?}");
+    }
+    // And every would-drop reason the observe configuration can reach (its limits are
+    // out of reach: tests/tests/observe.rs drives them).
+    eprintln!("fuzz: would-drop verdicts {seen_would:?}");
+    for r in [Reason::Blocklist, Reason::Rule, Reason::Policy, Reason::Fragment] {
+        assert!(
+            seen_would.get(&r).is_some_and(|n| *n > 0) || frames < 10_000,
+            "no frame would be dropped for {r:?}"
+        );
     }
 }

@@ -38,7 +38,7 @@ fn policy(h: &mut Harness, serve: &str, eph: Option<(u16, u16)>, drop_fragments:
         enforce: !served.is_empty() as u8,
         drop_fragments: drop_fragments as u8,
         ephemeral: eph.is_some() as u8,
-        _pad: 0,
+        observe: 0,
         eph_lo: eph.map_or(0, |e| e.0),
         eph_hi: eph.map_or(0, |e| e.1),
     };

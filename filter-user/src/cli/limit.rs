@@ -70,6 +70,11 @@ pub struct SetArgs {
     /// How long an auto-ban lasts (DURATION, e.g. 10m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "ban_after")]
     pub ban_for: Option<Duration>,
+    /// Dry run: count what the limits would drop (would_drop.rate_limit and
+    /// would_drop.syn_limit in `floodgate stats`) and pass it; no auto-bans. Set them
+    /// again without --observe to enforce.
+    #[arg(long)]
+    pub observe: bool,
 }
 
 /// The configuration `set` installs (clap checked the ranges, `build` checks again).
@@ -84,6 +89,7 @@ pub fn config(a: &SetArgs) -> anyhow::Result<LimitConfig> {
         v6_prefix: a.v6_prefix,
         ban_after: a.ban_after,
         ban_for: a.ban_for,
+        observe: a.observe,
     };
     match params.build() {
         Err(BadLimits::Nothing) => {
@@ -122,6 +128,8 @@ struct LimitReport {
     #[serde(skip)]
     iface: String,
     enabled: bool,
+    /// Observe mode: what the limits would drop is counted and passed.
+    observe: bool,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     limits: Option<Limits>,
 }
@@ -154,7 +162,7 @@ impl LimitReport {
                 for_secs: cfg.ban_for_ns as f64 / 1e9,
             }),
         });
-        LimitReport { iface: iface.to_string(), enabled: limits.is_some(), limits }
+        LimitReport { iface: iface.to_string(), enabled: limits.is_some(), observe: cfg.observe != 0, limits }
     }
 }
 
@@ -183,7 +191,12 @@ impl Report for LimitReport {
                 format_exact(Duration::from_secs_f64(ban.after_secs))
             ));
         }
-        format!("{}: {}\n", self.iface, parts.join("; "))
+        let mode = if self.observe {
+            "OBSERVE MODE, nothing dropped and no bans (what they would drop is counted as would_drop in `floodgate stats`): "
+        } else {
+            ""
+        };
+        format!("{}: {mode}{}\n", self.iface, parts.join("; "))
     }
 }
 

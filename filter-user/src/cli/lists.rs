@@ -111,7 +111,7 @@ impl Report for ListReport {
     }
 }
 
-fn parse_all(entries: &[String]) -> anyhow::Result<Vec<IpNet>> {
+pub(super) fn parse_all(entries: &[String]) -> anyhow::Result<Vec<IpNet>> {
     let mut nets = Vec::with_capacity(entries.len());
     for e in entries {
         let (net, mapped) = cidr::parse_cidr_noting(e)?;
@@ -248,7 +248,7 @@ pub fn run(kind: ListKind, cmd: ListCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_input(file: &str) -> anyhow::Result<String> {
+pub(super) fn read_input(file: &str) -> anyhow::Result<String> {
     if file == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).context("reading standard input")?;

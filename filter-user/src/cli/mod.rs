@@ -22,6 +22,7 @@ mod synproxy;
 mod tap;
 mod top;
 mod trace;
+mod watchlist;
 
 use clap::{Parser, Subcommand};
 
@@ -120,6 +121,10 @@ pub enum Command {
     /// Sources that are always passed, even when also on the blocklist.
     #[command(subcommand)]
     Allowlist(lists::ListCommand),
+    /// Sources counted as the blocklist would drop them, and passed: a dry run of a
+    /// feed before it goes on the blocklist.
+    #[command(subcommand)]
+    Watchlist(watchlist::WatchCommand),
     /// Per-source rate limits, SYN limits and auto-bans.
     #[command(subcommand)]
     Limit(limit::LimitCommand),
@@ -157,6 +162,7 @@ impl Command {
             Command::Status(a) => status::run(a),
             Command::Blocklist(c) => lists::run(ListKind::Block, c),
             Command::Allowlist(c) => lists::run(ListKind::Allow, c),
+            Command::Watchlist(c) => watchlist::run(c),
             Command::Limit(c) => limit::run(c),
             Command::Rule(c) => rule::run(c),
             Command::Policy(c) => policy::run(c),

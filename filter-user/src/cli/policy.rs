@@ -61,6 +61,11 @@ pub struct SetArgs {
     /// Non-first fragments (no ports to check): pass or drop.
     #[arg(long, value_enum, default_value_t = Fragments::Pass)]
     pub fragments: Fragments,
+    /// Dry run: count what the policy would drop (would_drop.policy and
+    /// would_drop.fragment in `floodgate stats`) and pass it. Set it again without
+    /// --observe to enforce.
+    #[arg(long)]
+    pub observe: bool,
 }
 
 /// `policy show --json`.
@@ -72,6 +77,8 @@ struct PolicyReport {
     serve: Vec<String>,
     ephemeral: Option<String>,
     fragments: &'static str,
+    /// Observe mode: what it would drop is counted and passed.
+    observe: bool,
 }
 
 impl PolicyReport {
@@ -82,6 +89,7 @@ impl PolicyReport {
             serve: served.iter().map(Served::to_string).collect(),
             ephemeral: (cfg.ephemeral != 0).then(|| format!("{}-{}", cfg.eph_lo, cfg.eph_hi)),
             fragments: if cfg.drop_fragments != 0 { "drop" } else { "pass" },
+            observe: cfg.observe != 0,
         }
     }
 }
@@ -98,6 +106,13 @@ impl Report for PolicyReport {
             format!("serving {} ({eph}); other TCP/UDP ports dropped", self.serve.join(","))
         };
         let frags = if self.fragments == "drop" { "non-first fragments dropped" } else { "fragments pass" };
+        if self.observe && (self.enforced || self.fragments == "drop") {
+            let (ports, frags) = (ports.replace("dropped", "counted"), frags.replace("dropped", "counted"));
+            return format!(
+                "{}: OBSERVE MODE, nothing dropped: {ports}; {frags} (as would_drop in `floodgate stats`)\n",
+                self.iface
+            );
+        }
         format!("{}: {ports}; {frags}\n", self.iface)
     }
 }
@@ -111,7 +126,8 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
                 anyhow::bail!("--serve lists no ports; to stop enforcing, use `floodgate policy clear`");
             }
             let eph = Ephemeral::parse(&a.ephemeral).context("--ephemeral")?.resolve()?;
-            let cfg = policy_config(a.serve.is_some(), eph, a.fragments == Fragments::Drop);
+            let mut cfg = policy_config(a.serve.is_some(), eph, a.fragments == Fragments::Drop);
+            cfg.observe = a.observe as u8;
             let mut s = Session::locked(a.target.name())?;
             s.policy()?.set_policy(cfg, &served)?;
             emit(&PolicyReport::new(&s.pins.iface, &cfg, &served), false)?;

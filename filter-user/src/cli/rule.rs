@@ -39,6 +39,9 @@ pub enum RuleCommand {
         target: Target,
         /// The set of rules to add.
         preset: Preset,
+        /// Add them in observe mode (action observe): counted, not dropped.
+        #[arg(long)]
+        observe: bool,
     },
     /// Remove a rule by name or id.
     Remove {
@@ -64,6 +67,9 @@ pub enum Action {
     Drop,
     /// Pass them, exempt from the served-ports policy.
     Pass,
+    /// Dry run of drop: count matching packets (as would_drop.rule, and on the rule)
+    /// and pass them, to see what a drop rule would hit before enforcing it.
+    Observe,
 }
 
 /// The protocols a rule can match.
@@ -140,7 +146,7 @@ impl RuleReport {
                 proto: r.spec.proto.name(),
                 src_port: (r.spec.dir == Dir::Src).then(ports),
                 dst_port: (r.spec.dir == Dir::Dst).then(ports),
-                action: if r.spec.drop { "drop" } else { "pass" },
+                action: r.spec.action(),
                 matched: r.hits.into(),
                 matches: r.spec.describe(),
             }
@@ -175,13 +181,14 @@ impl Report for RuleReport {
 pub fn run(cmd: RuleCommand) -> anyhow::Result<()> {
     match cmd {
         RuleCommand::Add(a) => {
-            let spec = RuleSpec::parse(
+            let mut spec = RuleSpec::parse(
                 a.proto.name(),
                 a.src_port.as_deref(),
                 a.dst_port.as_deref(),
-                matches!(a.action, Action::Drop),
+                !matches!(a.action, Action::Pass),
                 a.name.as_deref(),
             )?;
+            spec.observe = matches!(a.action, Action::Observe);
             let mut s = Session::locked(a.target.name())?;
             let added = s.rules()?.add_rules(std::slice::from_ref(&spec))?;
             match added.first() {
@@ -189,9 +196,12 @@ pub fn run(cmd: RuleCommand) -> anyhow::Result<()> {
                 None => println!("{}: an identical rule exists already; nothing added", s.pins.iface),
             }
         }
-        RuleCommand::Preset { target, preset: Preset::Reflection } => {
+        RuleCommand::Preset { target, preset: Preset::Reflection, observe } => {
             let mut s = Session::locked(target.name())?;
-            let specs = reflection_preset();
+            let mut specs = reflection_preset();
+            for r in &mut specs {
+                r.observe = observe;
+            }
             let added =
                 s.rules()?.add_rules(&specs).context("applying the reflection preset (nothing was added)")?;
             println!(

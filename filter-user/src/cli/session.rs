@@ -95,6 +95,10 @@ impl Session {
         Ok(floodgate::sampler::Reader::open(&mut self.src, tap)?)
     }
 
+    pub fn watchlist(&mut self) -> anyhow::Result<floodgate::watch::WatchMaps> {
+        Ok(floodgate::watch::WatchMaps::open(&mut self.src)?)
+    }
+
     pub fn counters(&mut self) -> anyhow::Result<Counters> {
         Ok(Counters::open(&mut self.src)?)
     }

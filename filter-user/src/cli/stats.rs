@@ -76,8 +76,14 @@ struct StatsReport {
     passing: BTreeMap<&'static str, Count>,
     synproxy: SynProxyCounts,
     dropped: BTreeMap<&'static str, Count>,
+    /// What checks in observe mode would have dropped, by reason (those frames were
+    /// passed, or dropped by a later, enforcing check).
+    would_drop: BTreeMap<&'static str, Count>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rates: Option<BTreeMap<&'static str, Rate>>,
+    /// Per-second rates of `would_drop` over the last interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would_drop_rates: Option<BTreeMap<&'static str, Rate>>,
     /// The watch interval, for the text header.
     #[serde(skip)]
     every: Option<Duration>,
@@ -88,7 +94,12 @@ fn is_synproxy(r: Reason) -> bool {
 }
 
 impl StatsReport {
-    fn new(iface: &str, mode: u32, t: &Totals, limiter: &LimiterMaps) -> anyhow::Result<Self> {
+    fn new(
+        iface: &str,
+        mode: u32,
+        (t, would): (&Totals, &Totals),
+        limiter: &LimiterMaps,
+    ) -> anyhow::Result<Self> {
         let mut report = StatsReport {
             interface: iface.to_string(),
             mode: mode_name(mode),
@@ -100,7 +111,9 @@ impl StatsReport {
             passing: BTreeMap::new(),
             synproxy: SynProxyCounts::default(),
             dropped: BTreeMap::new(),
+            would_drop: Reason::OBSERVABLE.iter().map(|r| (r.key(), would.get(*r).into())).collect(),
             rates: None,
+            would_drop_rates: None,
             every: None,
         };
         for r in Reason::ALL {
@@ -126,6 +139,24 @@ impl StatsReport {
         };
         group.get(r.key()).copied().unwrap_or(Count { packets: 0, bytes: 0 })
     }
+
+    /// The observed reasons that counted anything, for the text output.
+    fn observed(&self) -> impl Iterator<Item = (Reason, Count)> + '_ {
+        Reason::OBSERVABLE.into_iter().filter_map(|r| {
+            let c = self.would_drop.get(r.key()).copied()?;
+            (c.packets != 0).then_some((r, c))
+        })
+    }
+}
+
+fn rates(d: &Totals, secs: f64, reasons: &[Reason]) -> BTreeMap<&'static str, Rate> {
+    reasons
+        .iter()
+        .map(|r| {
+            let c = d.get(*r);
+            (r.key(), Rate { pps: c.packets as f64 / secs, bps: c.bytes as f64 * 8.0 / secs })
+        })
+        .collect()
 }
 
 fn label(r: Reason) -> String {
@@ -139,6 +170,9 @@ impl Report for StatsReport {
             for r in Reason::ALL {
                 let c = self.count(r);
                 t.add_row(vec![label(r), grouped(c.packets), grouped(c.bytes)]);
+            }
+            for (r, c) in self.observed() {
+                t.add_row(vec![format!("would_drop:{}", r.key()), grouped(c.packets), grouped(c.bytes)]);
             }
             return format!(
                 "floodgate on {} ({} mode), totals since attach\n{t}\n",
@@ -158,6 +192,18 @@ impl Report for StatsReport {
                 grouped(c.bytes),
             ]);
         }
+        let would_rates = self.would_drop_rates.as_ref();
+        for (r, c) in self.observed() {
+            let rate =
+                would_rates.and_then(|w| w.get(r.key()).copied()).unwrap_or(Rate { pps: 0.0, bps: 0.0 });
+            t.add_row(vec![
+                format!("would_drop:{}", r.key()),
+                grouped(rate.pps.round() as u64),
+                format!("{:.2}", rate.bps / 1e6),
+                grouped(c.packets),
+                grouped(c.bytes),
+            ]);
+        }
         format!("floodgate on {} ({} mode), every {every}; Ctrl-C to stop\n{t}\n", self.interface, self.mode)
     }
 }
@@ -167,9 +213,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let meta = s.core()?.read()?;
     let (counters, limiter, synproxy) = (s.counters()?, s.limiter()?, s.synproxy()?);
     let p = &s.pins;
-    let read = || counters.totals().with_context(|| format!("reading the counters of {}", p.iface));
+    let read = || -> anyhow::Result<(Totals, Totals)> {
+        let what = || format!("reading the counters of {}", p.iface);
+        Ok((counters.totals().with_context(what)?, counters.would_drop().with_context(what)?))
+    };
     let Some(every) = args.watch else {
-        let mut report = StatsReport::new(&p.iface, meta.mode, &read()?, &limiter)?;
+        let (t, w) = read()?;
+        let mut report = StatsReport::new(&p.iface, meta.mode, (&t, &w), &limiter)?;
         if args.shown.format.json && synproxy.synproxy_config()?.enabled != 0 {
             let rule = floodgate::synproxy::nft_counter().map(|(packets, bytes)| Count { packets, bytes });
             report.synproxy.synproxy_rule = Some(rule);
@@ -184,19 +234,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let now = read()?;
         let secs = at.elapsed().as_secs_f64();
         at = Instant::now();
-        let d = now.since(&prev);
+        let (d, dw) = (now.0.since(&prev.0), now.1.since(&prev.1));
+        let mut report = StatsReport::new(&p.iface, meta.mode, (&now.0, &now.1), &limiter)?;
         prev = now;
-        let mut report = StatsReport::new(&p.iface, meta.mode, &now, &limiter)?;
         report.every = Some(every);
-        report.rates = Some(
-            Reason::ALL
-                .iter()
-                .map(|r| {
-                    let c = d.get(*r);
-                    (r.key(), Rate { pps: c.packets as f64 / secs, bps: c.bytes as f64 * 8.0 / secs })
-                })
-                .collect(),
-        );
+        report.rates = Some(rates(&d, secs, &Reason::ALL));
+        report.would_drop_rates = Some(rates(&dw, secs, &Reason::OBSERVABLE));
         let mut out = std::io::stdout().lock();
         if args.shown.format.json {
             writeln!(out, "{}", serde_json::to_string(&report)?)?;

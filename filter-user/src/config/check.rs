@@ -271,6 +271,7 @@ const INTERFACE_KEYS: &[&str] = &[
     "rule_presets",
     "blocklist",
     "allowlist",
+    "watchlist",
     "limits",
     "rule",
     "policy",
@@ -393,6 +394,7 @@ fn interface(ctx: &mut Ctx, name: &Spanned<DeString>, v: &Value) -> Interface {
         capacity: Capacity::default(),
         blocklist: ListSpec::default(),
         allowlist: ListSpec::default(),
+        watchlist: ListSpec::default(),
         limits: None,
         rules: Vec::new(),
         policy: None,
@@ -415,7 +417,11 @@ fn interface(ctx: &mut Ctx, name: &Spanned<DeString>, v: &Value) -> Interface {
     {
         iface.capacity.sources = n as u32;
     }
-    for (key, list) in [("blocklist", &mut iface.blocklist), ("allowlist", &mut iface.allowlist)] {
+    for (key, list) in [
+        ("blocklist", &mut iface.blocklist),
+        ("allowlist", &mut iface.allowlist),
+        ("watchlist", &mut iface.watchlist),
+    ] {
         if let Some(v) = t.get(key) {
             *list = sources::list(ctx, &t.key(key), v);
         }
@@ -536,15 +542,20 @@ fn rule(ctx: &mut Ctx, t: &Table) -> Option<RuleSpec> {
         }
     };
     let (src, dst) = (port("src_port")?, port("dst_port")?);
-    let drop = match t.get("action") {
-        Some(v) => ctx.choice(&t.key("action"), v, &[("drop", true), ("pass", false)])?,
-        None => true,
+    let (drop, observe) = match t.get("action") {
+        Some(v) => ctx.choice(
+            &t.key("action"),
+            v,
+            &[("drop", (true, false)), ("pass", (false, false)), ("observe", (true, true))],
+        )?,
+        None => (true, false),
     };
     if missing {
         return None;
     }
     let (name, proto) = (name?, proto?);
     RuleSpec::parse(proto, src.as_deref(), dst.as_deref(), drop, Some(name))
+        .map(|r| RuleSpec { observe, ..r })
         .map_err(|e| {
             let at = |key: &str| t.get(key).map(|v| v.span());
             let span = match e {
@@ -564,8 +575,18 @@ fn rule(ctx: &mut Ctx, t: &Table) -> Option<RuleSpec> {
         .ok()
 }
 
-const LIMIT_KEYS: &[&str] =
-    &["pps", "burst", "bps", "syn_pps", "global_syn_pps", "v4_prefix", "v6_prefix", "ban_after", "ban_for"];
+const LIMIT_KEYS: &[&str] = &[
+    "pps",
+    "burst",
+    "bps",
+    "syn_pps",
+    "global_syn_pps",
+    "v4_prefix",
+    "v6_prefix",
+    "ban_after",
+    "ban_for",
+    "observe",
+];
 
 pub(super) fn limits(ctx: &mut Ctx, path: &str, v: &Value) -> Option<filter_common::limit::LimitConfig> {
     let t = ctx.table(path, v, LIMIT_KEYS)?;
@@ -583,6 +604,7 @@ pub(super) fn limits(ctx: &mut Ctx, path: &str, v: &Value) -> Option<filter_comm
     p.v6_prefix = int(ctx, "v6_prefix", 0..=128).map_or(p.v6_prefix, |n| n as u32);
     p.ban_after = t.get("ban_after").and_then(|v| ctx.duration(&t.key("ban_after"), v));
     p.ban_for = t.get("ban_for").and_then(|v| ctx.duration(&t.key("ban_for"), v));
+    p.observe = t.get("observe").and_then(|v| ctx.boolean(&t.key("observe"), v)).unwrap_or(false);
     if ctx.errors.len() > before {
         return None;
     }
@@ -610,7 +632,7 @@ pub(super) fn limits(ctx: &mut Ctx, path: &str, v: &Value) -> Option<filter_comm
 }
 
 fn policy(ctx: &mut Ctx, path: &str, v: &Value) -> Option<Policy> {
-    let t = ctx.table(path, v, &["serve", "ephemeral", "fragments"])?;
+    let t = ctx.table(path, v, &["serve", "ephemeral", "fragments", "observe"])?;
     let before = ctx.errors.len();
     let serve = t.get("serve");
     let served = serve.and_then(|v| served_ports(ctx, &t.key("serve"), v)).unwrap_or_default();
@@ -633,8 +655,10 @@ fn policy(ctx: &mut Ctx, path: &str, v: &Value) -> Option<Policy> {
         Some(v) => ctx.choice(&t.key("fragments"), v, &[("pass", false), ("drop", true)]).unwrap_or(false),
         None => false,
     };
-    (ctx.errors.len() == before)
-        .then(|| Policy { config: policy_config(serve.is_some(), eph, drop_fragments), served })
+    let observe = t.get("observe").and_then(|v| ctx.boolean(&t.key("observe"), v)).unwrap_or(false);
+    let mut config = policy_config(serve.is_some(), eph, drop_fragments);
+    config.observe = observe as u8;
+    (ctx.errors.len() == before).then_some(Policy { config, served })
 }
 
 /// Served ports as `[policy] serve` takes them: at least one.

@@ -54,6 +54,8 @@ pub struct Interface {
     pub capacity: Capacity,
     pub blocklist: ListSpec,
     pub allowlist: ListSpec,
+    /// A blocklist in observe mode: counted under would_drop.blocklist, passed.
+    pub watchlist: ListSpec,
     /// None: no limits (as `limit clear`).
     pub limits: Option<LimitConfig>,
     /// Rules in order, presets already expanded; every rule has a unique name.
@@ -96,6 +98,37 @@ pub struct Escalate {
     pub policy: Option<Policy>,
     /// These (stricter) limits.
     pub limits: Option<LimitConfig>,
+}
+
+/// The lists a config fills, by their config keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ListName {
+    Blocklist,
+    Allowlist,
+    Watchlist,
+}
+
+impl ListName {
+    pub const ALL: [ListName; 3] = [ListName::Blocklist, ListName::Allowlist, ListName::Watchlist];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            ListName::Blocklist => "blocklist",
+            ListName::Allowlist => "allowlist",
+            ListName::Watchlist => "watchlist",
+        }
+    }
+}
+
+impl Interface {
+    /// The sources of list `name`.
+    pub fn list(&self, name: ListName) -> &ListSpec {
+        match name {
+            ListName::Blocklist => &self.blocklist,
+            ListName::Allowlist => &self.allowlist,
+            ListName::Watchlist => &self.watchlist,
+        }
+    }
 }
 
 /// One list's sources. Entries from every source together make the list's config part;

@@ -49,6 +49,7 @@ defs! {
     ATTACHED: Gauge "floodgate_interface_attached_timestamp_seconds" "When the filter was attached (Unix time).";
     PACKETS: Counter "floodgate_packets_total" "Packets seen by the filter, by verdict reason (the stats --json keys) and action (drop, pass, tx).";
     BYTES: Counter "floodgate_bytes_total" "Bytes of whole frames seen by the filter, by verdict reason and action.";
+    WOULD_DROP: Counter "floodgate_would_drop_packets_total" "Packets a check in observe mode (watchlist, rule, policy, limits) would have dropped, by reason; they were passed.";
     RULE_PACKETS: Counter "floodgate_rule_packets_total" "Packets matched by each protocol/port rule.";
     RULE_BYTES: Counter "floodgate_rule_bytes_total" "Bytes of the frames matched by each protocol/port rule.";
     LIST_ENTRIES: Gauge "floodgate_list_entries" "Entries of each list per address family (hosts and prefixes).";
@@ -205,13 +206,26 @@ impl Snapshot {
         };
         family(enc, &PACKETS, by_reason(false))?;
         family(enc, &BYTES, by_reason(true))?;
+        family(
+            enc,
+            &WOULD_DROP,
+            per(&|s| {
+                Reason::OBSERVABLE
+                    .iter()
+                    .map(|&r| {
+                        let l = labels([("interface", &s.interface), ("reason", r.key())]);
+                        (l, Value::Count(s.would_drop.get(r).packets))
+                    })
+                    .collect()
+            }),
+        )?;
         let by_rule = |bytes: bool| {
             per(&|s| {
                 s.rules
                     .iter()
                     .map(|r| {
-                        let action = if r.drop { "drop" } else { "pass" };
-                        let l = labels([("interface", &s.interface), ("rule", &r.name), ("action", action)]);
+                        let l =
+                            labels([("interface", &s.interface), ("rule", &r.name), ("action", r.action)]);
                         (l, Value::Count(if bytes { r.hits.bytes } else { r.hits.packets }))
                     })
                     .collect()

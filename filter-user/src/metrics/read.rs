@@ -131,7 +131,8 @@ pub struct RuleSample {
     pub id: u32,
     /// Its name, or `rule-ID` for an unnamed rule (as `rule list` shows it).
     pub name: String,
-    pub drop: bool,
+    /// "drop", "pass" or "observe".
+    pub action: &'static str,
     pub hits: Counter,
 }
 
@@ -161,6 +162,8 @@ pub struct InterfaceSample {
     /// CLOCK_REALTIME seconds at attach.
     pub attached_at: u64,
     pub totals: Totals,
+    /// What checks in observe mode would have dropped, by reason.
+    pub would_drop: Totals,
     pub rules: Vec<RuleSample>,
     /// None while a list change is under way (or was cut short): the stored counts are
     /// not to be trusted then, and recounting a million entries is not a scrape's job.
@@ -197,14 +200,16 @@ pub fn read_interface(pins: &IfacePins) -> Result<InterfaceSample, ReadError> {
     // As ListMaps::read_meta finds them unverified; it would recount, a scrape skips.
     let changing = meta._pad != 0 || meta.counts.iter().flatten().any(|&c| c > meta.max_entries);
     let lists = (!changing).then_some(ListSample { capacity: meta.max_entries, counts: meta.counts });
-    let totals = Counters::open(&mut src)?.totals().map_err(map_err("the verdict counters"))?;
+    let counters = Counters::open(&mut src)?;
+    let totals = counters.totals().map_err(map_err("the verdict counters"))?;
+    let would_drop = counters.would_drop().map_err(map_err("the would-drop counters"))?;
     let rules = RuleMaps::open(&mut src)?
         .rules()?
         .into_iter()
         .map(|r| RuleSample {
             id: r.id,
+            action: r.spec.action(),
             name: if r.spec.name.is_empty() { format!("rule-{}", r.id) } else { r.spec.name },
-            drop: r.spec.drop,
             hits: r.hits,
         })
         .collect();
@@ -222,6 +227,7 @@ pub fn read_interface(pins: &IfacePins) -> Result<InterfaceSample, ReadError> {
         ifindex: meta.ifindex,
         attached_at: meta.attached_at,
         totals,
+        would_drop,
         rules,
         lists,
         tables: vec![

@@ -28,14 +28,15 @@ fn sample(name: &str) -> InterfaceSample {
         ifindex: 3,
         attached_at: 1_700_000_000,
         totals,
+        would_drop: Totals::default(),
         rules: vec![
             RuleSample {
                 id: 1,
                 name: "reflection-dns".into(),
-                drop: true,
+                action: "drop",
                 hits: Counter { packets: 9, bytes: 900 },
             },
-            RuleSample { id: 2, name: "rule-2".into(), drop: false, hits: Counter::default() },
+            RuleSample { id: 2, name: "rule-2".into(), action: "pass", hits: Counter::default() },
         ],
         lists: Some(ListSample { capacity: 1000, counts: [[10, 2], [3, 0]] }),
         tables: vec![

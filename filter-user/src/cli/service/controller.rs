@@ -17,7 +17,7 @@ use filter_common::{
 };
 use floodgate::{
     bpflog::{self, Forwarder},
-    config::{BpfLogLevel, Config, Incidents, Interface, ListSpec},
+    config::{BpfLogLevel, Config, Incidents, Interface, ListName},
     incident::{
         record::Action,
         store::{Limits, Store},
@@ -496,7 +496,8 @@ impl Controller {
     /// An interface's config with its lists read: entries, list files (globs expanded
     /// again, so a file added to a directory counts), and the URL lists' copies in force.
     fn desired<'a>(&self, cfg: &'a Interface) -> anyhow::Result<Desired<'a>> {
-        let read = |kind: ListKind, spec: &ListSpec| -> anyhow::Result<Vec<IpNet>> {
+        let read = |kind: ListName| -> anyhow::Result<Vec<IpNet>> {
+            let spec = cfg.list(kind);
             let mut out = spec.entries.clone();
             out.extend(floodgate::sources::read_local(&spec.files, &spec.globs)?);
             if let Some(urls) = &self.urls {
@@ -506,8 +507,9 @@ impl Controller {
         };
         let want = Desired {
             config: cfg,
-            blocklist: read(ListKind::Block, &cfg.blocklist)?,
-            allowlist: read(ListKind::Allow, &cfg.allowlist)?,
+            blocklist: read(ListName::Blocklist)?,
+            allowlist: read(ListName::Allowlist)?,
+            watchlist: read(ListName::Watchlist)?,
         };
         want.check_capacity().map_err(anyhow::Error::msg)?;
         Ok(want)

@@ -10,9 +10,8 @@ use std::{
     time::Duration,
 };
 
-use filter_common::ListKind;
 use floodgate::{
-    config::{Config, UrlSource},
+    config::{Config, ListName, UrlSource},
     metrics::SourceMetrics,
     sources::{self, SourceStatus, UrlList},
 };
@@ -28,7 +27,7 @@ use super::Msg;
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
     pub iface: String,
-    pub list: ListKind,
+    pub list: ListName,
     pub url: String,
 }
 
@@ -73,7 +72,7 @@ impl Urls {
     }
 
     /// The copy in force of every source of `iface`'s `list`, together.
-    pub fn entries(&self, iface: &str, list: ListKind) -> Vec<IpNet> {
+    pub fn entries(&self, iface: &str, list: ListName) -> Vec<IpNet> {
         let shared = self.shared.lock().expect("url state");
         let mut out = Vec::new();
         for (k, v) in &shared.entries {
@@ -91,8 +90,8 @@ impl Urls {
     pub fn sync(&mut self, config: &Config) {
         let mut wanted: HashMap<Key, UrlSource> = HashMap::new();
         for iface in &config.interfaces {
-            for (list, spec) in [(ListKind::Block, &iface.blocklist), (ListKind::Allow, &iface.allowlist)] {
-                for u in &spec.urls {
+            for list in ListName::ALL {
+                for u in &iface.list(list).urls {
                     wanted.insert(Key { iface: iface.name.clone(), list, url: u.url.clone() }, u.clone());
                 }
             }
