@@ -32,22 +32,29 @@ pub trait Limiter {
     }
 }
 
-/// Where checks in observe mode note what they would have dropped. Called once per
-/// such check that would have; implementations keep the first (in the order the
-/// checks run: were everything enforced, the reason the frame would be dropped for).
+/// Where checks in observe mode note what they would have dropped: called once by
+/// each such check that would have (so each reason at most once per frame). Every
+/// note counts under its reason, so each check's count says what it alone would
+/// drop; the first (in the order the checks run: were everything enforced, the
+/// reason the frame would be dropped for) goes with the frame's sample.
 pub trait Observer {
     fn would_drop(&self, reason: Reason);
 }
 
-/// The host's observer: keeps the first note.
+/// The host's observer: the first note and every note.
 #[derive(Default)]
-pub struct FirstNote(pub core::cell::Cell<Option<Reason>>);
+pub struct Notes {
+    pub first: core::cell::Cell<Option<Reason>>,
+    /// Bit `1 << reason` per note.
+    pub all: core::cell::Cell<u32>,
+}
 
-impl Observer for FirstNote {
+impl Observer for Notes {
     fn would_drop(&self, reason: Reason) {
-        if self.0.get().is_none() {
-            self.0.set(Some(reason));
+        if self.first.get().is_none() {
+            self.first.set(Some(reason));
         }
+        self.all.set(self.all.get() | 1 << reason as u32);
     }
 }
 
@@ -58,6 +65,9 @@ impl Observer for FirstNote {
 pub struct Verdict {
     pub reason: Reason,
     pub would_drop: Option<Reason>,
+    /// Every reason a check in observe mode would have dropped the frame for, as bits
+    /// `1 << reason`.
+    pub observed: u32,
 }
 
 /// Decides one frame. Order: allowlist hit passes (nothing else is consulted, so a
@@ -75,8 +85,8 @@ pub struct Verdict {
 /// [`Reason::Malformed`] (the stack drops it) once the lists and limiter passed it.
 ///
 /// Checks in observe mode (the watchlist, rules with action observe, the policy and
-/// the limits with `observe` set) decide nothing: the first that would have dropped
-/// the frame is reported in [`Verdict::would_drop`].
+/// the limits with `observe` set) decide nothing: each that would have dropped the
+/// frame is reported in [`Verdict::observed`], the first in [`Verdict::would_drop`].
 #[inline(always)]
 pub fn classify<V: PacketView + ?Sized, L: Lists, P: Rules, R: Limiter>(
     frame: &V,
@@ -84,15 +94,15 @@ pub fn classify<V: PacketView + ?Sized, L: Lists, P: Rules, R: Limiter>(
     rules: &P,
     limiter: &R,
 ) -> Verdict {
-    let only = |reason| Verdict { reason, would_drop: None };
+    let only = |reason| Verdict { reason, would_drop: None, observed: 0 };
     match parse(frame) {
         Frame::NonIp => only(Reason::NonIp),
         Frame::Malformed => only(Reason::Malformed),
         Frame::TooDeep => only(Reason::Unchecked),
         Frame::Ip(pkt) => {
-            let note = FirstNote::default();
-            let reason = decide(pkt, frame.len() as u64, lists, rules, limiter, &note);
-            Verdict { reason, would_drop: note.0.get() }
+            let notes = Notes::default();
+            let reason = decide(pkt, frame.len() as u64, lists, rules, limiter, &notes);
+            Verdict { reason, would_drop: notes.first.get(), observed: notes.all.get() }
         }
     }
 }
@@ -409,7 +419,11 @@ mod tests {
     #[test]
     fn observed_checks_pass_the_frame_and_name_the_first_that_would_drop_it() {
         let (a, b) = ([192, 0, 2, 1], [192, 0, 2, 2]);
-        let v = |reason, would_drop| Verdict { reason, would_drop };
+        let v = |reason, would_drop: Option<Reason>| Verdict {
+            reason,
+            would_drop,
+            observed: would_drop.map_or(0, |r| 1 << r as u32),
+        };
         let watching = Watching { block: Some(Source::V4(b)), watch: Some(Source::V4(a)) };
         let f = udp_frame(a);
         assert_eq!(
@@ -435,9 +449,9 @@ mod tests {
             super::classify(&udp_frame(b)[..], &none, &NoRules(false), &limiter),
             v(Reason::Passed, None)
         );
-        assert_eq!(
-            super::classify(&f[..], &watching, &NoRules(false), &limiter),
-            v(Reason::Passed, Some(Reason::Blocklist))
-        );
+        // Two checks would drop it: the first goes with the sample, both count.
+        let both = super::classify(&f[..], &watching, &NoRules(false), &limiter);
+        assert_eq!((both.reason, both.would_drop), (Reason::Passed, Some(Reason::Blocklist)));
+        assert_eq!(both.observed, 1 << Reason::Blocklist as u32 | 1 << Reason::RateLimit as u32);
     }
 }

@@ -89,6 +89,7 @@ pub mod map_names {
     pub const TRACE_V6: &str = "FG_TRACE_V6";
     /// Per-CPU `{packets, bytes}` per [`crate::Reason`] that a check in observe mode
     /// would have dropped for (the frames were passed, or dropped by a later check).
+    /// Each check counts on its own: a frame two of them would drop counts twice.
     pub const WOULD_DROP: &str = "FG_WOULD_DROP";
     /// The watchlist (a blocklist in observe mode): LPM tries, address in network
     /// order, value the entry's prefix length.

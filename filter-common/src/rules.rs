@@ -377,9 +377,9 @@ mod tests {
 
     /// The decision alone, for tests without observe mode.
     fn check<R: Rules>(r: &R, pkt: &Packet, len: u64) -> Option<Reason> {
-        let note = crate::decide::FirstNote::default();
-        let out = super::check(r, pkt, len, &note);
-        assert_eq!(note.0.get(), None, "nothing observes here");
+        let notes = crate::decide::Notes::default();
+        let out = super::check(r, pkt, len, &notes);
+        assert_eq!(notes.all.get(), 0, "nothing observes here");
         out
     }
 
@@ -488,8 +488,8 @@ mod tests {
             ..Default::default()
         };
         let run = |t: &Tables, pkt: &Packet| {
-            let note = crate::decide::FirstNote::default();
-            (super::check(t, pkt, 60, &note), note.0.get())
+            let notes = crate::decide::Notes::default();
+            (super::check(t, pkt, 60, &notes), notes.first.get())
         };
         assert_eq!(run(&t, &udp(1000, 53)), (None, None), "served");
         assert_eq!(run(&t, &udp(1000, 54)), (None, Some(Reason::Policy)));

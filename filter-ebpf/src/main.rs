@@ -82,7 +82,7 @@ pub fn fg_decide(ctx: XdpContext) -> u32 {
     let pkt = unsafe { (*slot).packet() };
     let clock = Clock::new();
     // SAFETY: as above; the entry zeroed the field with the rest of the record.
-    let noted = Noted(unsafe { core::ptr::addr_of_mut!((*slot).would_drop) });
+    let noted = Noted(unsafe { core::ptr::addr_of_mut!((*slot).would_drop) }, view.frame_len());
     let reason = decide(
         pkt,
         view.frame_len() as u64,
@@ -92,9 +92,6 @@ pub fn fg_decide(ctx: XdpContext) -> u32 {
         &noted,
     );
     let would_drop = noted.get();
-    if would_drop != 0 {
-        add(&WOULD_DROP, would_drop - 1, view.frame_len());
-    }
     // fg_synproxy answers (and counts) the SYN; fg_ackprobe looks for a zero-window
     // probe among small passed frames while SYN cookies are on (and counts the frame).
     // Either returns here only if its slot is empty, and then the frame goes on as usual.
@@ -120,9 +117,10 @@ pub fn fg_decide(ctx: XdpContext) -> u32 {
     count(reason, view.frame_len())
 }
 
-/// Where checks in observe mode note what they would have dropped: this CPU's
-/// `FG_PACKET` record, the first note kept.
-struct Noted(*mut u32);
+/// Where checks in observe mode note what they would have dropped: each note counts
+/// under its reason at once; the first is kept in this CPU's `FG_PACKET` record for
+/// the sample. Holds the frame's length.
+struct Noted(*mut u32, usize);
 
 impl Noted {
     /// The first note's reason plus one, 0 for none (kept a number: a lookup in a
@@ -137,6 +135,7 @@ impl Noted {
 impl Observer for Noted {
     #[inline(always)]
     fn would_drop(&self, reason: Reason) {
+        add(&WOULD_DROP, reason as u32, self.1);
         // SAFETY: as in `get`.
         unsafe {
             if *self.0 == 0 {

@@ -336,7 +336,7 @@ fn program_and_model_agree_on_every_frame() {
             };
             let verdict = m.verdict(&f);
             let expect = verdict.reason;
-            if let Some(w) = verdict.would_drop {
+            for w in Reason::ALL.into_iter().filter(|r| verdict.observed & 1 << *r as u32 != 0) {
                 want_would.0[w as usize].packets += 1;
                 want_would.0[w as usize].bytes += f.len() as u64;
                 *seen_would.entry(w).or_default() += 1;

@@ -76,8 +76,8 @@ struct StatsReport {
     passing: BTreeMap<&'static str, Count>,
     synproxy: SynProxyCounts,
     dropped: BTreeMap<&'static str, Count>,
-    /// What checks in observe mode would have dropped, by reason (those frames were
-    /// passed, or dropped by a later, enforcing check).
+    /// What checks in observe mode would have dropped, by reason, each check on its
+    /// own (those frames were passed, or dropped by a later, enforcing check).
     would_drop: BTreeMap<&'static str, Count>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rates: Option<BTreeMap<&'static str, Rate>>,
