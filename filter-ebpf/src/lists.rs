@@ -69,6 +69,23 @@ static WATCH_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(WATCH_ENTRIES
 #[map(name = "FG_WATCH_V6")]
 static WATCH_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(WATCH_ENTRIES, 0);
 
+// The lookups out of line, so that the verifier walks them once rather than through
+// every path of the decision after them.
+#[inline(never)]
+fn watched_v4(a: u32) -> bool {
+    WATCH_V4.get(&Key::new(32, a.to_ne_bytes())).is_some()
+}
+
+/// The IPv6 source is read from this CPU's parsed packet: a subprogram takes no
+/// 16-byte argument.
+#[inline(never)]
+fn watched_v6() -> bool {
+    match crate::PACKET.get(0).map(|r| r.packet().src) {
+        Some(Source::V6(a)) => WATCH_V6.get(&Key::new(128, a)).is_some(),
+        _ => false,
+    }
+}
+
 struct Compiled;
 
 impl V4Table for Compiled {
@@ -163,8 +180,8 @@ impl Lists for MapLists<'_> {
         // One array read (the line holding the lists' words) while nothing is watched.
         let Some(&word) = ACTIVE.get(ACTIVE_WATCH) else { return false };
         match src {
-            Source::V4(a) => word & HAS_TRIE_V4 != 0 && WATCH_V4.get(&Key::new(32, *a)).is_some(),
-            Source::V6(a) => word & HAS_TRIE_V6 != 0 && WATCH_V6.get(&Key::new(128, *a)).is_some(),
+            Source::V4(a) => word & HAS_TRIE_V4 != 0 && watched_v4(u32::from_ne_bytes(*a)),
+            Source::V6(_) => word & HAS_TRIE_V6 != 0 && watched_v6(),
         }
     }
 }

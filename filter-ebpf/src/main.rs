@@ -135,12 +135,19 @@ impl Noted {
 impl Observer for Noted {
     #[inline(always)]
     fn would_drop(&self, reason: Reason) {
-        add(&WOULD_DROP, reason as u32, self.1);
-        // SAFETY: as in `get`.
-        unsafe {
-            if *self.0 == 0 {
-                *self.0 = reason as u32 + 1;
-            }
+        note(self.0, reason as u32, self.1);
+    }
+}
+
+/// Out of line: the verifier then sees the same few registers after every note,
+/// which keeps the decision's paths few enough for its limit with the log on.
+#[inline(never)]
+fn note(first: *mut u32, reason: u32, len: usize) {
+    add(&WOULD_DROP, reason, len);
+    // SAFETY: `first` points into this CPU's FG_PACKET value, valid while the program runs.
+    unsafe {
+        if *first == 0 {
+            *first = reason + 1;
         }
     }
 }
