@@ -145,6 +145,7 @@ limits = {{ pps = 777 }}
     svc.stop();
     svc = Service::start(&lab, &run, d, &log);
     svc.wait_for("resuming the open incident", Duration::from_secs(10));
+    svc.wait_for("counted what the data path saw while the service was down", Duration::from_secs(10));
     thread::sleep(Duration::from_secs(2));
     stop.store(true, Relaxed);
     let sent = sender.join().unwrap();
@@ -166,7 +167,8 @@ limits = {{ pps = 777 }}
     assert!(start + 2000 >= started && start <= started + 2000, "opened {start}, flood from {started}");
     assert!(end + 2000 >= ended && end <= ended + 2000, "ended {end}, flood until {ended}");
     let blocked = rec["totals"]["blocklist"]["packets"].as_u64().unwrap();
-    assert!(blocked > sent / 2 && blocked <= sent, "{blocked} of {sent} counted in the incident");
+    // Including what the data path dropped while the service restarted.
+    assert!(blocked >= sent * 3 / 4 && blocked <= sent, "{blocked} of {sent} counted in the incident");
     assert_eq!(rec["profile"]["prefixes_v4"][0]["key"], "203.0.113.0/24", "{}", rec["profile"]);
     assert!(rec["profile"]["samples"].as_u64().unwrap() > 100);
     let actions: Vec<String> = rec["actions"]

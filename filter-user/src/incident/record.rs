@@ -198,6 +198,20 @@ pub struct IncidentRecord {
     /// Samples written to the pcap, and those left out once it reached its size cap.
     pub pcap_frames: u64,
     pub pcap_skipped: u64,
+    /// The kernel's verdict counters as far as the totals account for them: a
+    /// restart of the service adds what the data path counted while it was down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_to: Option<CountedTo>,
+}
+
+/// The verdict counters (summed over CPUs, per reason index) at a moment, and the
+/// attach they belong to (counters restart with a new attach).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountedTo {
+    pub attached_at: u64,
+    pub at_ms: u64,
+    pub packets: Vec<u64>,
+    pub bytes: Vec<u64>,
 }
 
 impl IncidentRecord {

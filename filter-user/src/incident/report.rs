@@ -555,6 +555,7 @@ pub(crate) mod tests {
             pcap: Some("samples.pcap".to_string()),
             pcap_frames: 5_000,
             pcap_skipped: 12,
+            counted_to: None,
         }
     }
 

@@ -305,6 +305,7 @@ mod tests {
             pcap: None,
             pcap_frames: 0,
             pcap_skipped: 0,
+            counted_to: None,
         }
     }
 

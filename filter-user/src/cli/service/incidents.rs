@@ -27,10 +27,10 @@ use floodgate::{
         actions::{self, Event},
         detect::{Change, Delta, Detector, Incident},
         profile::{Builder, weights},
-        record::{Action, IncidentRecord, RECORD_VERSION, State, Timeline, Totals},
+        record::{Action, CountedTo, IncidentRecord, RECORD_VERSION, State, Timeline, Totals},
         store::Store,
     },
-    maps::Pinned,
+    maps::{Core, Pinned},
     pins::IfacePins,
     sampler::{Captured, Reader, SamplerMaps, TapSettings, cpus, decode::decode, pcap::PcapWriter},
     stats::Counters,
@@ -190,6 +190,7 @@ impl Watch {
     fn watch(&mut self, stop: &AtomicBool) -> anyhow::Result<()> {
         let mut src = Pinned::open(&self.pins)?;
         let counters = Counters::open(&mut src)?;
+        let attached_at = Core::open(&mut src)?.read()?.attached_at;
         let mut sampler = SamplerMaps::open(&mut src)?;
         let mut reader = Reader::open(&mut src, TAP_SERVICE)?;
         self.apply_settings(&mut sampler)?;
@@ -197,6 +198,7 @@ impl Watch {
             self.resume();
         }
         let mut before = counters.totals()?;
+        self.count_the_gap(attached_at, &before);
         let mut tick = Instant::now();
         let mut samples = Vec::new();
         if self.failing.take().is_some() {
@@ -215,7 +217,16 @@ impl Watch {
             let delta = now.since(&before);
             before = now;
             self.apply_settings(&mut sampler)?;
-            self.second(now_ms(), span_ms, &delta, std::mem::take(&mut samples));
+            let at_ms = now_ms();
+            self.second(at_ms, span_ms, &delta, std::mem::take(&mut samples));
+            if let Some(o) = &mut self.open {
+                o.rec.counted_to = Some(CountedTo {
+                    attached_at,
+                    at_ms,
+                    packets: now.0.iter().map(|c| c.packets).collect(),
+                    bytes: now.0.iter().map(|c| c.bytes).collect(),
+                });
+            }
             self.collect_reports();
         }
         Ok(())
@@ -271,6 +282,34 @@ impl Watch {
         let settings = self.settings.lock().expect("not poisoned").clone();
         self.escalate(true, &rec.id, &settings);
         self.open = Some(Open { profile: Builder::resume(&rec.profile), rec, pcap, saved: Instant::now() });
+    }
+
+    /// A resumed incident: what the data path counted while no service ran (from
+    /// the counters its record accounts for to `now`) goes into it as one span, when
+    /// the counters are the same attach's.
+    fn count_the_gap(&mut self, attached_at: u64, now: &floodgate::stats::Totals) {
+        let Some(mark) = self.open.as_ref().and_then(|o| o.rec.counted_to.clone()) else { return };
+        let n = Reason::COUNT as usize;
+        if mark.attached_at != attached_at || mark.packets.len() != n || mark.bytes.len() != n {
+            return;
+        }
+        let mut gap = floodgate::stats::Totals::default();
+        for (i, c) in now.0.iter().enumerate() {
+            if c.packets < mark.packets[i] || c.bytes < mark.bytes[i] {
+                return; // not the counters the mark was taken from
+            }
+            gap.0[i].packets = c.packets - mark.packets[i];
+            gap.0[i].bytes = c.bytes - mark.bytes[i];
+        }
+        let at_ms = now_ms();
+        let span_ms = at_ms.saturating_sub(mark.at_ms);
+        tracing::info!(
+            interface = self.iface.as_str(),
+            packets = gap.packets(),
+            seconds = span_ms / 1000,
+            "counted what the data path saw while the service was down"
+        );
+        self.second(at_ms, span_ms, &gap, Vec::new());
     }
 
     /// One second of counters and samples.
@@ -390,6 +429,7 @@ impl Watch {
             pcap: None,
             pcap_frames: 0,
             pcap_skipped: 0,
+            counted_to: None,
         };
         let pcap = self.open_pcap(&id, false);
         self.open = Some(Open { rec, profile: Builder::default(), pcap, saved: Instant::now() });
