@@ -7,12 +7,14 @@
 //! 3. loading a million prefixes: floodgate, ipset, nft (lists.rs)
 //! 4. HTTP to nginx while floods run (legit.rs)
 //! 6. the data path's log statements, level off against trace (bpflog.rs)
+//! 7. the sampler and observe mode, off against on (observe.rs)
 
 mod bpflog;
 mod legit;
 mod lists;
 mod live;
 mod obj;
+mod observe;
 mod report;
 mod sys;
 mod testrun;
@@ -34,8 +36,8 @@ struct Args {
     /// The floodgate binary (part 3 times its CLI).
     #[arg(long, default_value = "target/release/floodgate")]
     floodgate: PathBuf,
-    /// Only these parts (1-6, as in the report), e.g. `--parts 1,2`.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5, 6])]
+    /// Only these parts (1-7, as in the report), e.g. `--parts 1,2`.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5, 6, 7])]
     parts: Vec<u8>,
     /// Also write part 1's limiter figures here as soon as they are known.
     #[arg(long)]
@@ -76,6 +78,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.parts.contains(&6) {
         sections.extend(bpflog::run(args.quick).context("part 6 (data-path logging)")?);
+    }
+    if args.parts.contains(&7) {
+        sections.extend(observe::run(args.quick).context("part 7 (sampling and observe mode)")?);
     }
     let md = report::write(&args.out, args.quick, &machine, &sections, t0.elapsed().as_secs_f64())?;
     println!("{md}");

@@ -130,6 +130,8 @@ pub struct PacketRecord {
     /// rather than on the stack so that the verifier does not walk the decision's
     /// paths once per possible note.
     pub would_drop: u32,
+    /// The frame's length, for the would-drop counters (set by the entry).
+    pub frame_len: u32,
 }
 
 impl Packet {

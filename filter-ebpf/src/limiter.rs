@@ -294,9 +294,10 @@ impl Limiter for MapLimiter<'_> {
                     )
                 };
                 if !heavy {
-                    // SAFETY: copy of a live map value.
-                    let copy = unsafe { *state };
-                    match HEAVY.insert(&key, &copy, BPF_NOEXIST as u64) {
+                    // Inserted straight from the live map value: a copy would take 64
+                    // bytes of a stack the sampler's calls share.
+                    // SAFETY: a live map value, read by the helper.
+                    match HEAVY.insert(&key, unsafe { &*state }, BPF_NOEXIST as u64) {
                         Ok(()) => {
                             if let Some(n) = GLOBAL.get_ptr_mut(GLOBAL_HEAVY) {
                                 atomic_add(n, 1);

@@ -60,7 +60,7 @@ pub fn floodgate(ctx: XdpContext) -> u32 {
     }
     if let Some(slot) = PACKET.get_ptr_mut(0) {
         // SAFETY: this CPU's slot; nothing else runs on this CPU until we return.
-        unsafe { *slot = pkt.record() };
+        unsafe { *slot = PacketRecord { frame_len: view.frame_len() as u32, ..pkt.record() } };
         // SAFETY: a tail call with this program's own context.
         #[allow(clippy::let_unit_value)]
         let _ = unsafe { synproxy::TAILS.tail_call(&ctx, TAIL_DECIDE) };
@@ -81,17 +81,16 @@ pub fn fg_decide(ctx: XdpContext) -> u32 {
     // SAFETY: this CPU's slot, valid while the program runs.
     let pkt = unsafe { (*slot).packet() };
     let clock = Clock::new();
-    // SAFETY: as above; the entry zeroed the field with the rest of the record.
-    let noted = Noted(unsafe { core::ptr::addr_of_mut!((*slot).would_drop) }, view.frame_len());
     let reason = decide(
         pkt,
         view.frame_len() as u64,
         &MapLists { clock: &clock },
         &MapRules::new(&clock),
         &MapLimiter::new(&clock),
-        &noted,
+        &Noted,
     );
-    let would_drop = noted.get();
+    // SAFETY: as above; the entry zeroed it with the rest of the record.
+    let would_drop = unsafe { (*slot).would_drop };
     // fg_synproxy answers (and counts) the SYN; fg_ackprobe looks for a zero-window
     // probe among small passed frames while SYN cookies are on (and counts the frame).
     // Either returns here only if its slot is empty, and then the frame goes on as usual.
@@ -118,36 +117,28 @@ pub fn fg_decide(ctx: XdpContext) -> u32 {
 }
 
 /// Where checks in observe mode note what they would have dropped: each note counts
-/// under its reason at once; the first is kept in this CPU's `FG_PACKET` record for
-/// the sample. Holds the frame's length.
-struct Noted(*mut u32, usize);
-
-impl Noted {
-    /// The first note's reason plus one, 0 for none (kept a number: a lookup in a
-    /// table of reasons is an access the verifier cannot always bound).
-    #[inline(always)]
-    fn get(&self) -> u32 {
-        // SAFETY: points into this CPU's map value, valid while the program runs.
-        unsafe { *self.0 }
-    }
-}
+/// under its reason at once; the first (its reason plus one, a number: a lookup in a
+/// table of reasons is an access the verifier cannot always bound) is kept in this
+/// CPU's `FG_PACKET` record for the sample. Holds nothing, so it takes no stack.
+struct Noted;
 
 impl Observer for Noted {
     #[inline(always)]
     fn would_drop(&self, reason: Reason) {
-        note(self.0, reason as u32, self.1);
+        note(reason as u32);
     }
 }
 
 /// Out of line: the verifier then sees the same few registers after every note,
 /// which keeps the decision's paths few enough for its limit with the log on.
 #[inline(never)]
-fn note(first: *mut u32, reason: u32, len: usize) {
-    add(&WOULD_DROP, reason, len);
-    // SAFETY: `first` points into this CPU's FG_PACKET value, valid while the program runs.
+fn note(reason: u32) {
+    let Some(slot) = PACKET.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's FG_PACKET value, valid while the program runs.
     unsafe {
-        if *first == 0 {
-            *first = reason + 1;
+        add(&WOULD_DROP, reason, (*slot).frame_len as usize);
+        if (*slot).would_drop == 0 {
+            (*slot).would_drop = reason + 1;
         }
     }
 }
