@@ -227,13 +227,53 @@ fn an_operator_observes_a_feed_rules_a_policy_and_limits_before_enforcing_them()
         floodgate_lab::build(&reflect),
         lab.frame("192.0.2.12", PORT + 1),
     ];
+    // `capture --reason blocklist` takes the frames the watchlist would drop, and
+    // `trace` shows them passed with what observe mode would have done.
+    let pcap = std::env::temp_dir().join(format!("fgt-obs-{}.pcap", std::process::id()));
+    let (captured, traced) = std::thread::scope(|s| {
+        let capture = s.spawn(|| {
+            let w = pcap.to_str().unwrap();
+            lab.ok(&[
+                "capture",
+                "-i",
+                &i,
+                "--reason",
+                "blocklist",
+                "--every",
+                "1",
+                "--count",
+                "20",
+                "--seconds",
+                "10s",
+                "-w",
+                w,
+            ])
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let frames = lab.frame("203.0.113.9", PORT);
+        lab.send(&[frames], 50, 500);
+        let captured = capture.join().unwrap();
+        let trace = s.spawn(|| lab.floodgate(&["trace", "-i", &i, "203.0.113.9", "--seconds", "3s"]));
+        std::thread::sleep(Duration::from_millis(500));
+        lab.send(&[lab.frame("203.0.113.9", PORT)], 3, 100);
+        (captured, trace.join().unwrap())
+    });
+    let _ = std::fs::remove_file(&pcap);
+    assert!(
+        captured.contains("20 frames written") && captured.contains("would_drop.blocklist 20"),
+        "{captured}"
+    );
+    assert!(traced.stdout.contains("passed, observe mode would drop: blocklist"), "{traced:?}");
+    let (w0, s0) = (would(&lab.stats(), "blocklist"), sink.count("203.0.113.9"));
+    assert_eq!((w0, s0), (53, 53), "the capture's and the trace's frames");
+
     lab.send(&frames, 300, 3000);
     sink.settle();
-    assert_eq!(sink.count("203.0.113.9"), 300, "watched: passed");
+    assert_eq!(sink.count("203.0.113.9"), 353, "watched: passed");
     assert_eq!(sink.count("2001:db8:bad::9"), 300);
     assert_eq!(sink.count("192.0.2.11"), 300, "observed rule: passed");
     let stats = lab.stats();
-    assert_eq!(would(&stats, "blocklist"), 600);
+    assert_eq!(would(&stats, "blocklist"), 653);
     assert_eq!(would(&stats, "rule"), 300);
     assert_eq!(would(&stats, "policy"), 300);
     // Each source sent 300 frames in about 0.4 s against 100/s with a burst of 10:
@@ -254,7 +294,7 @@ fn an_operator_observes_a_feed_rules_a_policy_and_limits_before_enforcing_them()
     lab.send(&frames[..2], 50, 2000);
     sink.settle();
     let after = lab.stats();
-    assert_eq!(sink.count("203.0.113.9"), 300, "blocklisted now: nothing more arrives");
+    assert_eq!(sink.count("203.0.113.9"), 353, "blocklisted now: nothing more arrives");
     assert_eq!(packets(&after, "dropped.blocklist") - packets(&before, "dropped.blocklist"), 100);
     assert_eq!(would(&after, "blocklist"), would(&before, "blocklist"), "no longer observed");
 }

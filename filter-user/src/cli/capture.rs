@@ -26,6 +26,8 @@ use super::{
 /// sampled whatever their verdict, dropped ones included, so this shows what the flood
 /// looks like even when nothing of it reaches the host. Each frame's verdict is in
 /// the summary printed at the end; open the file with `tcpdump -r FILE` or Wireshark.
+/// Frames a check in observe mode would drop are sampled at the rate of that reason
+/// (`--reason blocklist` takes the watchlist's too) and summed as would_drop.REASON.
 /// Stops after --count frames, after --seconds, or on Ctrl-C. One capture or trace
 /// per interface at a time; `floodgate run` samples for its incidents apart.
 ///
@@ -79,15 +81,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         a.file.display()
     );
     let deadline = a.seconds.map(|s| Instant::now() + s);
-    let mut by_reason: Vec<(Reason, u64)> = Vec::new();
+    let mut by_reason: Vec<(String, u64)> = Vec::new();
     let mut n = 0u64;
     tap.run(deadline, |c| {
         w.write(c.unix_ns, c.sample.frame_len, c.bytes())
             .with_context(|| format!("writing {}", a.file.display()))?;
-        if let Some(r) = c.reason() {
-            match by_reason.iter_mut().find(|(k, _)| *k == r) {
+        // A frame passed in observe mode counts under what it would have been.
+        let key = match (c.sample.would_drop(), c.reason()) {
+            (Some(w), _) => Some(format!("would_drop.{}", w.key())),
+            (None, r) => r.map(|r| r.key().to_string()),
+        };
+        if let Some(key) = key {
+            match by_reason.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, v)) => *v += 1,
-                None => by_reason.push((r, 1)),
+                None => by_reason.push((key, 1)),
             }
         }
         n += 1;
@@ -96,7 +103,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     w.flush().with_context(|| format!("writing {}", a.file.display()))?;
     let (capped, lost) = tap.missed();
     drop(tap);
-    let summary: Vec<String> = by_reason.iter().map(|(r, v)| format!("{} {v}", r.key())).collect();
+    let summary: Vec<String> = by_reason.iter().map(|(r, v)| format!("{r} {v}")).collect();
     println!(
         "{n} frames written to {}{}",
         a.file.display(),

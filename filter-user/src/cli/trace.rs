@@ -64,6 +64,9 @@ struct Line {
     len: u32,
     reason: &'static str,
     dropped: bool,
+    /// What a check in observe mode would have dropped it for (it was passed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    would_drop: Option<&'static str>,
 }
 
 impl Line {
@@ -80,6 +83,7 @@ impl Line {
             len: c.sample.frame_len,
             reason: reason.map_or("unknown", |r| r.key()),
             dropped: reason.is_some_and(|r| r.drops()),
+            would_drop: c.sample.would_drop().map(|r| r.key()),
         }
     }
 
@@ -92,8 +96,9 @@ impl Line {
             (Some(a), None) => a.clone(),
             (None, _) => "?".into(),
         };
+        let would = self.would_drop.map_or(String::new(), |r| format!(", observe mode would drop: {r}"));
         format!(
-            "{at} {} > {} {} {} bytes: {} ({})",
+            "{at} {} > {} {} {} bytes: {} ({}{would})",
             end(&self.src, self.src_port),
             end(&self.dst, self.dst_port),
             self.proto,
