@@ -292,10 +292,11 @@ pub fn check<R: Rules, O: Observer>(r: &R, pkt: &Packet, len: u64, would: &O) ->
     }
     if policy.enforce != 0 && proto.has_ports() {
         let ephemeral = policy.ephemeral != 0 && dport >= policy.eph_lo && dport <= policy.eph_hi;
-        if !ephemeral && !r.served(proto, dport) {
-            if let Some(reason) = policy_drop(Reason::Policy, would) {
-                return Some(reason);
-            }
+        if !ephemeral
+            && !r.served(proto, dport)
+            && let Some(reason) = policy_drop(Reason::Policy, would)
+        {
+            return Some(reason);
         }
     }
     if proto == Proto::Tcp && pkt.is_syn() && r.syn_answer(dport) {

@@ -141,16 +141,17 @@ impl Rules for Model {
 
 impl Model {
     /// Records a rule the way the controller lays it out in the maps.
-    pub fn add_rule(&mut self, id: u32, proto: Proto, dir: Dir, lo: u16, hi: u16, drop: bool, observe: bool) {
-        let v = if drop && observe { observe_value(id) } else { rule_value(id, drop) };
-        if dir == Dir::Any {
-            self.proto_rules.insert(proto, v);
+    pub fn add_rule(&mut self, id: u32, r: &floodgate::rules::RuleSpec) {
+        let observe = r.drop && r.observe;
+        let v = if observe { observe_value(id) } else { rule_value(id, r.drop) };
+        if r.dir == Dir::Any {
+            self.proto_rules.insert(r.proto, v);
         } else {
-            for p in lo..=hi {
-                self.port_rules.insert(port_slot(proto, dir, p), v);
+            for p in r.lo..=r.hi {
+                self.port_rules.insert(port_slot(r.proto, r.dir, p), v);
             }
         }
-        if drop && observe {
+        if observe {
             self.observe_count += 1;
         } else {
             self.rule_count += 1;

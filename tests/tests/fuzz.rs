@@ -175,7 +175,7 @@ fn configure(h: &mut Harness, m: &mut Model, c: &Config) {
         specs.push(rule(Proto::Icmp, Dir::Any, 0, 0, true, "icmp"));
         specs.push(rule(Proto::Icmpv6, Dir::Any, 0, 0, true, "icmpv6"));
         for r in h.maps.rules.add_rules(&specs).expect("add rules") {
-            m.add_rule(r.id, r.spec.proto, r.spec.dir, r.spec.lo, r.spec.hi, r.spec.drop, r.spec.observe);
+            m.add_rule(r.id, &r.spec);
         }
     }
     let policy = PolicyConfig {

@@ -488,6 +488,7 @@ mod tests {
             pcap: Some("samples.pcap".to_string()),
             pcap_frames: 2_000,
             pcap_skipped: 0,
+            counted_to: None,
         }
     }
 

@@ -294,8 +294,11 @@ fn bad_values() {
         ("[[interface.eth0.rule]]\nname = @@\"has space\"\nproto = \"udp\"\n", "not usable"),
         (
             "[[interface.eth0.rule]]\nname = \"a\"\nproto = \"udp\"\naction = @@\"reject\"\n",
-            "expected drop, pass",
+            "expected drop, pass, observe",
         ),
+        ("[interface.eth0.limits]\npps = 1\nobserve = @@\"yes\"\n", "expected true or false"),
+        ("[interface.eth0.policy]\nserve = \"80\"\nobserve = @@1\n", "expected true or false"),
+        ("[interface.eth0.watchlist]\nentries = [@@\"203.0.113.7/24\"]\n", "did you mean 203.0.113.0/24"),
     ] {
         one_error(text, reason);
     }
@@ -640,6 +643,43 @@ above_pps = 100
     let cfg = load_in(&dir, "[interface.eth0.policy]\nfragments = \"drop\"\nephemeral = \"none\"\n").unwrap();
     let p = cfg.interfaces[0].policy.as_ref().unwrap();
     assert_eq!((p.config.enforce, p.config.drop_fragments, p.config.ephemeral), (0, 1, 0));
+}
+
+#[test]
+fn observe_mode_reads_into_the_model() {
+    let dir = fixture();
+    let text = r#"
+[interface.eth0.watchlist]
+entries = ["203.0.113.0/24", "2001:db8:bad::/48"]
+[interface.eth0.limits]
+pps = 100
+observe = true
+[interface.eth0.policy]
+serve = "tcp/443"
+observe = true
+[[interface.eth0.rule]]
+name = "memcached"
+proto = "udp"
+src_port = 11211
+action = "observe"
+"#;
+    let cfg = load_in(&dir, text).unwrap();
+    let i = &cfg.interfaces[0];
+    assert_eq!(
+        i.watchlist.entries,
+        ["203.0.113.0/24".parse().unwrap(), "2001:db8:bad::/48".parse().unwrap()]
+    );
+    assert_eq!(i.blocklist, ListSpec::default(), "the watchlist is not the blocklist");
+    assert_eq!(i.limits.unwrap().observe, 1);
+    assert_eq!(i.policy.as_ref().unwrap().config.observe, 1);
+    let r = &i.rules[0];
+    assert!(r.drop && r.observe, "{r:?}");
+    assert_eq!(r.action(), "observe");
+    // Off unless asked for.
+    let cfg =
+        load_in(&dir, "[interface.eth0.limits]\npps = 1\n[interface.eth0.policy]\nserve = \"80\"\n").unwrap();
+    let i = &cfg.interfaces[0];
+    assert_eq!((i.limits.unwrap().observe, i.policy.as_ref().unwrap().config.observe), (0, 0));
 }
 
 #[test]
