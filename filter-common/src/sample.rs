@@ -41,8 +41,15 @@ pub struct SampleConfig {
     /// [`FLAG_TRACED`]), besides the 1-in-N picks.
     pub trace: u32,
     pub _pad: u32,
-    /// Per [`Reason`]: sample 1 in this many frames; 0: none of that reason.
-    pub every: [u32; Reason::COUNT as usize],
+    /// Per [`Reason`]: a frame is picked when a random u32 is at most this
+    /// ([`pick_limit`] of "1 in N"); 0: none of that reason. A comparison, where a
+    /// modulo would cost a division per frame.
+    pub limit: [u32; Reason::COUNT as usize],
+}
+
+/// The [`SampleConfig::limit`] that picks 1 in `every` frames (0: none).
+pub const fn pick_limit(every: u32) -> u32 {
+    if every == 0 { 0 } else { u32::MAX / every }
 }
 
 impl SampleConfig {
@@ -55,9 +62,9 @@ impl SampleConfig {
     /// [`SampleConfig::picks`] for a reason as its number.
     #[inline(always)]
     pub fn picks_index(&self, reason: u32, random: u32) -> bool {
-        match self.every.get(reason as usize) {
+        match self.limit.get(reason as usize) {
             Some(&0) | None => false,
-            Some(&n) => random.is_multiple_of(n),
+            Some(&limit) => random <= limit,
         }
     }
 }
@@ -164,11 +171,13 @@ mod tests {
     #[test]
     fn picks_one_in_n() {
         let mut c = SampleConfig { on: 1, ..Default::default() };
-        c.every[Reason::Blocklist as usize] = 4;
+        c.limit[Reason::Blocklist as usize] = pick_limit(4);
         let picked =
             (0u32..4000).filter(|&r| c.picks(Reason::Blocklist, r.wrapping_mul(2_654_435_761))).count();
-        assert_eq!(picked, 1000);
+        assert!((950..=1050).contains(&picked), "{picked}");
         assert!(!c.picks(Reason::Passed, 0), "0: that reason is off");
+        c.limit[Reason::Passed as usize] = pick_limit(1);
+        assert!(c.picks(Reason::Passed, u32::MAX) && c.picks(Reason::Passed, 0), "1 in 1: every frame");
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl TapSettings {
         };
         for r in Reason::ALL {
             if self.reasons.is_empty() || self.reasons.contains(&r) {
-                c.every[r as usize] = self.every;
+                c.limit[r as usize] = filter_common::sample::pick_limit(self.every);
             }
         }
         c
@@ -228,10 +228,10 @@ mod tests {
         let s = TapSettings { every: 10, reasons: vec![Reason::Blocklist], max_pps: 1000, trace: false };
         let c = s.config(4);
         assert_eq!((c.on, c.per_cpu_per_sec, c.trace), (1, 250, 0));
-        assert_eq!(c.every[Reason::Blocklist as usize], 10);
-        assert_eq!(c.every[Reason::Passed as usize], 0);
+        assert_eq!(c.limit[Reason::Blocklist as usize], u32::MAX / 10);
+        assert_eq!(c.limit[Reason::Passed as usize], 0);
         let all = TapSettings { reasons: vec![], ..s };
-        assert!(all.config(64).every.iter().all(|&e| e == 10));
+        assert!(all.config(64).limit.iter().all(|&e| e == u32::MAX / 10));
         assert_eq!(all.config(5000).per_cpu_per_sec, 1);
     }
 }
