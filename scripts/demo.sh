@@ -6,5 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 bash scripts/setup.sh
+# The demo runs floodgate itself (`floodgate run`), from next to floodgate-demo.
+cargo build --release --package filter-user --bin floodgate
 cargo build --release --package floodgate-lab --bin floodgate-demo
 exec target/release/floodgate-demo "$@"

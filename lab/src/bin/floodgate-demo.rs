@@ -11,10 +11,14 @@
 //!
 //! The attacker sends UDP from spoofed sources in 203.0.113.0/24 and 2001:db8:bad::/48
 //! (documentation ranges); the client sends echo requests and times the answers.
+//! floodgate runs as the service (`floodgate run`, next to this binary) with incident
+//! detection on, so the demo ends with the flood's incident report.
 
 use std::{
+    fs,
     net::{IpAddr, SocketAddr, UdpSocket},
-    process::ExitCode,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitCode, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
@@ -28,7 +32,7 @@ use clap::Parser as _;
 use filter_common::{ListKind, Reason};
 use floodgate::{
     human::grouped,
-    loader::{self, Capacity, Mode},
+    loader,
     maps::PinDir,
     pins::{self, IfacePins},
     stats::Counters,
@@ -152,13 +156,131 @@ fn run(args: Args) -> anyhow::Result<()> {
     result
 }
 
+/// `floodgate run` in the server's namespace, with incident detection: it attaches the
+/// filter, and records the flood. Stopped (and the filter detached) when dropped.
+struct Service {
+    bin: PathBuf,
+    child: Child,
+    state: PathBuf,
+    log: PathBuf,
+}
+
+impl Service {
+    fn start(scene: &Scene, args: &Args, work: &Path) -> anyhow::Result<Service> {
+        let bin = std::env::current_exe()?.with_file_name("floodgate");
+        if !bin.exists() {
+            bail!(
+                "{} is missing: build it next to floodgate-demo (cargo build --release --bin floodgate; scripts/demo.sh does)",
+                bin.display()
+            );
+        }
+        let (state, log) = (work.join("state"), work.join("run.log"));
+        // An incident opens at half the flood's rate held for 1 s, closes 2 s after it.
+        let pps = (args.flood_pps / 2).max(100).to_string();
+        let cmd = [
+            "run",
+            "-i",
+            SRV_IF,
+            "--detach-on-exit",
+            "--incident-pps",
+            &pps,
+            "--incident-hold",
+            "1s",
+            "--incident-quiet",
+            "2s",
+            "--sample-every",
+            "16",
+            "--state-dir",
+        ];
+        println!("$ nsenter --net=/run/netns/fgdemo-srv floodgate {} {} &", cmd.join(" "), state.display());
+        let out = fs::File::create(&log)?;
+        let child = scene
+            .srv
+            .command(bin.to_str().context("binary path")?)
+            .args(cmd)
+            .arg(&state)
+            .env("FLOODGATE_RUNTIME_DIR", work.join("run"))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting floodgate run")?;
+        let mut svc = Service { bin, child, state, log };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !fs::read_to_string(&svc.log).unwrap_or_default().contains("ready") {
+            if let Some(status) = svc.child.try_wait()? {
+                bail!(
+                    "floodgate run exited ({status}):\n{}",
+                    fs::read_to_string(&svc.log).unwrap_or_default()
+                );
+            }
+            if Instant::now() > deadline || stopping() {
+                bail!(
+                    "floodgate run did not get ready:\n{}",
+                    fs::read_to_string(&svc.log).unwrap_or_default()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        Ok(svc)
+    }
+
+    fn floodgate(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(&self.bin).args(args).output().context("running floodgate")?;
+        if !out.status.success() {
+            bail!("floodgate {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Waits for the flood's incident to close, writes its report, returns where.
+    fn report(&self) -> anyhow::Result<PathBuf> {
+        let state = self.state.to_str().context("state path")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let id = loop {
+            let list: serde_json::Value = serde_json::from_str(&self.floodgate(&[
+                "incidents",
+                "list",
+                "--json",
+                "--state-dir",
+                state,
+            ])?)?;
+            let first = list.as_array().and_then(|a| a.first()).cloned();
+            match first {
+                Some(i) if i["state"] == "closed" || Instant::now() > deadline => {
+                    break i["id"].as_str().context("incident id")?.to_string();
+                }
+                None if Instant::now() > deadline => bail!("no incident was recorded"),
+                _ => thread::sleep(Duration::from_millis(250)),
+            }
+        };
+        let dir = std::env::temp_dir().join(format!("floodgate-demo-{id}"));
+        let out = dir.to_str().context("report path")?;
+        self.floodgate(&["incidents", "report", &id, "-o", out, "--state-dir", state])?;
+        Ok(dir)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        // SIGTERM: the service detaches (--detach-on-exit) and exits.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
 fn play(scene: &Scene, args: &Args) -> anyhow::Result<()> {
-    let attached = scene.srv.enter(|| loader::attach(SRV_IF, Mode::Auto, Capacity::default(), None))??;
-    println!(
-        "$ nsenter --net=/run/netns/fgdemo-srv floodgate attach -i {SRV_IF}    # {} mode",
-        filter_common::mode_name(attached.mode)
-    );
-    let maps = Counters::open(&mut PinDir(&attached.pins.dir))?;
+    let work = std::env::temp_dir().join(format!("floodgate-demo-run-{}", std::process::id()));
+    fs::create_dir_all(&work)?;
+    let result = play_with_service(scene, args, &work);
+    let _ = fs::remove_dir_all(&work);
+    result
+}
+
+fn play_with_service(scene: &Scene, args: &Args, work: &Path) -> anyhow::Result<()> {
+    let svc = Service::start(scene, args, work)?;
+    let pins = scene.srv.enter(|| IfacePins::new(SRV_IF))??;
+    let maps = Counters::open(&mut PinDir(&pins.dir))?;
     let tally = Arc::new(Tally::default());
     let done = Arc::new(AtomicBool::new(false));
     let finished = || done.load(Relaxed) || stopping();
@@ -187,11 +309,21 @@ fn play(scene: &Scene, args: &Args) -> anyhow::Result<()> {
         s.spawn(|| legit_client(client, &tally, &finished));
         let flood = s.spawn(|| flood(&sender, srv_mac, atk_mac, args, &tally, &finished));
 
-        let result = display(&maps, &attached.pins, &tally, total, block_at, &finished);
+        let result = display(&maps, &pins, &tally, total, block_at, &finished);
         done.store(true, Relaxed);
         flood.join().map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
         result
-    })
+    })?;
+    if stopping() {
+        return Ok(());
+    }
+    let dir = svc.report().context("writing the flood's incident report")?;
+    println!(
+        "\nthe flood's incident report (for the hosting provider): {}/report.md\n  \
+         with report.html, the timeline chart (timeline.png, timeline.svg) and the sampled frames (a pcap)",
+        dir.display()
+    );
+    Ok(())
 }
 
 fn display(
