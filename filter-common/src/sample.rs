@@ -49,7 +49,10 @@ pub struct SampleConfig {
 
 /// The [`SampleConfig::limit`] that picks 1 in `every` frames (0: none).
 pub const fn pick_limit(every: u32) -> u32 {
-    if every == 0 { 0 } else { u32::MAX / every }
+    match u32::MAX.checked_div(every) {
+        Some(limit) => limit,
+        None => 0,
+    }
 }
 
 impl SampleConfig {
