@@ -212,6 +212,8 @@ fn an_operator_observes_a_feed_rules_a_policy_and_limits_before_enforcing_them()
     assert!(out.contains("OBSERVE MODE"), "{out}");
     let shown: Value = serde_json::from_str(&lab.ok(&["limit", "show", "-i", &i, "--json"])).unwrap();
     assert_eq!(shown["observe"], true);
+    let top = lab.ok(&["top", "-i", &i, "--interval", "100ms"]);
+    assert!(top.starts_with("limits in observe mode") && top.contains("would drop/s"), "{top}");
     let shown: Value = serde_json::from_str(&lab.ok(&["policy", "show", "-i", &i, "--json"])).unwrap();
     assert_eq!(shown["observe"], true);
     let rules: Value = serde_json::from_str(&lab.ok(&["rule", "list", "-i", &i, "--json"])).unwrap();

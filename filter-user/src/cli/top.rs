@@ -56,11 +56,16 @@ struct TopReport {
     sources: Vec<Source>,
     #[serde(skip)]
     interval: Duration,
+    /// Limits in observe mode: the "dropped" counts are what they would drop.
+    #[serde(skip)]
+    observe: bool,
 }
 
 impl Report for TopReport {
     fn text(&self) -> String {
-        let mut t = table(&["source", "packets/s", "dropped/s", "passed", "dropped", "state"], 1);
+        let (per_sec, total) =
+            if self.observe { ("would drop/s", "would drop") } else { ("dropped/s", "dropped") };
+        let mut t = table(&["source", "packets/s", per_sec, "passed", total, "state"], 1);
         if let Some(c) = t.column_mut(5) {
             c.set_cell_alignment(comfy_table::CellAlignment::Left);
         }
@@ -74,7 +79,13 @@ impl Report for TopReport {
                 (if s.over_limit { "over limit" } else { "" }).to_string(),
             ]);
         }
-        let mut out = format!("{t}\n");
+        let mut out = String::new();
+        if self.observe {
+            out.push_str(
+                "limits in observe mode: nothing is dropped; the drop columns say what they would drop\n",
+            );
+        }
+        out.push_str(&format!("{t}\n"));
         if self.sources.is_empty() {
             out.push_str(&format!(
                 "(no traffic from tracked sources in the last {})\n",
@@ -119,5 +130,5 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     sources.sort_by(|a, b| b.pps.total_cmp(&a.pps));
     sources.truncate(args.count);
-    emit(&TopReport { sources, interval: args.interval }, args.shown.format.json)
+    emit(&TopReport { sources, interval: args.interval, observe: cfg.observe != 0 }, args.shown.format.json)
 }
