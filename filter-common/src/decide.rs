@@ -385,6 +385,9 @@ mod tests {
         for (i, r) in Reason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i, "Reason::ALL is in counter-index order");
         }
+        // Every check that drops can observe instead, except the frames nothing could check.
+        let observable: Vec<_> = dropping.iter().copied().filter(|r| *r != Reason::Unchecked).collect();
+        assert_eq!(Reason::OBSERVABLE[..], observable[..]);
     }
 
     /// Lists with a watchlist, and a limiter in observe mode.

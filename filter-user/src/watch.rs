@@ -72,7 +72,17 @@ impl WatchMaps {
     /// the capacity is checked first, so a change that does not fit changes nothing.
     /// Returns how many entries were added and removed.
     pub fn converge(&mut self, add: &[IpNet], drop: &[IpNet]) -> Result<(usize, usize), WatchError> {
-        let have: BTreeSet<IpNet> = self.entries()?.into_iter().collect();
+        let have = self.entry_set()?;
+        self.apply(have, add, drop)
+    }
+
+    /// [`WatchMaps::converge`] from the entries `have`, read once by the caller.
+    fn apply(
+        &mut self,
+        have: BTreeSet<IpNet>,
+        add: &[IpNet],
+        drop: &[IpNet],
+    ) -> Result<(usize, usize), WatchError> {
         let add: BTreeSet<IpNet> = add.iter().map(IpNet::trunc).filter(|n| !have.contains(n)).collect();
         let drop: BTreeSet<IpNet> =
             drop.iter().map(IpNet::trunc).filter(|n| have.contains(n) && !add.contains(n)).collect();
@@ -96,26 +106,31 @@ impl WatchMaps {
         Ok((add.len(), drop.len()))
     }
 
-    /// Adds entries (those present already are counted as added, not an error).
+    /// Adds entries; returns how many were new (those present already are no error).
     pub fn add(&mut self, nets: &[IpNet]) -> Result<usize, WatchError> {
         self.converge(nets, &[]).map(|(added, _)| added)
     }
 
     /// Removes exact entries, all or none.
     pub fn remove(&mut self, nets: &[IpNet]) -> Result<usize, WatchError> {
-        let have: BTreeSet<IpNet> = self.entries()?.into_iter().collect();
+        let have = self.entry_set()?;
         let missing: Vec<String> =
             nets.iter().map(IpNet::trunc).filter(|n| !have.contains(n)).map(|n| n.to_string()).collect();
         if !missing.is_empty() {
             return Err(WatchError::NotListed(missing));
         }
-        self.converge(&[], nets).map(|(_, removed)| removed)
+        self.apply(have, &[], nets).map(|(_, removed)| removed)
     }
 
     /// Makes `nets` the whole watchlist.
     pub fn replace(&mut self, nets: &[IpNet]) -> Result<(usize, usize), WatchError> {
-        let have = self.entries()?;
-        self.converge(nets, &have)
+        let have = self.entry_set()?;
+        let gone: Vec<IpNet> = have.iter().copied().collect();
+        self.apply(have, nets, &gone)
+    }
+
+    fn entry_set(&self) -> Result<BTreeSet<IpNet>, WatchError> {
+        Ok(self.entries()?.into_iter().collect())
     }
 
     fn insert(&mut self, n: &IpNet) -> Result<(), WatchError> {

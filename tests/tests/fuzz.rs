@@ -64,61 +64,24 @@ struct Config {
     observe: bool,
 }
 
+/// Nothing in force: each configuration turns on what its name says.
+const OFF: Config = Config {
+    name: "",
+    rules: false,
+    policy: false,
+    fragments: false,
+    limiter: false,
+    syn: false,
+    observe: false,
+};
+
 const CONFIGS: [Config; 8] = [
-    Config {
-        name: "lists only",
-        rules: false,
-        policy: false,
-        fragments: false,
-        limiter: false,
-        syn: false,
-        observe: false,
-    },
-    Config {
-        name: "limiter and bans",
-        rules: false,
-        policy: false,
-        fragments: false,
-        limiter: true,
-        syn: false,
-        observe: false,
-    },
-    Config {
-        name: "rules",
-        rules: true,
-        policy: false,
-        fragments: false,
-        limiter: false,
-        syn: false,
-        observe: false,
-    },
-    Config {
-        name: "policy",
-        rules: false,
-        policy: true,
-        fragments: false,
-        limiter: false,
-        syn: false,
-        observe: false,
-    },
-    Config {
-        name: "fragments drop",
-        rules: false,
-        policy: false,
-        fragments: true,
-        limiter: false,
-        syn: false,
-        observe: false,
-    },
-    Config {
-        name: "syn cookies",
-        rules: false,
-        policy: false,
-        fragments: false,
-        limiter: false,
-        syn: true,
-        observe: false,
-    },
+    Config { name: "lists only", ..OFF },
+    Config { name: "limiter and bans", limiter: true, ..OFF },
+    Config { name: "rules", rules: true, ..OFF },
+    Config { name: "policy", policy: true, ..OFF },
+    Config { name: "fragments drop", fragments: true, ..OFF },
+    Config { name: "syn cookies", syn: true, ..OFF },
     Config {
         name: "everything",
         rules: true,
@@ -126,7 +89,7 @@ const CONFIGS: [Config; 8] = [
         fragments: true,
         limiter: true,
         syn: true,
-        observe: false,
+        ..OFF
     },
     Config {
         name: "observe",
