@@ -19,7 +19,7 @@ use floodgate::{
 use serde_json::json;
 
 use crate::{
-    obj::{FLOODGATE, FLOOR, Obj, limits, mixed, net, udp64, udp64_to},
+    obj::{FLOODGATE, FLOOR, Obj, WRAP, limits, mixed, net, udp64, udp64_to},
     report::{Section, median, ns, ratio},
 };
 
@@ -31,6 +31,9 @@ struct Case {
     name: String,
     frame: Vec<u8>,
     prog: &'static str,
+    /// Through fgb_wrap into this program, a random source (198.18.0.0/15) per frame:
+    /// a flood's cold lookups rather than one source's warm ones.
+    random_into: Option<&'static str>,
     /// What the case sets before each run (and undoes after).
     set: Setting,
     repeat: u32,
@@ -108,9 +111,13 @@ pub fn run(quick: bool) -> anyhow::Result<Vec<Section>> {
         name: name.to_string(),
         frame: frame.to_vec(),
         prog,
+        random_into: None,
         set,
         repeat,
     };
+    // The same through fgb_wrap, a random source per frame; the floor is the wrapper's.
+    let random =
+        |name: &str, target, set| Case { random_into: Some(target), ..c(name, WRAP, &pass, set, REPEAT) };
     let service = Setting::Sampler { every: 100, max_pps: 10_000 };
     let every = Setting::Sampler { every: 1, max_pps: u32::MAX };
     let sampling = vec![
@@ -122,6 +129,9 @@ pub fn run(quick: bool) -> anyhow::Result<Vec<Section>> {
         c("floor, 1,000 frames per run", FLOOR, &pass, Setting::Nothing, SMALL_REPEAT),
         c("pass path, every frame sampled (copied to the ring)", FLOODGATE, &pass, every, SMALL_REPEAT),
         c("drop path, every frame sampled (copied to the ring)", FLOODGATE, &drop, every, SMALL_REPEAT),
+        random("random sources: rewrite + XDP_PASS (wrapper floor)", FLOOR, Setting::Nothing),
+        random("random sources, pass path, sampler off", FLOODGATE, Setting::Nothing),
+        random("random sources, pass path, sampler on: 1 in 100, cap 10,000/s", FLOODGATE, service),
     ];
     let observe = vec![
         c("empty XDP_PASS program (floor)", FLOOR, &pass, Setting::Nothing, REPEAT),
@@ -150,6 +160,13 @@ pub fn run(quick: bool) -> anyhow::Result<Vec<Section>> {
             Setting::Limits { observe: true },
             REPEAT,
         ),
+        random("random sources: rewrite + XDP_PASS (wrapper floor)", FLOOR, Setting::Nothing),
+        random("random sources, pass path, nothing observed", FLOODGATE, Setting::Nothing),
+        random(
+            "random sources, 1,001-entry watchlist holding half of them (198.18.0.0/16)",
+            FLOODGATE,
+            Setting::Watchlist,
+        ),
     ];
 
     let mut sections = Vec::new();
@@ -162,6 +179,11 @@ pub fn run(quick: bool) -> anyhow::Result<Vec<Section>> {
         let mut sent = 0u64;
         for _ in 0..runs {
             for (i, case) in cases.iter().enumerate() {
+                if let Some(target) = case.random_into {
+                    obj.jump_to(target)?;
+                    obj.set_mask(u32::MAX)?;
+                    obj.set_v4_sources(0, 0)?;
+                }
                 apply(&mut obj, &mut sampler, case.set, true)?;
                 samples[i]
                     .push(obj.time(case.prog, &case.frame, case.repeat).with_context(|| case.name.clone())?);
@@ -177,7 +199,7 @@ pub fn run(quick: bool) -> anyhow::Result<Vec<Section>> {
         let mut floor = median(&samples[0]);
         for (case, v) in cases.iter().zip(&samples) {
             let m = median(v);
-            if case.prog == FLOOR {
+            if case.prog == FLOOR || case.random_into == Some(FLOOR) {
                 floor = m;
             }
             let (lo, hi) =
@@ -188,7 +210,9 @@ pub fn run(quick: bool) -> anyhow::Result<Vec<Section>> {
         s.notes.push(format!(
             "64-byte frames, BPF_PROG_TEST_RUN, median of {runs} interleaved runs of {REPEAT} frames (rows \
              after the 1,000-frame floor: runs of {SMALL_REPEAT}, so that the ring buffer holds every \
-             sample; it is drained between runs). Ratios are to the floor above each row."
+             sample; it is drained between runs). Ratios are to the floor above each row. \
+             \"random sources\" rows: fgb_wrap rewrites each frame's source (random in 198.18.0.0/15) \
+             and tail-calls the program; their floor is that wrapper into XDP_PASS."
         ));
         if title.starts_with("7a") {
             s.notes.push(format!("{sent} samples read from the ring over the runs."));
