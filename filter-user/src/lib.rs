@@ -5,6 +5,7 @@ pub mod atomic;
 pub mod bpflog;
 pub mod compiled;
 pub mod config;
+pub mod crowdsec;
 pub mod duration;
 pub mod human;
 pub mod incident;

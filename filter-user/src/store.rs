@@ -244,6 +244,15 @@ pub struct Entry {
     pub expires: Option<u64>,
 }
 
+/// How an entry is listed (see [`ListMaps::probe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    Absent,
+    Permanent,
+    /// Until this monotonic time (ns).
+    Until(u64),
+}
+
 /// What an `add` did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Added {
@@ -582,29 +591,27 @@ impl ListMaps {
     }
 
     /// The active generation `g` (whose entries are `m`) without `drop` (sorted) and
-    /// with `set` (entries new or with a new expiry, all with `expires`), written as the
+    /// with `set` (entries new or with a new expiry, each with its own), written as the
     /// next generation (see [`ListMaps::switch_to`]). Permanent IPv4 entries added
     /// singly since the last rewrite move from the trie into the compiled arrays on the
     /// way.
-    #[allow(clippy::too_many_arguments)]
     fn rewrite(
         &mut self,
         kind: ListKind,
         g: u32,
         m: &Members,
-        set: &[Slot],
-        expires: u64,
+        set: &[(Slot, u64)],
         drop: &[Slot],
         progress: Progress<'_>,
     ) -> Result<u32, StoreError> {
-        let mut replaced = set.to_vec();
+        let mut replaced: Vec<Slot> = set.iter().map(|(s, _)| *s).collect();
         replaced.sort_unstable();
         let kept = |s: &Slot| drop.binary_search(s).is_err() && replaced.binary_search(s).is_err();
         // An entry in both places (re-added singly while compiled) is taken once, from the trie.
         let mut entries: Vec<(Slot, u64)> =
             m.trie.iter().filter(|(s, _)| kept(s)).map(|(s, v)| (*s, v.expires)).collect();
         entries.extend(m.compiled.iter().filter(|s| kept(s) && !m.trie.contains_key(s)).map(|s| (*s, 0)));
-        entries.extend(set.iter().map(|s| (*s, expires)));
+        entries.extend_from_slice(set);
         self.switch_to(kind, g, &entries, progress)
     }
 
@@ -717,17 +724,8 @@ impl ListMaps {
                 progress(1, 1);
             }
             _ => {
-                self.switch_rewritten(
-                    &mut meta,
-                    kind,
-                    g,
-                    &members,
-                    &changed,
-                    expires,
-                    &[],
-                    counts,
-                    progress,
-                )?;
+                let set: Vec<(Slot, u64)> = changed.iter().map(|s| (*s, expires)).collect();
+                self.switch_rewritten(&mut meta, kind, g, &members, &set, &[], counts, progress)?;
                 if expires == 0 {
                     for slot in &update {
                         self.index_expiry(kind, slot, 0)?;
@@ -770,7 +768,7 @@ impl ListMaps {
             meta.counts[kind as usize] = counts;
             self.commit(&mut meta)?;
         } else {
-            self.switch_rewritten(&mut meta, kind, g, &members, &[], 0, &unique, counts, &mut |_, _| {})?;
+            self.switch_rewritten(&mut meta, kind, g, &members, &[], &unique, counts, &mut |_, _| {})?;
         }
         for slot in &unique {
             let _ = self.index_expiry(kind, slot, 0);
@@ -841,14 +839,13 @@ impl ListMaps {
         kind: ListKind,
         g: u32,
         members: &Members,
-        set: &[Slot],
-        expires: u64,
+        set: &[(Slot, u64)],
         gone: &[Slot],
         counts: [u32; 2],
         progress: Progress<'_>,
     ) -> Result<(), StoreError> {
         self.mark(meta)?;
-        if let Err(e) = self.rewrite(kind, g, members, set, expires, gone, progress) {
+        if let Err(e) = self.rewrite(kind, g, members, set, gone, progress) {
             self.commit(meta)?;
             return Err(e);
         }
@@ -897,11 +894,120 @@ impl ListMaps {
         let added = per_family(&new)?;
         self.check_capacity(kind, &meta, counts, added)?;
         adjust(&mut counts, added, true)?;
-        self.switch_rewritten(&mut meta, kind, g, &members, &set, 0, &gone, counts, progress)?;
+        let timed: Vec<(Slot, u64)> = set.iter().map(|s| (*s, 0)).collect();
+        self.switch_rewritten(&mut meta, kind, g, &members, &timed, &gone, counts, progress)?;
         for slot in set.iter().chain(&gone) {
             let _ = self.index_expiry(kind, slot, 0);
         }
         Ok((new.len(), gone.len()))
+    }
+
+    /// How each of `nets` is listed now in the active generation (exact entries; an
+    /// entry whose TTL passed but that no sweep removed yet shows its old expiry). One
+    /// trie lookup per entry, and one read of the compiled arrays when an IPv4 entry is
+    /// not in the trie: no scan of the whole list.
+    pub fn probe(&self, kind: ListKind, nets: &[IpNet]) -> Result<Vec<Listed>, StoreError> {
+        let g = self.generation(kind)?;
+        let mut compiled: Option<Vec<Slot>> = None;
+        let mut out = Vec::with_capacity(nets.len());
+        for net in nets {
+            let slot = Slot::of(net);
+            let listed = match self.trie_lookup(kind, g, &slot)? {
+                Some(v) if v.expires == 0 => Listed::Permanent,
+                Some(v) => Listed::Until(v.expires),
+                None if slot.compiled().is_some() => {
+                    let c = compiled.get_or_insert_with(|| {
+                        let mut c: Vec<Slot> =
+                            self.compiled.read(region(kind as u32, g)).into_iter().map(Slot::from_compiled).collect();
+                        c.sort_unstable();
+                        c
+                    });
+                    if c.binary_search(&slot).is_ok() { Listed::Permanent } else { Listed::Absent }
+                }
+                None => Listed::Absent,
+            };
+            out.push(listed);
+        }
+        Ok(out)
+    }
+
+    /// Gives each entry of `set` its own expiry (monotonic ns, never 0), adding the
+    /// ones not listed, and removes the listed entries of `gone` (an entry in both is
+    /// set): the way a source of expiring entries (the CrowdSec bouncer) keeps its part
+    /// of a list. Capacity is checked before anything is written. A few changes are
+    /// single trie writes, each atomic; more take one switch of generation, all or
+    /// nothing. Permanent entries in `set` are the caller's to leave out: one stored
+    /// compiled stays permanent. Returns (added, removed).
+    pub fn set_expiries(
+        &mut self,
+        kind: ListKind,
+        set: &[(IpNet, u64)],
+        gone: &[IpNet],
+        progress: Progress<'_>,
+    ) -> Result<(usize, usize), StoreError> {
+        /// Up to this many changes go as single writes: no rewrite of a long list for
+        /// a few decisions.
+        const SINGLE_WRITES: usize = 64;
+        let mut timed: Vec<(Slot, u64)> = set.iter().map(|(n, e)| (Slot::of(n), (*e).max(1))).collect();
+        timed.sort_unstable_by_key(|(s, _)| *s);
+        // The last of an entry given twice wins.
+        timed.reverse();
+        timed.dedup_by_key(|(s, _)| *s);
+        timed.reverse();
+        let mut meta = self.prepare()?;
+        let g = self.generation(kind)?;
+        let gone: Vec<Slot> =
+            dedup(gone).into_iter().filter(|s| timed.binary_search_by_key(s, |(t, _)| *t).is_err()).collect();
+        if timed.is_empty() && gone.is_empty() {
+            return Ok((0, 0));
+        }
+        if timed.len() + gone.len() <= SINGLE_WRITES {
+            let nets: Vec<IpNet> = timed.iter().map(|(s, _)| s.net()).chain(gone.iter().map(Slot::net)).collect();
+            let state = self.probe(kind, &nets)?;
+            // A permanent entry may be compiled, which no single write changes.
+            if !state.contains(&Listed::Permanent) {
+                let (set_state, gone_state) = state.split_at(timed.len());
+                let new: Vec<Slot> = timed
+                    .iter()
+                    .zip(set_state)
+                    .filter(|(_, l)| **l == Listed::Absent)
+                    .map(|((s, _), _)| *s)
+                    .collect();
+                let removing: Vec<Slot> =
+                    gone.iter().zip(gone_state).filter(|(_, l)| **l != Listed::Absent).map(|(s, _)| *s).collect();
+                let mut counts = self.counts_without(&mut meta, kind, &removing)?;
+                let adding = per_family(&new)?;
+                self.check_capacity(kind, &meta, counts, adding)?;
+                adjust(&mut counts, adding, true)?;
+                self.mark(&mut meta)?;
+                for ((slot, expires), l) in timed.iter().zip(set_state) {
+                    if *l != Listed::Until(*expires) {
+                        self.set_one(kind, g, slot, *expires)?;
+                    }
+                }
+                for slot in &removing {
+                    self.delete(kind, g, slot)?;
+                    self.index_expiry(kind, slot, 0)?;
+                }
+                meta.counts[kind as usize] = counts;
+                self.commit(&mut meta)?;
+                progress(1, 1);
+                return Ok((new.len(), removing.len()));
+            }
+        }
+        let members = self.members(kind, g)?;
+        let new: Vec<Slot> =
+            timed.iter().filter(|(s, _)| Self::lookup(&members, s).is_none()).map(|(s, _)| *s).collect();
+        let removing: Vec<Slot> = gone.into_iter().filter(|s| Self::lookup(&members, s).is_some()).collect();
+        let mut counts = self.counts_without(&mut meta, kind, &removing)?;
+        let adding = per_family(&new)?;
+        self.check_capacity(kind, &meta, counts, adding)?;
+        adjust(&mut counts, adding, true)?;
+        self.switch_rewritten(&mut meta, kind, g, &members, &timed, &removing, counts, progress)?;
+        for slot in &removing {
+            let _ = self.index_expiry(kind, slot, 0);
+        }
+        Ok((new.len(), removing.len()))
     }
 
     /// Every trie entry of generation `g`, in map order.

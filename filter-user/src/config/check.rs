@@ -263,7 +263,7 @@ fn key_text(k: &str) -> String {
     }
 }
 
-const TOP_KEYS: &[&str] = &["service", "metrics", "log", "interface"];
+const TOP_KEYS: &[&str] = &["service", "metrics", "log", "interface", "crowdsec"];
 const INTERFACE_KEYS: &[&str] = &[
     "mode",
     "max_entries",
@@ -316,8 +316,10 @@ pub fn check(path: &Path, src: &str) -> Result<Config, ConfigErrors> {
             _ => ctx.wrong_type("interface", v, "a table of interfaces ([interface.NAME])"),
         }
     }
+    let names: Vec<String> = interfaces.iter().map(|i| i.name.clone()).collect();
+    let crowdsec = root.get("crowdsec").and_then(|v| super::crowdsec::crowdsec(&mut ctx, v, &names));
     if ctx.errors.is_empty() {
-        Ok(Config { path: path.to_path_buf(), service, interfaces })
+        Ok(Config { path: path.to_path_buf(), service, interfaces, crowdsec })
     } else {
         Err(ctx.finish())
     }

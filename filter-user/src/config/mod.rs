@@ -7,6 +7,7 @@
 //! file, line and column); URLs are checked as URLs, not fetched.
 
 mod check;
+mod crowdsec;
 mod error;
 mod incidents;
 pub mod model;
@@ -17,6 +18,7 @@ use std::path::Path;
 pub use check::{
     DEFAULT_MAX_SHRINK, DEFAULT_METRICS_LISTEN, DEFAULT_REFRESH, DEFAULT_STATE_DIR, MIN_REFRESH, PRESETS,
 };
+pub use crowdsec::{DEFAULT_ALERT_QUEUE, DEFAULT_ALERTS_PER_MINUTE, DEFAULT_POLL, POLL_RANGE};
 pub use error::{ConfigError, ConfigErrors};
 pub use incidents::{
     DEFAULT_HOLD, DEFAULT_QUIET, DEFAULT_SAMPLE_EVERY, DEFAULT_SAMPLE_MAX_PPS, HOLD_RANGE, QUIET_RANGE,

@@ -16,6 +16,67 @@ pub struct Config {
     pub path: PathBuf,
     pub service: Service,
     pub interfaces: Vec<Interface>,
+    /// None: no CrowdSec bouncer.
+    pub crowdsec: Option<CrowdSec>,
+}
+
+/// `[crowdsec]`: decisions of a CrowdSec Local API enforced in the blocklists.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrowdSec {
+    /// The LAPI's base URL (`http://127.0.0.1:8080/`).
+    pub lapi_url: String,
+    /// Holds the bouncer's API key (`cscli bouncers add NAME`).
+    pub api_key_file: Option<PathBuf>,
+    /// CA certificate(s), PEM, trusted for the LAPI's TLS certificate (beside the
+    /// Mozilla roots).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key, PEM (TLS authentication).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// How often deltas are pulled.
+    pub poll: Duration,
+    /// Decision types enforced (lowercase; default `ban`).
+    pub types: Vec<String>,
+    pub scopes: Vec<Scope>,
+    /// Decisions of these origins are skipped (lowercase: `cscli`, `crowdsec`, `capi`, `lists`, ...).
+    pub skip_origins: Vec<String>,
+    /// The interfaces whose blocklists take the decisions; empty: every interface of the file.
+    pub interfaces: Vec<String>,
+    /// None: auto-bans are not reported.
+    pub report: Option<CrowdSecReport>,
+}
+
+/// The decision scopes floodgate enforces: they name source addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Ip,
+    Range,
+}
+
+impl Scope {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Scope::Ip => "Ip",
+            Scope::Range => "Range",
+        }
+    }
+}
+
+/// `[crowdsec.report]`: auto-bans sent to the LAPI as alerts with a ban decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrowdSecReport {
+    /// Machine credentials: `url`, `login`, `password` (as `cscli machines add -f` writes them).
+    pub credentials_file: PathBuf,
+    pub max_alerts_per_minute: u32,
+    /// Alerts waiting while the LAPI is down, at most.
+    pub queue: u32,
+}
+
+impl CrowdSec {
+    /// Whether `iface`'s blocklist takes the decisions.
+    pub fn covers(&self, iface: &str) -> bool {
+        self.interfaces.is_empty() || self.interfaces.iter().any(|i| i == iface)
+    }
 }
 
 /// Settings of the process rather than of a filter.

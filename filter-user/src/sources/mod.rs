@@ -86,6 +86,19 @@ pub fn parse_http_url(text: &str) -> Result<reqwest::Url, BadUrl> {
 #[error("setting up the HTTP client: {0}")]
 pub struct ClientError(#[from] reqwest::Error);
 
+/// A reqwest error with its causes: reqwest's own text is terse ("error sending
+/// request"), the causes say why.
+pub fn error_text(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// The HTTP client for every URL source, with the default [`Timeouts`].
 pub fn client() -> Result<reqwest::Client, ClientError> {
     client_with(Timeouts::default())

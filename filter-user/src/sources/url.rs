@@ -41,15 +41,7 @@ pub enum FetchError {
 
 impl FetchError {
     fn network(e: &reqwest::Error) -> Self {
-        // reqwest's own text is terse ("error sending request"): the causes say why.
-        let mut text = e.to_string();
-        let mut cause = std::error::Error::source(e);
-        while let Some(c) = cause {
-            text.push_str(": ");
-            text.push_str(&c.to_string());
-            cause = c.source();
-        }
-        FetchError::Network(text)
+        FetchError::Network(super::error_text(e))
     }
 }
 
