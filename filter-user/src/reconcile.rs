@@ -107,6 +107,10 @@ pub struct Desired<'a> {
     pub blocklist: Vec<IpNet>,
     pub allowlist: Vec<IpNet>,
     pub watchlist: Vec<IpNet>,
+    /// Blocklist prefixes another source of the service (the CrowdSec bouncer) wants
+    /// banned: one the config leaves stays listed, and is handed over to that source
+    /// ([`Changes::handed_over`]), so it is never out of the list for a moment.
+    pub keep: std::collections::HashSet<IpNet>,
 }
 
 impl Desired<'_> {
@@ -156,6 +160,10 @@ pub struct Changes {
     pub limits: Option<(String, String)>,
     pub policy: Option<(String, String)>,
     pub synproxy: Option<(String, String)>,
+    /// Blocklist entries the config left that stay for the source that keeps them
+    /// (see [`Desired::keep`]): still permanent, for that source to give its TTL.
+    #[serde(skip)]
+    pub handed_over: Vec<IpNet>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -224,11 +232,15 @@ fn apply_sections(
         let desired = want.distinct(kind);
         let before: BTreeSet<IpNet> = owned.list(kind).iter().copied().collect();
         let add: Vec<IpNet> = desired.iter().copied().collect();
-        let drop: Vec<IpNet> = before.difference(&desired).copied().collect();
+        let (kept, drop): (Vec<IpNet>, Vec<IpNet>) = before
+            .difference(&desired)
+            .copied()
+            .partition(|n| kind == ListKind::Block && want.keep.contains(n));
         let (added, removed) = lists
             .converge(kind, &add, &drop, &mut |_, _| {})
             .map_err(|e| ReconcileError::List(kind.name(), Box::new(e)))?;
         *owned.list_mut(kind) = add;
+        changes.handed_over.extend(kept);
         if added + removed > 0 {
             changes.lists.push(ListChange { list: kind.name(), added, removed });
         }
@@ -459,6 +471,7 @@ mod tests {
             ]),
             allowlist: nets(&["203.0.113.0/24"]),
             watchlist: Vec::new(),
+            keep: Default::default(),
         };
         assert_eq!(fits.check_capacity(), Ok(()));
         let over =

@@ -917,8 +917,12 @@ impl ListMaps {
                 Some(v) => Listed::Until(v.expires),
                 None if slot.compiled().is_some() => {
                     let c = compiled.get_or_insert_with(|| {
-                        let mut c: Vec<Slot> =
-                            self.compiled.read(region(kind as u32, g)).into_iter().map(Slot::from_compiled).collect();
+                        let mut c: Vec<Slot> = self
+                            .compiled
+                            .read(region(kind as u32, g))
+                            .into_iter()
+                            .map(Slot::from_compiled)
+                            .collect();
                         c.sort_unstable();
                         c
                     });
@@ -962,7 +966,8 @@ impl ListMaps {
             return Ok((0, 0));
         }
         if timed.len() + gone.len() <= SINGLE_WRITES {
-            let nets: Vec<IpNet> = timed.iter().map(|(s, _)| s.net()).chain(gone.iter().map(Slot::net)).collect();
+            let nets: Vec<IpNet> =
+                timed.iter().map(|(s, _)| s.net()).chain(gone.iter().map(Slot::net)).collect();
             let state = self.probe(kind, &nets)?;
             // A permanent entry may be compiled, which no single write changes.
             if !state.contains(&Listed::Permanent) {
@@ -973,8 +978,12 @@ impl ListMaps {
                     .filter(|(_, l)| **l == Listed::Absent)
                     .map(|((s, _), _)| *s)
                     .collect();
-                let removing: Vec<Slot> =
-                    gone.iter().zip(gone_state).filter(|(_, l)| **l != Listed::Absent).map(|(s, _)| *s).collect();
+                let removing: Vec<Slot> = gone
+                    .iter()
+                    .zip(gone_state)
+                    .filter(|(_, l)| **l != Listed::Absent)
+                    .map(|(s, _)| *s)
+                    .collect();
                 let mut counts = self.counts_without(&mut meta, kind, &removing)?;
                 let adding = per_family(&new)?;
                 self.check_capacity(kind, &meta, counts, adding)?;

@@ -52,6 +52,9 @@ struct Row {
     problem: Option<String>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     filter: Option<Filter>,
+    /// The CrowdSec bouncer feeding this interface's blocklist (its service's state).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crowdsec: Option<floodgate::crowdsec::status::Status>,
 }
 
 #[derive(Serialize)]
@@ -88,13 +91,30 @@ impl Report for StatusReport {
                 grouped(f.max_entries.into()),
             ));
         }
+        // The bouncer serves the whole namespace: shown once.
+        if let Some(cs) = self.0.iter().find_map(|r| r.crowdsec.as_ref()) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            out.push_str(&cs.text(now));
+            out.push('\n');
+        }
         out
     }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let here = NetnsId::current()?;
-    let rows: Vec<Row> = pins::all()?.iter().map(|p| row(p, here)).collect();
+    let crowdsec =
+        super::service::runtime_dir().ok().and_then(|d| floodgate::crowdsec::status::Status::load(&d));
+    let mut rows: Vec<Row> = pins::all()?.iter().map(|p| row(p, here)).collect();
+    for r in &mut rows {
+        if r.netns_here
+            && let Some(cs) = crowdsec.as_ref().filter(|cs| cs.interfaces.contains_key(&r.interface))
+        {
+            r.crowdsec = Some(cs.clone());
+        }
+    }
     emit(&StatusReport(rows), args.format.json)
 }
 
@@ -155,6 +175,7 @@ fn row(p: &IfacePins, here: NetnsId) -> Row {
         pins: p.dir.display().to_string(),
         problem,
         filter: None,
+        crowdsec: None,
     };
     if p.layout == Layout::Flat || r.state == "insecure pins" {
         return r;

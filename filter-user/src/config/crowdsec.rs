@@ -46,7 +46,10 @@ pub fn crowdsec(ctx: &mut Ctx, v: &Value, ifaces: &[String]) -> Option<CrowdSec>
             }
         }),
         None => {
-            ctx.error(t.span.clone(), "[crowdsec] needs lapi_url, e.g. lapi_url = \"http://127.0.0.1:8080/\"");
+            ctx.error(
+                t.span.clone(),
+                "[crowdsec] needs lapi_url, e.g. lapi_url = \"http://127.0.0.1:8080/\"",
+            );
             None
         }
     };
@@ -56,7 +59,10 @@ pub fn crowdsec(ctx: &mut Ctx, v: &Value, ifaces: &[String]) -> Option<CrowdSec>
     let cert_file = file(ctx, "cert_file");
     let key_file = file(ctx, "key_file");
     if cert_file.is_some() != key_file.is_some() {
-        ctx.error(t.span.clone(), "crowdsec: cert_file and key_file go together (a client certificate and its key)");
+        ctx.error(
+            t.span.clone(),
+            "crowdsec: cert_file and key_file go together (a client certificate and its key)",
+        );
     }
     if t.get("api_key_file").is_none() && t.get("cert_file").is_none() {
         ctx.error(
@@ -95,7 +101,10 @@ pub fn crowdsec(ctx: &mut Ctx, v: &Value, ifaces: &[String]) -> Option<CrowdSec>
     };
     let types = match words(ctx, "types") {
         Some(list) if list.is_empty() => {
-            ctx.error(t.get("types").map_or(0..0, |v| v.span()), "crowdsec.types: empty: nothing would be enforced");
+            ctx.error(
+                t.get("types").map_or(0..0, |v| v.span()),
+                "crowdsec.types: empty: nothing would be enforced",
+            );
             None
         }
         Some(list) => Some(list.into_iter().map(|(w, _)| w).collect()),
@@ -118,7 +127,10 @@ pub fn crowdsec(ctx: &mut Ctx, v: &Value, ifaces: &[String]) -> Option<CrowdSec>
                 }
             }
             if out.is_empty() && ctx.errors.len() == before {
-                ctx.error(t.get("scopes").map_or(0..0, |v| v.span()), "crowdsec.scopes: empty: nothing would be enforced");
+                ctx.error(
+                    t.get("scopes").map_or(0..0, |v| v.span()),
+                    "crowdsec.scopes: empty: nothing would be enforced",
+                );
             }
             out.dedup();
             out
@@ -185,7 +197,11 @@ fn report(ctx: &mut Ctx, v: &Value) -> Option<CrowdSecReport> {
     if ctx.errors.len() > before {
         return None;
     }
-    Some(CrowdSecReport { credentials_file: credentials_file?, max_alerts_per_minute: per_minute?, queue: queue? })
+    Some(CrowdSecReport {
+        credentials_file: credentials_file?,
+        max_alerts_per_minute: per_minute?,
+        queue: queue?,
+    })
 }
 
 /// A path to a file holding a secret or a certificate: relative to the config's

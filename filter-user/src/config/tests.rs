@@ -790,7 +790,22 @@ fn the_shipped_example_passes() {
         .map(|l| format!("{l}\n"))
         .collect();
     assert_ne!(uncommented, text);
+    // The CrowdSec files, made here; TLS files need an https LAPI.
+    let uncommented = uncommented
+        .replace("/etc/floodgate/", "")
+        .replace("/etc/crowdsec/ssl/", "")
+        .replace("lapi_url = \"http://", "lapi_url = \"https://");
     let dir = Dir::new();
+    for f in [
+        "crowdsec-bouncer.key",
+        "ca.pem",
+        "crowdsec-bouncer.pem",
+        "crowdsec-bouncer-key.pem",
+        "crowdsec-machine.yaml",
+    ] {
+        assert!(uncommented.contains(&format!("\"{f}\"")), "the example names {f}");
+        dir.write(f, "x\n");
+    }
     let copy = dir.write("floodgate.toml", &uncommented);
     for list in ["block-example.txt", "allow-example.txt"] {
         let from = path.parent().unwrap().join("lists").join(list);
@@ -798,6 +813,7 @@ fn the_shipped_example_passes() {
     }
     let cfg = load(&copy).unwrap_or_else(|e| panic!("uncommented example: {e}"));
     assert_eq!(cfg.interfaces[0].blocklist.urls.len(), 1);
+    assert!(cfg.crowdsec.as_ref().is_some_and(|c| c.report.is_some()));
     let inc = cfg.interfaces[0].incidents.as_ref().unwrap();
     assert!(inc.hook.is_some() && inc.webhook.is_some());
     assert!(
@@ -840,5 +856,72 @@ proptest! {
         prop_assert_eq!(errs.len(), 1);
         let col = indent.chars().count() + "pps = ".len() + 1;
         prop_assert_eq!((errs.0[0].line, errs.0[0].column), (lines + 4, col));
+    }
+}
+
+#[test]
+fn crowdsec_section() {
+    let dir = fixture();
+    dir.write("bouncer.key", "k3y\n");
+    dir.write("machine.yaml", "login: web1\npassword: p\n");
+    let text = format!(
+        "{IF}[interface.eth1]\n[crowdsec]\nlapi_url = \"http://127.0.0.1:8080\"\napi_key_file = \"bouncer.key\"\n\
+         poll = \"5s\"\ntypes = [\"ban\", \"Captcha\"]\nscopes = [\"IP\"]\nskip_origins = [\"CAPI\"]\n\
+         interfaces = [\"eth1\"]\n[crowdsec.report]\ncredentials_file = \"machine.yaml\"\nqueue = 50\n"
+    );
+    let cs = load_in(&dir, &text).unwrap().crowdsec.unwrap();
+    assert_eq!(cs.lapi_url, "http://127.0.0.1:8080/");
+    assert_eq!(cs.api_key_file, Some(dir.0.join("bouncer.key")));
+    assert_eq!(cs.poll, Duration::from_secs(5));
+    assert_eq!(cs.types, ["ban", "captcha"]);
+    assert_eq!(cs.scopes, [Scope::Ip]);
+    assert_eq!(cs.skip_origins, ["capi"]);
+    assert!(cs.covers("eth1") && !cs.covers("eth0"));
+    let r = cs.report.unwrap();
+    assert_eq!((r.queue, r.max_alerts_per_minute), (50, DEFAULT_ALERTS_PER_MINUTE));
+    // Defaults: bans on addresses and ranges, every interface, no reporter.
+    let text = format!("{IF}[crowdsec]\nlapi_url = \"https://lapi.example/\"\napi_key_file = \"good.txt\"\n");
+    let cs = load_in(&dir, &text).unwrap().crowdsec.unwrap();
+    assert_eq!(
+        (cs.types.as_slice(), cs.scopes.as_slice()),
+        (&["ban".to_string()][..], &[Scope::Ip, Scope::Range][..])
+    );
+    assert!(cs.covers("eth0") && cs.report.is_none() && cs.poll == DEFAULT_POLL);
+}
+
+#[test]
+fn crowdsec_errors() {
+    let cs = "[crowdsec]\nlapi_url = \"http://127.0.0.1:8080/\"\n";
+    let key = "api_key_file = \"good.txt\"\n";
+    for (text, reason) in [
+        (format!("{IF}@@[crowdsec]\napi_key_file = \"good.txt\"\n"), "[crowdsec] needs lapi_url"),
+        (
+            format!("{IF}[crowdsec]\nlapi_url = @@\"ftp://x/\"\n{key}"),
+            "crowdsec.lapi_url: 'ftp://x/' is not http:// or https://",
+        ),
+        (format!("{IF}@@{cs}"), "[crowdsec] needs api_key_file"),
+        (format!("{IF}{cs}api_key_file = @@\"missing.key\"\n"), "crowdsec.api_key_file:"),
+        (format!("{IF}{cs}api_key_file = @@\"adir\"\n"), "is not a file"),
+        (format!("{IF}{cs}{key}poll = @@\"0s\"\n"), "crowdsec.poll:"),
+        (format!("{IF}{cs}{key}types = @@[]\n"), "crowdsec.types: empty"),
+        (
+            format!("{IF}{cs}{key}scopes = [\"ip\", @@\"country\"]\n"),
+            "'country' cannot be enforced by source address",
+        ),
+        (format!("{IF}{cs}{key}interfaces = [@@\"eth9\"]\n"), "'eth9' is no [interface.NAME] of this file"),
+        (format!("{IF}{cs}{key}@@lapi = 1\n"), "unknown key 'lapi' in [crowdsec]"),
+        (format!("{IF}{cs}{key}@@[crowdsec.report]\n"), "[crowdsec.report] needs credentials_file"),
+        (
+            format!(
+                "{IF}{cs}{key}[crowdsec.report]\ncredentials_file = \"good.txt\"\nmax_alerts_per_minute = @@0\n"
+            ),
+            "max_alerts_per_minute is 0, out of range",
+        ),
+        (
+            format!("{IF}[crowdsec]\nlapi_url = @@\"http://x/\"\n{key}ca_file = \"good.txt\"\n"),
+            "ca_file and cert_file need an https:// URL",
+        ),
+    ] {
+        one_error(&text, reason);
     }
 }

@@ -66,8 +66,10 @@ fn http_client(cfg: &CrowdSec) -> Result<reqwest::Client, LapiError> {
         let mut pem = read_file(cert)?;
         pem.push(b'\n');
         pem.extend(read_file(key)?);
-        let id = reqwest::Identity::from_pem(&pem)
-            .map_err(|e| LapiError::File { path: cert.clone(), why: format!("not a PEM certificate and key: {e}") })?;
+        let id = reqwest::Identity::from_pem(&pem).map_err(|e| LapiError::File {
+            path: cert.clone(),
+            why: format!("not a PEM certificate and key: {e}"),
+        })?;
         b = b.identity(id);
     }
     b.build().map_err(|e| LapiError::Client(crate::sources::error_text(&e)))
@@ -83,7 +85,8 @@ fn base_url(text: &str) -> Result<Url, LapiError> {
 }
 
 async fn send(url: &Url, req: reqwest::RequestBuilder) -> Result<Vec<u8>, LapiError> {
-    let net = |e: reqwest::Error| LapiError::Network { url: url.to_string(), why: crate::sources::error_text(&e) };
+    let net =
+        |e: reqwest::Error| LapiError::Network { url: url.to_string(), why: crate::sources::error_text(&e) };
     let resp = req.send().await.map_err(net)?;
     let status = resp.status();
     let body = resp.bytes().await.map_err(net)?;
@@ -268,7 +271,8 @@ impl Machine {
         {
             return Ok(t.clone());
         }
-        let body = Login { machine_id: &self.creds.login, password: &self.creds.password, scenarios: Vec::new() };
+        let body =
+            Login { machine_id: &self.creds.login, password: &self.creds.password, scenarios: Vec::new() };
         let req = with_json(self.http.post(self.login_url.clone()), &body);
         let t: Token = json(&self.login_url, &send(&self.login_url, req).await?)?;
         self.token = Some((t.token.clone(), SystemTime::now()));
@@ -305,7 +309,11 @@ mod tests {
         let c = Credentials::parse("url: http://127.0.0.1:8080\nlogin: web1\npassword: s3cr3t:x\n").unwrap();
         assert_eq!(
             c,
-            Credentials { url: Some("http://127.0.0.1:8080".into()), login: "web1".into(), password: "s3cr3t:x".into() }
+            Credentials {
+                url: Some("http://127.0.0.1:8080".into()),
+                login: "web1".into(),
+                password: "s3cr3t:x".into()
+            }
         );
         let c = Credentials::parse("login: \"a b\"\npassword: 'p'\n").unwrap();
         assert_eq!((c.login.as_str(), c.password.as_str()), ("a b", "p"));

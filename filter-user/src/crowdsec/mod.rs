@@ -97,7 +97,11 @@ pub struct Filter {
 
 impl Filter {
     pub fn new(cfg: &CrowdSec) -> Self {
-        Filter { types: cfg.types.clone(), scopes: cfg.scopes.clone(), skip_origins: cfg.skip_origins.clone() }
+        Filter {
+            types: cfg.types.clone(),
+            scopes: cfg.scopes.clone(),
+            skip_origins: cfg.skip_origins.clone(),
+        }
     }
 
     /// The prefix a decision bans, or why it is skipped.
@@ -272,7 +276,8 @@ impl Table {
     /// Drops decisions whose time is up (the data path stopped matching them already).
     pub fn expire(&mut self, now: u64) -> Vec<IpNet> {
         let gone: Vec<i64> = self.by_id.iter().filter(|(_, (_, e))| *e <= now).map(|(id, _)| *id).collect();
-        let mut nets: Vec<IpNet> = gone.into_iter().filter_map(|id| self.remove(id).map(|(n, _)| n)).collect();
+        let mut nets: Vec<IpNet> =
+            gone.into_iter().filter_map(|id| self.remove(id).map(|(n, _)| n)).collect();
         nets.sort_by(crate::store::net_order);
         nets.dedup();
         nets

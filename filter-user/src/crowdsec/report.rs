@@ -238,7 +238,15 @@ mod tests {
         let b = ban("198.51.100.7/32", 600);
         let a = alert(&b, "web1", b.started + Duration::from_secs(100));
         assert_eq!(a.scenario, SCENARIO);
-        assert_eq!(a.source, Source { scope: "Ip".into(), value: "198.51.100.7".into(), ip: Some("198.51.100.7".into()), range: None });
+        assert_eq!(
+            a.source,
+            Source {
+                scope: "Ip".into(),
+                value: "198.51.100.7".into(),
+                ip: Some("198.51.100.7".into()),
+                range: None
+            }
+        );
         assert_eq!(a.decisions[0].duration, "500s");
         assert_eq!((a.decisions[0].kind.as_str(), a.decisions[0].scope.as_str()), ("ban", "Ip"));
         assert!(a.message.contains("5000 packets/s observed"), "{}", a.message);

@@ -70,8 +70,14 @@ fn the_filter_takes_bans_on_addresses_and_ranges_only() {
     // Host bits of a range are cleared, as the blocklist stores it.
     assert_eq!(f.accept(&d(1, "Range", "198.51.100.7/24", "1h")), Ok("198.51.100.0/24".parse().unwrap()));
     assert_eq!(f.accept(&d(1, "Country", "FR", "1h")), Err(Skip::Scope("country".into())));
-    assert_eq!(f.accept(&Decision { kind: "captcha".into(), ..d(1, "Ip", "192.0.2.5", "1h") }), Err(Skip::Type("captcha".into())));
-    assert_eq!(f.accept(&Decision { origin: "CAPI".into(), ..d(1, "Ip", "192.0.2.5", "1h") }), Err(Skip::Origin("capi".into())));
+    assert_eq!(
+        f.accept(&Decision { kind: "captcha".into(), ..d(1, "Ip", "192.0.2.5", "1h") }),
+        Err(Skip::Type("captcha".into()))
+    );
+    assert_eq!(
+        f.accept(&Decision { origin: "CAPI".into(), ..d(1, "Ip", "192.0.2.5", "1h") }),
+        Err(Skip::Origin("capi".into()))
+    );
     for bad in ["192.0.2.0/24", "example.org", ""] {
         assert_eq!(f.accept(&d(1, "Ip", bad, "1h")), Err(Skip::Value), "{bad}");
     }
@@ -85,16 +91,19 @@ fn a_prefix_stays_banned_until_its_last_decision_goes_for_its_longest() {
     let f = Filter::new(&cfg());
     let mut t = Table::default();
     let net: IpNet = "192.0.2.5/32".parse().unwrap();
-    let s = Stream { new: vec![d(1, "Ip", "192.0.2.5", "10s"), d(2, "Ip", "192.0.2.5", "1m")], deleted: vec![] };
+    let s =
+        Stream { new: vec![d(1, "Ip", "192.0.2.5", "10s"), d(2, "Ip", "192.0.2.5", "1m")], deleted: vec![] };
     let delta = t.apply(&s, true, &f, 100 * S);
     assert_eq!((delta.received, delta.touched.clone()), (2, vec![net]));
     assert_eq!(t.want(&net, 100 * S), Some(160 * S));
     // The longer one deleted: the shorter one still bans.
-    let delta = t.apply(&Stream { new: vec![], deleted: vec![d(2, "Ip", "192.0.2.5", "0s")] }, false, &f, 101 * S);
+    let delta =
+        t.apply(&Stream { new: vec![], deleted: vec![d(2, "Ip", "192.0.2.5", "0s")] }, false, &f, 101 * S);
     assert_eq!((delta.deleted, delta.touched.clone()), (1, vec![net]));
     assert_eq!(t.want(&net, 101 * S), Some(110 * S));
     // A deletion of an unknown decision changes nothing.
-    let delta = t.apply(&Stream { new: vec![], deleted: vec![d(9, "Ip", "192.0.2.9", "0s")] }, false, &f, 101 * S);
+    let delta =
+        t.apply(&Stream { new: vec![], deleted: vec![d(9, "Ip", "192.0.2.9", "0s")] }, false, &f, 101 * S);
     assert!(delta.touched.is_empty());
     // Expiry removes it from the table.
     assert_eq!(t.expire(111 * S), vec![net]);
@@ -105,9 +114,18 @@ fn a_prefix_stays_banned_until_its_last_decision_goes_for_its_longest() {
 fn a_startup_pull_replaces_the_table_and_skips_are_counted() {
     let f = Filter::new(&cfg());
     let mut t = Table::default();
-    let _ = t.apply(&Stream { new: vec![d(1, "Ip", "192.0.2.1", "1h"), d(2, "Ip", "192.0.2.2", "1h")], deleted: vec![] }, true, &f, 0);
+    let _ = t.apply(
+        &Stream { new: vec![d(1, "Ip", "192.0.2.1", "1h"), d(2, "Ip", "192.0.2.2", "1h")], deleted: vec![] },
+        true,
+        &f,
+        0,
+    );
     let s = Stream {
-        new: vec![d(2, "Ip", "192.0.2.2", "1h"), d(3, "Range", "198.51.100.0/24", "1h"), d(4, "AS", "64496", "1h")],
+        new: vec![
+            d(2, "Ip", "192.0.2.2", "1h"),
+            d(3, "Range", "198.51.100.0/24", "1h"),
+            d(4, "AS", "64496", "1h"),
+        ],
         deleted: vec![],
     };
     let delta = t.apply(&s, true, &f, 0);

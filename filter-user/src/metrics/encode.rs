@@ -70,6 +70,18 @@ defs! {
     SOURCE_ENTRIES: Gauge "floodgate_list_source_entries" "Entries of the last good copy of a URL list source.";
     SOURCE_PENDING: Gauge "floodgate_list_source_shrink_pending" "1 if a fetched copy that shrank too much is held back until reload --accept-shrink.";
     SOURCE_FAILURES: Counter "floodgate_list_source_failures_total" "Failed fetches of a URL list source (download, HTTP error or unparsable body).";
+    CS_UP: Gauge "floodgate_crowdsec_lapi_up" "1 if the last pull of CrowdSec decisions from the LAPI succeeded, else 0.";
+    CS_LAST_PULL: Gauge "floodgate_crowdsec_last_pull_success_timestamp_seconds" "When CrowdSec decisions were last pulled and applied (Unix time).";
+    CS_PULL_SECONDS: Gauge "floodgate_crowdsec_last_pull_duration_seconds" "How long the last successful pull took, from the request to the decisions in force.";
+    CS_PULLS: Counter "floodgate_crowdsec_pulls_total" "Pulls of the LAPI's decision stream, by result (success, failure).";
+    CS_DECISIONS: Gauge "floodgate_crowdsec_decisions_in_force" "Enforceable CrowdSec decisions in force.";
+    CS_RECEIVED: Counter "floodgate_crowdsec_decisions_received_total" "CrowdSec decisions received, by action (new: enforceable and taken; deleted).";
+    CS_APPLIED: Counter "floodgate_crowdsec_entries_applied_total" "Blocklist entries the bouncer wrote (added, lengthened or lifted).";
+    CS_SKIPPED: Counter "floodgate_crowdsec_decisions_skipped_total" "CrowdSec decisions not enforced, by reason (type, scope, origin, value) and its value.";
+    CS_HELD: Gauge "floodgate_crowdsec_blocklist_entries" "Blocklist entries the CrowdSec bouncer holds, per interface.";
+    CS_ALERTS: Counter "floodgate_crowdsec_alerts_total" "Auto-bans for the CrowdSec LAPI, by outcome (sent, duplicate, dropped).";
+    CS_ALERTS_QUEUED: Gauge "floodgate_crowdsec_alerts_queued" "Auto-bans waiting to be sent to the CrowdSec LAPI.";
+    CS_ALERT_ERRORS: Counter "floodgate_crowdsec_alert_errors_total" "Failed sends of alerts to the CrowdSec LAPI (each retried).";
 }
 
 /// Everything one scrape exports.
@@ -308,8 +320,58 @@ impl ServiceSample {
         family(enc, &SOURCE_TIME, per(&|s| s.last_success_unix.map(|t| Value::Int(t as i64))))?;
         family(enc, &SOURCE_ENTRIES, per(&|s| Some(Value::Int(s.entries as i64))))?;
         family(enc, &SOURCE_PENDING, per(&|s| Some(bool_value(s.pending))))?;
-        family(enc, &SOURCE_FAILURES, per(&|s| Some(Value::Count(s.failures))))
+        family(enc, &SOURCE_FAILURES, per(&|s| Some(Value::Count(s.failures))))?;
+        match &self.crowdsec {
+            Some(cs) => encode_crowdsec(cs, enc),
+            None => Ok(()),
+        }
     }
+}
+
+fn encode_crowdsec(cs: &crate::crowdsec::status::Status, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+    let one = |v: Value| vec![(Vec::new(), v)];
+    family(enc, &CS_UP, one(bool_value(cs.state == "ok")))?;
+    if let Some(t) = cs.last_pull_unix {
+        family(enc, &CS_LAST_PULL, one(Value::Float(t)))?;
+    }
+    if let Some(d) = cs.last_pull_seconds {
+        family(enc, &CS_PULL_SECONDS, one(Value::Float(d)))?;
+    }
+    let pulls = vec![
+        (labels([("result", "success")]), Value::Count(cs.pulls)),
+        (labels([("result", "failure")]), Value::Count(cs.pull_errors)),
+    ];
+    family(enc, &CS_PULLS, pulls)?;
+    family(enc, &CS_DECISIONS, one(Value::Int(cs.decisions as i64)))?;
+    let received = vec![
+        (labels([("action", "new")]), Value::Count(cs.received)),
+        (labels([("action", "deleted")]), Value::Count(cs.deleted)),
+    ];
+    family(enc, &CS_RECEIVED, received)?;
+    family(enc, &CS_APPLIED, one(Value::Count(cs.applied)))?;
+    let skipped = cs
+        .skipped
+        .iter()
+        .map(|(k, n)| {
+            let (reason, value) = k.split_once('=').unwrap_or((k, ""));
+            (labels([("reason", reason), ("value", value)]), Value::Count(*n))
+        })
+        .collect();
+    family(enc, &CS_SKIPPED, skipped)?;
+    let held =
+        cs.interfaces.iter().map(|(i, n)| (labels([("interface", i)]), Value::Int(*n as i64))).collect();
+    family(enc, &CS_HELD, held)?;
+    if let Some(r) = &cs.report {
+        let alerts = vec![
+            (labels([("outcome", "sent")]), Value::Count(r.sent)),
+            (labels([("outcome", "duplicate")]), Value::Count(r.duplicates)),
+            (labels([("outcome", "dropped")]), Value::Count(r.dropped)),
+        ];
+        family(enc, &CS_ALERTS, alerts)?;
+        family(enc, &CS_ALERTS_QUEUED, one(Value::Int(r.queued as i64)))?;
+        family(enc, &CS_ALERT_ERRORS, one(Value::Count(r.errors)))?;
+    }
+    Ok(())
 }
 
 /// The snapshot in Prometheus' classic text format.

@@ -75,6 +75,8 @@ pub struct ServiceSample {
     /// Loads and reloads: `[applied, refused or failed]`.
     pub reloads: [u64; 2],
     pub sources: Vec<SourceMetrics>,
+    /// The CrowdSec bouncer's state (with `[crowdsec]`).
+    pub crowdsec: Option<crate::crowdsec::status::Status>,
 }
 
 /// Reads the URL sources' status at a scrape (the sources keep their own).
@@ -87,6 +89,7 @@ pub struct ServiceState {
     inner: Mutex<ServiceSample>,
     /// When set, the sources are read through it at each scrape instead of kept here.
     reader: Mutex<Option<SourceReader>>,
+    crowdsec: Mutex<Option<Arc<Mutex<crate::crowdsec::status::Status>>>>,
 }
 
 impl std::fmt::Debug for ServiceState {
@@ -133,11 +136,19 @@ impl ServiceState {
         *self.reader.lock().unwrap_or_else(PoisonError::into_inner) = Some(reader);
     }
 
+    /// The CrowdSec bouncer's state, read at each scrape (None: no bouncer).
+    pub fn set_crowdsec(&self, status: Option<Arc<Mutex<crate::crowdsec::status::Status>>>) {
+        *self.crowdsec.lock().unwrap_or_else(PoisonError::into_inner) = status;
+    }
+
     pub fn sample(&self) -> ServiceSample {
         let reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let mut sample = self.lock().clone();
         if let Some(read) = reader {
             sample.sources = read();
+        }
+        if let Some(cs) = &*self.crowdsec.lock().unwrap_or_else(PoisonError::into_inner) {
+            sample.crowdsec = Some(cs.lock().unwrap_or_else(PoisonError::into_inner).clone());
         }
         sample
     }

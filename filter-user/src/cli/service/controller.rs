@@ -39,6 +39,7 @@ use super::{
     super::session::Session,
     Msg,
     control::Reply,
+    crowdsec::Bouncer,
     incidents::{ActionReport, Watcher},
     urls::{Key, Urls},
 };
@@ -60,6 +61,9 @@ struct Filter {
     base: Option<Interface>,
     /// An incident's escalations are in force over `base`.
     escalated: bool,
+    /// Packets of each over-limit source at the last sweep (with the CrowdSec
+    /// reporter: its alerts carry the rate a source was banned at).
+    heavy_seen: Option<(u64, HashMap<SourceKey, u64>)>,
     /// Detects incidents (with `[incidents]`). Declared last: dropped after the rest.
     watcher: Option<Watcher>,
 }
@@ -72,7 +76,17 @@ impl Filter {
         log_task: Option<tokio::task::JoinHandle<()>>,
     ) -> Self {
         let base = applied.clone();
-        Filter { pins, applied, owned, log_task, bans: None, base, escalated: false, watcher: None }
+        Filter {
+            pins,
+            applied,
+            owned,
+            log_task,
+            bans: None,
+            base,
+            escalated: false,
+            heavy_seen: None,
+            watcher: None,
+        }
     }
 }
 
@@ -110,6 +124,8 @@ pub struct Controller {
     /// `run -i`'s incident settings (from its flags).
     incidents_arg: Option<Incidents>,
     tx: mpsc::Sender<Msg>,
+    /// The CrowdSec bouncer (with `[crowdsec]`).
+    crowdsec: Option<Bouncer>,
 }
 
 impl Controller {
@@ -143,6 +159,7 @@ impl Controller {
             rt: rt.clone(),
             bpf_log_arg: args.bpf_log.map(Into::into),
             bpf_log: args.bpf_log.and_then(Into::into),
+            crowdsec: None,
         };
         match (config, &args.interface) {
             (Some(config), _) => {
@@ -158,6 +175,7 @@ impl Controller {
                     ctl.filters.insert(iface.name.clone(), f);
                     ctl.sync_watcher(&iface.name, iface.incidents.clone());
                 }
+                ctl.sync_crowdsec(config.crowdsec.as_ref())?;
             }
             (None, Some(name)) => {
                 let cap = Capacity { entries: args.max_entries, sources: args.max_sources };
@@ -412,6 +430,12 @@ impl Controller {
             }
             self.sync_watcher(&iface.name, iface.incidents.clone());
         }
+        if let Err(e) = self.sync_crowdsec(config.crowdsec.as_ref()) {
+            let e = format!("crowdsec: {e:#}");
+            tracing::error!("reload: {e}");
+            reply.ok = false;
+            reply.errors.push(e);
+        }
         for name in self.filters.keys() {
             if !config.interfaces.iter().any(|i| &i.name == name) {
                 tracing::warn!(
@@ -432,11 +456,17 @@ impl Controller {
         let name = iface.name.clone();
         let Some(f) = self.filters.get(&name) else {
             let f = self.bring_up(&name, iface.mode, iface.capacity, Some(&want))?;
+            if let Some(b) = &mut self.crowdsec {
+                b.reassert(&name, &f.pins, &[], true);
+            }
             self.filters.insert(name, f);
             return Ok("attached".into());
         };
         if f.applied.as_ref().is_none_or(|a| a.capacity != iface.capacity) {
             let f = self.bring_up(&name, iface.mode, iface.capacity, Some(&want))?;
+            if let Some(b) = &mut self.crowdsec {
+                b.reassert(&name, &f.pins, &[], true);
+            }
             self.filters.insert(name, f);
             return Ok("capacity changed: new maps swapped in".into());
         }
@@ -471,6 +501,11 @@ impl Controller {
         tracing::info!(interface = name.as_str(), "reload: {changes}");
         result?;
         f.applied = Some(iface.clone());
+        if let Some(b) = &mut self.crowdsec
+            && !changes.handed_over.is_empty()
+        {
+            b.reassert(&name, &f.pins, &changes.handed_over, false);
+        }
         notes.insert(0, changes.to_string());
         Ok(notes.join("; "))
     }
@@ -510,6 +545,7 @@ impl Controller {
             blocklist: read(ListName::Blocklist)?,
             allowlist: read(ListName::Allowlist)?,
             watchlist: read(ListName::Watchlist)?,
+            keep: self.crowdsec.as_ref().map(|b| b.keep(&cfg.name)).unwrap_or_default(),
         };
         want.check_capacity().map_err(anyhow::Error::msg)?;
         Ok(want)
@@ -577,6 +613,10 @@ impl Controller {
     /// Removes expired entries and bans. A failure is logged (once a minute for the
     /// same error) and retried next second: protection stays whatever happens here.
     pub fn sweep(&mut self) {
+        let filters = self.pinned();
+        if let Some(b) = &mut self.crowdsec {
+            b.expire(&filters);
+        }
         let names: Vec<String> = self.filters.keys().cloned().collect();
         for name in names {
             let result = Session::locked_within(Some(&name), Duration::from_millis(500)).and_then(|mut s| {
@@ -587,6 +627,9 @@ impl Controller {
                 Ok(bans) => {
                     if let Some(f) = self.filters.get_mut(&name) {
                         log_bans(&name, f.bans.as_ref(), &bans);
+                        if let Some(b) = self.crowdsec.as_ref().filter(|b| b.reports()) {
+                            report_bans(b, &name, f, &bans);
+                        }
                         f.bans = Some(bans.into_iter().collect());
                     }
                     if self.sweep_failing.remove(&name).is_some() {
@@ -609,6 +652,47 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// The interfaces kept, with their pins (what the bouncer writes to).
+    fn pinned(&self) -> Vec<(String, IfacePins)> {
+        self.filters.iter().map(|(n, f)| (n.clone(), f.pins.clone())).collect()
+    }
+
+    /// A pull of CrowdSec decisions, applied to the blocklists it covers.
+    pub fn decisions(&mut self, stream: &floodgate::crowdsec::Stream, startup: bool, started: Instant) {
+        let filters = self.pinned();
+        if let Some(b) = &mut self.crowdsec {
+            b.apply_pull(stream, startup, &filters, started);
+        }
+    }
+
+    /// Starts, restarts (its section changed) or stops the CrowdSec bouncer. Entries
+    /// it holds in an interface it no longer covers are lifted.
+    fn sync_crowdsec(&mut self, want: Option<&floodgate::config::CrowdSec>) -> anyhow::Result<()> {
+        if self.crowdsec.as_ref().map(|b| &b.cfg) == want {
+            return Ok(());
+        }
+        let filters = self.pinned();
+        if let Some(mut old) = self.crowdsec.take() {
+            for (name, pins) in &filters {
+                if want.is_none_or(|w| !w.covers(name)) && old.cfg.covers(name) {
+                    old.lift_all(name, pins);
+                }
+            }
+        }
+        match want {
+            None => {
+                let _ = std::fs::remove_file(self.runtime.join(floodgate::crowdsec::status::FILE));
+                self.metrics.state().set_crowdsec(None);
+            }
+            Some(cfg) => {
+                let b = Bouncer::start(cfg, &self.runtime, &self.rt, self.tx.clone())?;
+                self.metrics.state().set_crowdsec(Some(b.status.clone()));
+                self.crowdsec = Some(b);
+            }
+        }
+        Ok(())
     }
 
     pub fn stop(&mut self) -> anyhow::Result<()> {
@@ -677,6 +761,55 @@ fn log_bans(iface: &str, seen: Option<&HashMap<SourceKey, Ban>>, now: &[(SourceK
             );
         }
     }
+}
+
+/// Hands the auto-bans that started since the last sweep to the CrowdSec reporter,
+/// each with its source's packet rate at the last sweep (from the limiter's table of
+/// over-limit sources) and the limits it went over.
+fn report_bans(b: &Bouncer, iface: &str, f: &mut Filter, now: &[(SourceKey, Ban)]) {
+    let at = monotonic_ns();
+    let wall = SystemTime::now();
+    let pins = f.pins.clone();
+    let read = (|| -> anyhow::Result<_> {
+        let mut src = Pinned::open(&pins)?;
+        let limiter = floodgate::limits::LimiterMaps::open(&mut src)?;
+        let heavy: HashMap<SourceKey, u64> =
+            limiter.heavy.iter().filter_map(Result::ok).map(|(k, s)| (k, s.passed + s.dropped)).collect();
+        Ok((heavy, limiter.limits()?))
+    })();
+    let Ok((heavy, limits)) = read else { return };
+    let rates: HashMap<SourceKey, u64> = match &f.heavy_seen {
+        Some((when, seen)) => {
+            let secs = at.saturating_sub(*when) as f64 / 1e9;
+            heavy
+                .iter()
+                .filter_map(|(k, n)| {
+                    let before = seen.get(k)?;
+                    (secs > 0.0).then(|| (*k, (n.saturating_sub(*before) as f64 / secs) as u64))
+                })
+                .collect()
+        }
+        None => HashMap::new(),
+    };
+    if let Some(seen) = &f.bans {
+        for (key, ban) in now {
+            if seen.get(key) == Some(ban) || ban.expires <= at {
+                continue;
+            }
+            let Ok(source) = floodgate::limits::key_cidr(key).parse::<IpNet>() else { continue };
+            let ago = Duration::from_nanos(at.saturating_sub(ban.banned_at));
+            let left = Duration::from_nanos(ban.expires - at);
+            b.report(floodgate::crowdsec::report::Ban {
+                source,
+                interface: iface.to_string(),
+                started: wall.checked_sub(ago).unwrap_or(wall),
+                until: wall + left,
+                pps: rates.get(key).copied(),
+                limit: reconcile::describe_limits(Some(&limits)),
+            });
+        }
+    }
+    f.heavy_seen = Some((at, heavy));
 }
 
 /// Forwards the log records of the program now attached under `pins` to the

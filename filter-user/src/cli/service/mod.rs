@@ -4,6 +4,7 @@
 
 mod control;
 mod controller;
+mod crowdsec;
 mod incidents;
 mod urls;
 
@@ -41,6 +42,14 @@ pub enum Msg {
         on: bool,
         id: String,
         report: std::sync::mpsc::Sender<incidents::ActionReport>,
+    },
+    /// A pull of the CrowdSec LAPI's decisions (`startup`: all of them), made from
+    /// `started`; `done` when applied.
+    Decisions {
+        stream: floodgate::crowdsec::Stream,
+        startup: bool,
+        started: std::time::Instant,
+        done: oneshot::Sender<()>,
     },
     Stop {
         done: oneshot::Sender<anyhow::Result<()>>,
@@ -125,6 +134,10 @@ pub async fn serve(args: Args, config: Option<Config>) -> anyhow::Result<()> {
                     }
                     Msg::Sweep => ctl.sweep(),
                     Msg::Source { key } => ctl.source_changed(&key),
+                    Msg::Decisions { stream, startup, started, done } => {
+                        ctl.decisions(&stream, startup, started);
+                        let _ = done.send(());
+                    }
                     Msg::Escalate { iface, on, id, report } => ctl.escalate(&iface, on, &id, &report),
                     Msg::Stop { done } => {
                         if let Some(n) = &notifier {
