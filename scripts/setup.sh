@@ -7,6 +7,8 @@ set -euo pipefail
 
 TOOLCHAIN=1.98.0
 BPF_LINKER_VERSION=0.13.0
+# The CrowdSec whose Local API the bouncer tests talk to: bookworm's package.
+CROWDSEC_VERSION=1.4.6
 # Kept outside the repository so every clone shares one bpf-linker build.
 TOOLS=${FLOODGATE_TOOLS:-$HOME/.cache/floodgate-tools}
 # util-linux: nsenter; kmod: depmod/modprobe on the extracted kernels; xz/zstd: their
@@ -15,8 +17,8 @@ TOOLS=${FLOODGATE_TOOLS:-$HOME/.cache/floodgate-tools}
 # systemd); man-db, groff-base: the unit's man: links and the man page test; prometheus:
 # prometheus and promtool for the metrics tests; musl-tools: musl-gcc, for ring's C in
 # the VMs' static test binaries; fonts-dejavu-core: the font of incident reports' PNG
-# charts (read at run time).
-APT_PACKAGES=(iproute2 ethtool bpftool nftables procps busybox-static util-linux kmod xz-utils zstd ipset iptables nginx-light dnsmasq-base bind9-dnsutils systemd systemd-container man-db groff-base prometheus musl-tools fonts-dejavu-core tcpdump)
+# charts (read at run time); libsqlite3-0: the extracted crowdsec and cscli link it (step 4).
+APT_PACKAGES=(iproute2 ethtool bpftool nftables procps busybox-static util-linux kmod xz-utils zstd ipset iptables nginx-light dnsmasq-base bind9-dnsutils systemd systemd-container man-db groff-base prometheus musl-tools fonts-dejavu-core tcpdump libsqlite3-0)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -72,7 +74,36 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
-# 4. QEMU from bookworm-backports (10.x): bookworm's 7.2 removes the preinstalled
+# 4. CrowdSec (crowdsec, cscli) for the Local API tests, unpacked into $TOOLS/crowdsec and
+#    run from there: `apt-get install crowdsec` fails, its post-install script registers
+#    with the online Central API, which these machines cannot reach.
+#    `|| true`: a missing binary, or crowdsec killed by SIGPIPE once head has its line,
+#    must read as "no version", not stop the script (set -e, pipefail).
+crowdsec_version() { "$1" -version 2>&1 | head -n 1 || true; }
+if ! grep -q "version: v$CROWDSEC_VERSION-" <<<"$(crowdsec_version "$TOOLS/crowdsec/usr/bin/crowdsec")"; then
+    log "unpacking crowdsec $CROWDSEC_VERSION into $TOOLS/crowdsec"
+    mkdir -p "$TOOLS"
+    # In $TOOLS, so the final mv is a rename on one file system.
+    tmp=$(mktemp -d "$TOOLS/crowdsec.XXXXXX")
+    trap 'rm -rf "$tmp"' EXIT
+    # Sandbox user root: _apt cannot write into the private temp dir.
+    download() { (cd "$tmp" && apt-get -qq -o APT::Sandbox::User=root download crowdsec); }
+    # A fresh machine may have no package lists yet.
+    download 2>/dev/null || { apt-get update -qq && download; }
+    dpkg-deb -x "$tmp"/crowdsec_*.deb "$tmp/tree"
+    got=$(crowdsec_version "$tmp/tree/usr/bin/crowdsec")
+    grep -q "version: v$CROWDSEC_VERSION-" <<<"$got" || {
+        log "apt's crowdsec is not $CROWDSEC_VERSION (${got:-does not run})"
+        exit 1
+    }
+    # Replaced only once the new tree runs: an interrupted run leaves no half tree.
+    rm -rf "$TOOLS/crowdsec"
+    mv "$tmp/tree" "$TOOLS/crowdsec"
+    rm -rf "$tmp"
+    trap - EXIT
+fi
+
+# 5. QEMU from bookworm-backports (10.x): bookworm's 7.2 removes the preinstalled
 #    backports qemu-utils and crashed the 6.12 kernel under TCG. When the host has no
 #    backports source, a private apt configuration (its own source list and package
 #    lists under $TOOLS/apt) adds one; /etc/apt stays untouched.
@@ -100,4 +131,4 @@ if ! grep -q 'ok installed .*bpo' <<<"$qemu_version"; then
         qemu-system-x86 >/dev/null
 fi
 
-log "ok (bpf-linker in $TOOLS/bin)"
+log "ok (bpf-linker in $TOOLS/bin, crowdsec in $TOOLS/crowdsec)"

@@ -148,3 +148,32 @@ pub fn example_config(dir: &Path, iface: &str, metrics: &str) -> PathBuf {
     fs::write(&path, text).expect("write config");
     path
 }
+
+/// The service's metrics endpoint, fetched inside the server's namespace.
+pub fn scrape(lab: &Lab, addr: &str) -> String {
+    let out = lab
+        .srv
+        .command("curl")
+        .args(["-sf", "--max-time", "10", &format!("http://{addr}/metrics")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scraping {addr}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The sum of the samples of `name` whose labels include every one of `labels`.
+pub fn metric(body: &str, name: &str, labels: &[&str]) -> f64 {
+    body.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (lbls, value) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            labels
+                .iter()
+                .all(|want| lbls.split(',').any(|l| l == *want))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}

@@ -15,7 +15,7 @@ use std::{fs, os::unix::net::UnixDatagram};
 use filter_common::map_names;
 use integration_tests::{
     live::{Lab, packets},
-    service::{Service, TempDir, example_config},
+    service::{Service, TempDir, example_config, metric, scrape},
 };
 
 const FLOOD_PORT: u16 = 7000;
@@ -261,35 +261,6 @@ fn cidrs(listed: &str) -> Vec<String> {
 
 fn blocked(lab: &Lab) -> Vec<String> {
     cidrs(&lab.ok(&["blocklist", "list"]))
-}
-
-/// The service's metrics endpoint, fetched inside the server's namespace.
-fn scrape(lab: &Lab, addr: &str) -> String {
-    let out = lab
-        .srv
-        .command("curl")
-        .args(["-sf", "--max-time", "10", &format!("http://{addr}/metrics")])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "scraping {addr}: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn metric(body: &str, name: &str, labels: &[&str]) -> f64 {
-    body.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let (lbls, value) = match rest.strip_prefix('{') {
-                Some(r) => r.split_once("} ")?,
-                None => ("", rest.strip_prefix(' ')?),
-            };
-            labels
-                .iter()
-                .all(|want| lbls.split(',').any(|l| l == *want))
-                .then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
 }
 
 /// The shipped example config in force: a flood from its blocklisted range, to a

@@ -49,8 +49,8 @@ pub struct CrowdSec {
 /// The decision scopes floodgate enforces: they name source addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scope {
-    Ip,
-    Range,
+    Ip = 0,
+    Range = 1,
 }
 
 impl Scope {

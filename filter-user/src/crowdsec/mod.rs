@@ -104,8 +104,8 @@ impl Filter {
         }
     }
 
-    /// The prefix a decision bans, or why it is skipped.
-    pub fn accept(&self, d: &Decision) -> Result<IpNet, Skip> {
+    /// The scope and prefix a decision bans, or why it is skipped.
+    pub fn accept(&self, d: &Decision) -> Result<(Scope, IpNet), Skip> {
         let kind = d.kind.to_ascii_lowercase();
         if !self.types.contains(&kind) {
             return Err(Skip::Type(kind));
@@ -122,7 +122,7 @@ impl Filter {
         if self.skip_origins.contains(&origin) {
             return Err(Skip::Origin(origin));
         }
-        parse_value(scope, &d.value).ok_or(Skip::Value)
+        parse_value(scope, &d.value).map(|n| (scope, n)).ok_or(Skip::Value)
     }
 }
 
@@ -131,7 +131,8 @@ impl Filter {
 pub fn parse_value(scope: Scope, value: &str) -> Option<IpNet> {
     let value = value.trim();
     match scope {
-        Scope::Ip => value.parse::<IpAddr>().ok().map(IpNet::from),
+        // An IPv4-mapped IPv6 address is the IPv4 source the data path sees.
+        Scope::Ip => value.parse::<IpAddr>().ok().map(|a| IpNet::from(a.to_canonical())),
         Scope::Range => value.parse::<IpNet>().ok().map(|n| n.trunc()),
     }
 }
@@ -182,12 +183,16 @@ pub fn remaining(d: &Decision) -> Option<Duration> {
     }
 }
 
-/// The enforceable decisions in force: by id, and each prefix's ids, so that a prefix
-/// stays banned until the last decision naming it goes, for as long as the longest.
+/// The enforceable decisions in force, by scope and prefix. The LAPI's stream is
+/// deduplicated by value: `new` carries one decision per value (the longest; a longer
+/// one arriving later replaces it) and `deleted` names a value once no decision for it
+/// is left, under an id that may differ from the one sent. So decisions are keyed by
+/// what they ban, not by id; `Ip` 192.0.2.5 and `Range` 192.0.2.5/32 are kept apart
+/// (the LAPI deletes them apart) and the prefix stays banned while either lasts.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
-    by_id: HashMap<i64, (IpNet, u64)>,
-    by_net: HashMap<IpNet, HashSet<i64>>,
+    /// Expiry (monotonic ns) per scope: [Ip, Range]; 0: none.
+    by_net: HashMap<IpNet, [u64; 2]>,
 }
 
 /// What one pull changed.
@@ -197,72 +202,70 @@ pub struct Delta {
     pub touched: Vec<IpNet>,
     /// Enforceable decisions received (new).
     pub received: u64,
-    /// Deletions received that named a decision in the table.
+    /// Deletions received that ended a decision in the table.
     pub deleted: u64,
     pub skipped: Vec<Skip>,
 }
 
 impl Table {
     /// Applies a pull made at monotonic time `now` (ns). A startup pull replaces the
-    /// table: every decision it does not carry is gone.
+    /// table (its `deleted` lists every expired decision the LAPI still stores: not
+    /// news).
     pub fn apply(&mut self, stream: &Stream, startup: bool, filter: &Filter, now: u64) -> Delta {
         let mut delta = Delta::default();
         let mut touched: HashSet<IpNet> = HashSet::new();
         if startup {
             touched.extend(self.by_net.keys().copied());
-            self.by_id.clear();
             self.by_net.clear();
-        }
-        for d in &stream.deleted {
-            if let Some((net, _)) = self.remove(d.id) {
-                touched.insert(net);
-                delta.deleted += 1;
+        } else {
+            for d in &stream.deleted {
+                // Repeated deletions (the LAPI resends those of the last seconds) and
+                // ones of decisions never taken change nothing.
+                if let Ok((scope, net)) = filter.accept(d)
+                    && self.set(scope, net, 0)
+                {
+                    touched.insert(net);
+                    delta.deleted += 1;
+                }
             }
         }
         for d in &stream.new {
-            let net = match filter.accept(d) {
-                Ok(net) => net,
+            let (scope, net) = match filter.accept(d) {
+                Ok(k) => k,
                 Err(skip) => {
                     delta.skipped.push(skip);
                     continue;
                 }
             };
-            // A decision the LAPI sends again (after a restart of either side)
-            // replaces itself; an expired one only removes.
-            if let Some((old, _)) = self.remove(d.id) {
-                touched.insert(old);
-            }
             touched.insert(net);
-            let Some(left) = remaining(d) else { continue };
-            let expires = now.saturating_add(left.as_nanos().min(u128::from(u64::MAX)) as u64);
-            self.by_id.insert(d.id, (net, expires));
-            self.by_net.entry(net).or_default().insert(d.id);
-            delta.received += 1;
+            // An expired one only ends what was there.
+            let expires = match remaining(d) {
+                Some(left) => now.saturating_add(left.as_nanos().min(u128::from(u64::MAX)) as u64),
+                None => 0,
+            };
+            self.set(scope, net, expires);
+            delta.received += u64::from(expires != 0);
         }
         delta.touched = touched.into_iter().collect();
         delta.touched.sort_by(crate::store::net_order);
         delta
     }
 
-    fn remove(&mut self, id: i64) -> Option<(IpNet, u64)> {
-        let (net, exp) = self.by_id.remove(&id)?;
-        if let Some(ids) = self.by_net.get_mut(&net) {
-            ids.remove(&id);
-            if ids.is_empty() {
-                self.by_net.remove(&net);
-            }
+    /// Sets (or with 0 ends) the decision of `scope` on `net`; whether it changed.
+    fn set(&mut self, scope: Scope, net: IpNet, expires: u64) -> bool {
+        let i = scope as usize;
+        let slot = self.by_net.entry(net).or_default();
+        let changed = slot[i] != expires;
+        slot[i] = expires;
+        if *slot == [0, 0] {
+            self.by_net.remove(&net);
         }
-        Some((net, exp))
+        changed
     }
 
-    /// Until when `net` is to be banned (the longest of its decisions), if it is.
+    /// Until when `net` is to be banned (the longer of its decisions), if it is.
     pub fn want(&self, net: &IpNet, now: u64) -> Option<u64> {
-        self.by_net
-            .get(net)?
-            .iter()
-            .filter_map(|id| self.by_id.get(id).map(|(_, e)| *e))
-            .filter(|e| *e > now)
-            .max()
+        self.by_net.get(net)?.iter().copied().filter(|e| *e > now).max()
     }
 
     /// Every banned prefix with its expiry (expired decisions left out).
@@ -273,23 +276,33 @@ impl Table {
         out
     }
 
-    /// Drops decisions whose time is up (the data path stopped matching them already).
+    /// Drops decisions whose time is up (the data path stopped matching them already);
+    /// returns the prefixes no decision bans any more.
     pub fn expire(&mut self, now: u64) -> Vec<IpNet> {
-        let gone: Vec<i64> = self.by_id.iter().filter(|(_, (_, e))| *e <= now).map(|(id, _)| *id).collect();
-        let mut nets: Vec<IpNet> =
-            gone.into_iter().filter_map(|id| self.remove(id).map(|(n, _)| n)).collect();
-        nets.sort_by(crate::store::net_order);
-        nets.dedup();
-        nets
+        let mut gone = Vec::new();
+        self.by_net.retain(|net, slot| {
+            for e in slot.iter_mut() {
+                if *e <= now {
+                    *e = 0;
+                }
+            }
+            let keep = *slot != [0, 0];
+            if !keep {
+                gone.push(*net);
+            }
+            keep
+        });
+        gone.sort_by(crate::store::net_order);
+        gone
     }
 
-    /// Decisions in the table.
+    /// Decisions in the table (one per scope and prefix).
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.by_net.values().map(|s| s.iter().filter(|e| **e != 0).count()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.by_net.is_empty()
     }
 
     /// Distinct prefixes banned.

@@ -148,15 +148,17 @@ pub fn alert(ban: &Ban, host: &str, now: SystemTime) -> Alert {
         "floodgate auto-ban on {host} ({}): {value} over its limit ({}); {rate}",
         ban.interface, ban.limit
     );
-    let at = humantime::format_rfc3339_seconds(ban.started).to_string();
+    // The LAPI ends the decision at stop_at + duration: stop_at is now.
+    let (start, stop) =
+        (humantime::format_rfc3339_seconds(ban.started), humantime::format_rfc3339_seconds(now));
     Alert {
         scenario: SCENARIO.into(),
         scenario_hash: String::new(),
         scenario_version: env!("CARGO_PKG_VERSION").into(),
         message,
         events_count: 1,
-        start_at: at.clone(),
-        stop_at: at,
+        start_at: start.to_string(),
+        stop_at: stop.to_string(),
         capacity: 0,
         leakspeed: "0".into(),
         simulated: false,
