@@ -8,8 +8,10 @@
 //! 4. HTTP to nginx while floods run (legit.rs)
 //! 6. the data path's log statements, level off against trace (bpflog.rs)
 //! 7. the sampler and observe mode, off against on (observe.rs)
+//! 8. CrowdSec: 100,000 decisions at startup from a real LAPI (crowdsec.rs)
 
 mod bpflog;
+mod crowdsec;
 mod legit;
 mod lists;
 mod live;
@@ -36,8 +38,8 @@ struct Args {
     /// The floodgate binary (part 3 times its CLI).
     #[arg(long, default_value = "target/release/floodgate")]
     floodgate: PathBuf,
-    /// Only these parts (1-7, as in the report), e.g. `--parts 1,2`.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5, 6, 7])]
+    /// Only these parts (1-8, as in the report), e.g. `--parts 1,2`.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3, 4, 5, 6, 7, 8])]
     parts: Vec<u8>,
     /// Also write part 1's limiter figures here as soon as they are known.
     #[arg(long)]
@@ -81,6 +83,11 @@ fn main() -> anyhow::Result<()> {
     }
     if args.parts.contains(&7) {
         sections.extend(observe::run(args.quick).context("part 7 (sampling and observe mode)")?);
+    }
+    if args.parts.contains(&8) {
+        sections.extend(
+            crowdsec::run(args.quick, &args.floodgate).context("part 8 (CrowdSec decisions at startup)")?,
+        );
     }
     let md = report::write(&args.out, args.quick, &machine, &sections, t0.elapsed().as_secs_f64())?;
     println!("{md}");

@@ -254,7 +254,11 @@ fn crowdsec_startup_takes_100k_decisions() {
     let cfg = config(&lab, &lapi, dir.path(), "127.0.0.1:9682", "", "");
     let mut svc = start(&lab, dir.path(), &cfg);
     svc.wait_for("CrowdSec decisions applied", Duration::from_secs(60));
-    let line = svc.log().lines().find(|l| l.contains("CrowdSec decisions applied")).unwrap().to_string();
+    let log = svc.log();
+    for l in log.lines().filter(|l| l.contains("CrowdSec entries written")) {
+        println!("{l}");
+    }
+    let line = log.lines().find(|l| l.contains("CrowdSec decisions applied")).unwrap().to_string();
     println!("{line}");
     assert!(line.contains("received=100000"), "{line}");
     let list = blocklist(&lab);

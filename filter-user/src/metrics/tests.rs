@@ -66,7 +66,53 @@ fn service() -> ServiceSample {
         pending: true,
         failures: 3,
     }]);
+    state.set_crowdsec(Some(std::sync::Arc::new(std::sync::Mutex::new(crowdsec_status()))));
     state.sample()
+}
+
+fn crowdsec_status() -> crate::crowdsec::status::Status {
+    crate::crowdsec::status::Status {
+        lapi_url: "http://127.0.0.1:8080/".into(),
+        state: "ok".into(),
+        last_pull_unix: Some(120.5),
+        last_pull_seconds: Some(0.25),
+        pulls: 7,
+        pull_errors: 2,
+        decisions: 1000,
+        prefixes: 990,
+        received: 1200,
+        deleted: 200,
+        applied: 1400,
+        skipped: [("type=captcha".to_string(), 3)].into(),
+        interfaces: [("eth0".to_string(), 990)].into(),
+        report: Some(crate::crowdsec::status::ReportStatus {
+            sent: 4,
+            queued: 1,
+            duplicates: 2,
+            dropped: 0,
+            errors: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn crowdsec_state_is_exported() {
+    let text = encode(full());
+    for line in [
+        "floodgate_crowdsec_lapi_up 1\n",
+        "floodgate_crowdsec_decisions_in_force 1000\n",
+        "floodgate_crowdsec_pulls_total{result=\"failure\"} 2\n",
+        "floodgate_crowdsec_decisions_received_total{action=\"deleted\"} 200\n",
+        "floodgate_crowdsec_decisions_skipped_total{reason=\"type\",value=\"captcha\"} 3\n",
+        "floodgate_crowdsec_blocklist_entries{interface=\"eth0\"} 990\n",
+        "floodgate_crowdsec_alerts_total{outcome=\"sent\"} 4\n",
+        "floodgate_crowdsec_alerts_queued 1\n",
+        "floodgate_crowdsec_last_pull_duration_seconds 0.25\n",
+    ] {
+        assert!(text.contains(line), "no {line:?} in\n{text}");
+    }
 }
 
 fn full() -> Snapshot {

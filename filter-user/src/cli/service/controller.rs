@@ -660,10 +660,16 @@ impl Controller {
     }
 
     /// A pull of CrowdSec decisions, applied to the blocklists it covers.
-    pub fn decisions(&mut self, stream: &floodgate::crowdsec::Stream, startup: bool, started: Instant) {
+    pub fn decisions(
+        &mut self,
+        stream: &floodgate::crowdsec::Stream,
+        startup: bool,
+        started: Instant,
+        fetched: Instant,
+    ) {
         let filters = self.pinned();
         if let Some(b) = &mut self.crowdsec {
-            b.apply_pull(stream, startup, &filters, started);
+            b.apply_pull(stream, startup, &filters, (started, fetched));
         }
     }
 

@@ -153,7 +153,7 @@ impl Bouncer {
         stream: &Stream,
         startup: bool,
         filters: &[(String, IfacePins)],
-        started: Instant,
+        (started, fetched): (Instant, Instant),
     ) -> u64 {
         let now = monotonic_ns();
         let delta = self.table.apply(stream, startup, &self.filter, now);
@@ -212,6 +212,8 @@ impl Bouncer {
                 skipped = delta.skipped.len(),
                 written,
                 in_force = self.table.len(),
+                pull_seconds = fetched.duration_since(started).as_secs_f64(),
+                apply_seconds = fetched.elapsed().as_secs_f64(),
                 seconds = started.elapsed().as_secs_f64(),
                 "CrowdSec decisions applied"
             );
@@ -233,12 +235,14 @@ impl Bouncer {
             return Ok(0);
         }
         let now = monotonic_ns();
+        let t0 = Instant::now();
         let _lock = pins.lock()?;
         let mut lists = ListMaps::open(&mut Pinned::open(pins)?)?;
         lists.sweep()?;
         let all: Vec<IpNet> = nets.iter().chain(handed).copied().collect();
         let want: Vec<(IpNet, Option<u64>)> = all.iter().map(|n| (*n, self.table.want(n, now))).collect();
         let mut listed = lists.probe(ListKind::Block, &all)?;
+        let probed = t0.elapsed();
         // Handed over: listed permanently by nobody any more, so the bouncer's to time.
         for l in &mut listed[nets.len()..] {
             *l = floodgate::store::Listed::Absent;
@@ -249,11 +253,20 @@ impl Bouncer {
             return Ok(0);
         }
         let (_, removed) = lists.set_expiries(ListKind::Block, &plan.set, &plan.gone, &mut |_, _| {})?;
+        let wrote = t0.elapsed();
         let written = (plan.set.len() + removed) as u64;
         plan.commit(held);
         let path = self.held_path(iface);
         let held = &self.held[iface];
         held::save(&path, held).with_context(|| format!("saving {}", path.display()))?;
+        tracing::debug!(
+            interface = iface,
+            entries = all.len(),
+            probe_seconds = probed.as_secs_f64(),
+            write_seconds = (wrote - probed).as_secs_f64(),
+            save_seconds = (t0.elapsed() - wrote).as_secs_f64(),
+            "CrowdSec entries written"
+        );
         Ok(written)
     }
 
@@ -355,7 +368,8 @@ async fn pull_loop(
         let wait = match client.pull(startup).await {
             Ok(stream) => {
                 let (done, applied) = oneshot::channel();
-                if tx.send(Msg::Decisions { stream, startup, started, done }).await.is_err() {
+                let fetched = Instant::now();
+                if tx.send(Msg::Decisions { stream, startup, started, fetched, done }).await.is_err() {
                     return;
                 }
                 let _ = applied.await;

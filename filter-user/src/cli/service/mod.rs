@@ -43,12 +43,13 @@ pub enum Msg {
         id: String,
         report: std::sync::mpsc::Sender<incidents::ActionReport>,
     },
-    /// A pull of the CrowdSec LAPI's decisions (`startup`: all of them), made from
-    /// `started`; `done` when applied.
+    /// A pull of the CrowdSec LAPI's decisions (`startup`: all of them), asked at
+    /// `started` and read (answer parsed) at `fetched`; `done` when applied.
     Decisions {
         stream: floodgate::crowdsec::Stream,
         startup: bool,
         started: std::time::Instant,
+        fetched: std::time::Instant,
         done: oneshot::Sender<()>,
     },
     Stop {
@@ -134,8 +135,8 @@ pub async fn serve(args: Args, config: Option<Config>) -> anyhow::Result<()> {
                     }
                     Msg::Sweep => ctl.sweep(),
                     Msg::Source { key } => ctl.source_changed(&key),
-                    Msg::Decisions { stream, startup, started, done } => {
-                        ctl.decisions(&stream, startup, started);
+                    Msg::Decisions { stream, startup, started, fetched, done } => {
+                        ctl.decisions(&stream, startup, started, fetched);
                         let _ = done.send(());
                     }
                     Msg::Escalate { iface, on, id, report } => ctl.escalate(&iface, on, &id, &report),
