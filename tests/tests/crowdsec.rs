@@ -281,7 +281,7 @@ fn crowdsec_reporter_shares_auto_bans() {
         return;
     }
     let mut lab = Lab::new("csr");
-    let lapi = Lapi::start_in(&lab.srv).expect("a CrowdSec LAPI");
+    let mut lapi = Lapi::start_in(&lab.srv).expect("a CrowdSec LAPI");
     let dir = TempDir::new("csr");
     // `status` reads the bouncer's state from the service's runtime directory.
     lab.env.push(("FLOODGATE_RUNTIME_DIR".into(), dir.path().join("run").display().to_string()));
@@ -345,5 +345,22 @@ fn crowdsec_reporter_shares_auto_bans() {
     assert_eq!(n, 1);
     let status = lab.ok(&["status"]);
     assert!(status.contains("reporter: 1 alerts sent"), "{status}");
+
+    // The LAPI away: the next auto-ban waits in the queue, and goes when it is back.
+    lapi.stop();
+    let mark = svc.mark();
+    lab.send(&[lab.frame("203.0.113.51", PORT)], 3000, 1000);
+    svc.wait_for_since(mark, "auto-ban started", Duration::from_secs(10));
+    svc.wait_for_since(
+        mark,
+        "reporting auto-bans to the CrowdSec LAPI failed, kept queued",
+        Duration::from_secs(15),
+    );
+    let status = lab.ok(&["status"]);
+    assert!(status.contains("1 alerts sent, 1 queued"), "{status}");
+    lapi.restart().unwrap();
+    svc.wait_for_since(mark, "auto-bans reported to the CrowdSec LAPI", Duration::from_secs(90));
+    let alerts = lapi.alerts_json().unwrap().to_string();
+    assert!(alerts.contains("203.0.113.51"), "{alerts}");
     svc.stop();
 }

@@ -56,6 +56,9 @@ pub struct Bouncer {
     synced: bool,
     /// Per interface: the blocklist entries the bouncer holds.
     held: HashMap<String, HeldMap>,
+    /// Interfaces where applying a pull failed: the next pull puts every decision
+    /// in force there again (a delta alone would miss what failed).
+    dirty: HashSet<String>,
     runtime: PathBuf,
     pub status: SharedStatus,
     puller: tokio::task::JoinHandle<()>,
@@ -117,6 +120,7 @@ impl Bouncer {
             table: Table::default(),
             synced: false,
             held: HashMap::new(),
+            dirty: HashSet::new(),
             runtime: runtime.to_path_buf(),
             status,
             puller,
@@ -167,16 +171,24 @@ impl Bouncer {
                 continue;
             }
             let mut nets: Vec<IpNet> = delta.touched.clone();
-            // Whatever was held before (also by an earlier run) and is no longer banned.
-            let held = self.held_of(name);
-            if startup {
-                let known: HashSet<IpNet> = nets.iter().copied().collect();
-                let extra: Vec<IpNet> = held.keys().filter(|n| !known.contains(n)).copied().collect();
-                nets.extend(extra);
+            let full = startup || self.dirty.contains(name);
+            if full {
+                // Every banned prefix, and whatever was held before (also by an earlier
+                // run) that no decision bans any more.
+                nets.extend(self.table.wanted(now).into_iter().map(|(n, _)| n));
+                nets.extend(self.held_of(name).keys().copied());
+                nets.sort_by(floodgate::store::net_order);
+                nets.dedup();
             }
             match self.converge(name, pins, &nets, &[]) {
-                Ok(n) => written += n,
-                Err(e) => errors.push(format!("{name}: {e:#}")),
+                Ok(n) => {
+                    written += n;
+                    self.dirty.remove(name);
+                }
+                Err(e) => {
+                    errors.push(format!("{name}: {e:#}"));
+                    self.dirty.insert(name.clone());
+                }
             }
         }
         let mut s = self.status.lock().unwrap_or_else(PoisonError::into_inner);
