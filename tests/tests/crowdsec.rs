@@ -208,6 +208,33 @@ fn crowdsec_bouncer_follows_the_lapi() {
     assert!(!list.contains_key("203.0.113.40/32"), "deleted while the service was down: {list:?}");
     assert!(list.contains_key("2001:db8:9::7/128") && list.contains_key("203.0.113.70/32"), "{list:?}");
 
+    // The config drops a prefix a decision still bans: it stays listed, handed over
+    // to CrowdSec (its TTL now), and goes with the decision.
+    lapi.add_range("192.0.2.0/24", HOUR).unwrap();
+    let decisions = || -> u64 {
+        let status: Value = serde_json::from_str(&lab.ok(&["status", "--json"])).unwrap();
+        let row = status.as_array().unwrap().iter().find(|r| r["interface"] == lab.srv_if.as_str()).cloned();
+        row.and_then(|r| r["crowdsec"]["decisions"].as_u64()).unwrap_or(0)
+    };
+    let t = Instant::now();
+    while decisions() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(10), "the new decision was not pulled:\n{}", svc.log());
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(blocklist(&lab)["192.0.2.0/24"], None, "the config's entry stays permanent while it lists it");
+    config(&lab, &lapi, dir.path(), metrics, "", "");
+    lab.ok(&["reload"]);
+    let left = blocklist(&lab)["192.0.2.0/24"];
+    assert!(
+        left.is_some_and(|s| s > 3500.0),
+        "handed over to CrowdSec with its TTL: {left:?}\n{}",
+        svc.log()
+    );
+    lapi.delete_range("192.0.2.0/24").unwrap();
+    wait_list(&lab, &svc, Duration::from_secs(10), "the handed-over entry lifted", |l| {
+        !l.contains_key("192.0.2.0/24")
+    });
+
     let status: Value = serde_json::from_str(&lab.ok(&["status", "--json"])).unwrap();
     let row = status.as_array().unwrap().iter().find(|r| r["interface"] == lab.srv_if.as_str()).unwrap();
     assert_eq!(row["crowdsec"]["state"], "ok", "{row}");

@@ -479,7 +479,7 @@ impl Controller {
         let owned_path = self.owned_path(&name);
         let (bpf_log, rt) = (self.bpf_log, self.rt.clone());
         let f = self.filters.get_mut(&name).expect("checked");
-        let _lock = f.pins.lock()?;
+        let lock = f.pins.lock()?;
         let mut notes = Vec::new();
         let loaded = Core::open(&mut Pinned::open(&f.pins)?)?.read()?;
         if bpflog::needs_reload(&loaded, bpf_log) {
@@ -501,6 +501,8 @@ impl Controller {
         tracing::info!(interface = name.as_str(), "reload: {changes}");
         result?;
         f.applied = Some(iface.clone());
+        // The bouncer takes the lock itself.
+        drop(lock);
         if let Some(b) = &mut self.crowdsec
             && !changes.handed_over.is_empty()
         {
