@@ -26,3 +26,22 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut File) -> io::Result<()>
     }
     result
 }
+
+/// Replaces `path` with `value` as JSON, whole or not at all.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> io::Result<()> {
+    write_atomic(path, |f| {
+        use io::Write as _;
+        let mut w = io::BufWriter::new(f);
+        serde_json::to_writer(&mut w, value)?;
+        w.flush()
+    })
+}
+
+/// The JSON value [`write_json`] saved at `path`, or None when there is no file.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(io::Error::other),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -15,7 +15,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    fmt, fs, io,
+    fmt, io,
     path::Path,
 };
 
@@ -82,21 +82,12 @@ impl Owned {
     /// The record saved by [`Owned::save`], or an empty one when there is none (the
     /// config then owns nothing yet: every entry present is kept as the operator's).
     pub fn load(path: &Path) -> io::Result<Self> {
-        match fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(io::Error::other),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(e),
-        }
+        Ok(crate::atomic::read_json(path)?.unwrap_or_default())
     }
 
     /// Written whole or not at all.
     pub fn save(&self, path: &Path) -> io::Result<()> {
-        crate::atomic::write_atomic(path, |f| {
-            use io::Write as _;
-            let mut w = io::BufWriter::new(f);
-            serde_json::to_writer(&mut w, self)?;
-            w.flush()
-        })
+        crate::atomic::write_json(path, self)
     }
 }
 

@@ -101,24 +101,13 @@ impl Plan {
 pub fn save(path: &std::path::Path, held: &HeldMap) -> std::io::Result<()> {
     let mut list: Vec<(&IpNet, &Held)> = held.iter().collect();
     list.sort_by(|a, b| crate::store::net_order(a.0, b.0));
-    crate::atomic::write_atomic(path, |f| {
-        use std::io::Write as _;
-        let mut w = std::io::BufWriter::new(f);
-        serde_json::to_writer(&mut w, &list)?;
-        w.flush()
-    })
+    crate::atomic::write_json(path, &list)
 }
 
 /// The held map saved by [`save`], or an empty one when there is none.
 pub fn load(path: &std::path::Path) -> std::io::Result<HeldMap> {
-    match std::fs::read(path) {
-        Ok(b) => {
-            let list: Vec<(IpNet, Held)> = serde_json::from_slice(&b).map_err(std::io::Error::other)?;
-            Ok(list.into_iter().collect())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HeldMap::new()),
-        Err(e) => Err(e),
-    }
+    let list: Vec<(IpNet, Held)> = crate::atomic::read_json(path)?.unwrap_or_default();
+    Ok(list.into_iter().collect())
 }
 
 #[cfg(test)]

@@ -55,15 +55,12 @@ pub const FILE: &str = "crowdsec.json";
 
 impl Status {
     pub fn save(&self, runtime: &Path) -> std::io::Result<()> {
-        crate::atomic::write_atomic(&runtime.join(FILE), |f| {
-            serde_json::to_writer(f, self).map_err(std::io::Error::other)
-        })
+        crate::atomic::write_json(&runtime.join(FILE), self)
     }
 
     /// The state the service of `runtime` saved last, if it runs a bouncer.
     pub fn load(runtime: &Path) -> Option<Self> {
-        let b = std::fs::read(runtime.join(FILE)).ok()?;
-        serde_json::from_slice(&b).ok()
+        crate::atomic::read_json(&runtime.join(FILE)).ok().flatten()
     }
 
     /// One line per part, for `floodgate status`.
