@@ -864,6 +864,22 @@ impl ListMaps {
         Ok(counts)
     }
 
+    /// The list's per-family counts with `gone` taken out and `new` added, refused
+    /// when `new` does not fit the capacity (checked before anything is written).
+    fn counts_after(
+        &mut self,
+        meta: &mut Meta,
+        kind: ListKind,
+        gone: &[Slot],
+        new: &[Slot],
+    ) -> Result<[u32; 2], StoreError> {
+        let mut counts = self.counts_without(meta, kind, gone)?;
+        let adding = per_family(new)?;
+        self.check_capacity(kind, meta, counts, adding)?;
+        adjust(&mut counts, adding, true)?;
+        Ok(counts)
+    }
+
     /// One all-or-nothing change by a switch of generation: generation `g` (whose
     /// entries are `members`) is rewritten into the other one with `set` written at
     /// its expiry time and `gone` left out, packets switch to it with `counts`
@@ -926,10 +942,7 @@ impl ListMaps {
         if set.is_empty() && gone.is_empty() {
             return Ok((0, 0));
         }
-        let mut counts = self.counts_without(&mut meta, kind, &gone)?;
-        let added = per_family(&new)?;
-        self.check_capacity(kind, &meta, counts, added)?;
-        adjust(&mut counts, added, true)?;
+        let counts = self.counts_after(&mut meta, kind, &gone, &new)?;
         let timed: Vec<(Slot, u64)> = set.iter().map(|s| (*s, 0)).collect();
         self.switch_rewritten(&mut meta, kind, g, &members, &timed, &gone, counts, progress)?;
         for slot in set.iter().chain(&gone) {
@@ -1020,10 +1033,7 @@ impl ListMaps {
                     .filter(|(_, l)| **l != Listed::Absent)
                     .map(|(s, _)| *s)
                     .collect();
-                let mut counts = self.counts_without(&mut meta, kind, &removing)?;
-                let adding = per_family(&new)?;
-                self.check_capacity(kind, &meta, counts, adding)?;
-                adjust(&mut counts, adding, true)?;
+                let counts = self.counts_after(&mut meta, kind, &removing, &new)?;
                 self.mark(&mut meta)?;
                 for ((slot, expires), l) in timed.iter().zip(set_state) {
                     if *l != Listed::Until(*expires) {
@@ -1044,10 +1054,7 @@ impl ListMaps {
         let new: Vec<Slot> =
             timed.iter().filter(|(s, _)| Self::lookup(&members, s).is_none()).map(|(s, _)| *s).collect();
         let removing: Vec<Slot> = gone.into_iter().filter(|s| Self::lookup(&members, s).is_some()).collect();
-        let mut counts = self.counts_without(&mut meta, kind, &removing)?;
-        let adding = per_family(&new)?;
-        self.check_capacity(kind, &meta, counts, adding)?;
-        adjust(&mut counts, adding, true)?;
+        let counts = self.counts_after(&mut meta, kind, &removing, &new)?;
         self.switch_rewritten(&mut meta, kind, g, &members, &timed, &removing, counts, progress)?;
         for slot in &removing {
             let _ = self.index_expiry(kind, slot, 0);
