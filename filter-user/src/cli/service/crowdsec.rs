@@ -200,9 +200,7 @@ impl Bouncer {
             let (k, v) = skip.label();
             *s.skipped.entry(format!("{k}={v}")).or_default() += 1;
         }
-        s.decisions = self.table.len() as u64;
-        s.prefixes = self.table.prefixes() as u64;
-        s.interfaces = self.held.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
+        self.counts_into(&mut s);
         if errors.is_empty() {
             s.state = "ok".into();
             s.last_error = None;
@@ -232,6 +230,13 @@ impl Bouncer {
         }
         save_status(&s, &self.runtime);
         written
+    }
+
+    /// What the table and the held maps hold, into the status.
+    fn counts_into(&self, s: &mut Status) {
+        s.decisions = self.table.len() as u64;
+        s.prefixes = self.table.prefixes() as u64;
+        s.interfaces = self.held.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
     }
 
     /// Writes what the table wants for `nets` (and hands `handed` over: entries the
@@ -327,9 +332,7 @@ impl Bouncer {
             }
         }
         let mut s = self.status.lock().unwrap_or_else(PoisonError::into_inner);
-        s.decisions = self.table.len() as u64;
-        s.prefixes = self.table.prefixes() as u64;
-        s.interfaces = self.held.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
+        self.counts_into(&mut s);
         save_status(&s, &self.runtime);
     }
 
