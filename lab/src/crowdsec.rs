@@ -29,6 +29,8 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+// What `--duration` and the import's `duration` column parse.
+use floodgate::crowdsec::lapi::go_duration;
 
 /// The machine (watcher) and the bouncer registered in every LAPI started here.
 pub const MACHINE_ID: &str = "floodgate-test";
@@ -469,11 +471,6 @@ fn random_hex(len: usize) -> String {
     }
     out.truncate(len);
     out
-}
-
-/// Go's duration text (what `--duration` and the import's `duration` column parse).
-fn go_duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
 }
 
 /// `Ip` and `Range` as the stream's scope filter wants them (it compares exactly).

@@ -295,9 +295,10 @@ impl Machine {
     }
 }
 
-/// Go's duration text for whole seconds ("10m0s" style is not needed: "600s" parses).
+/// Go's duration text: whole seconds, or milliseconds ("600s", "1500ms"; Go parses
+/// both).
 pub fn go_duration(d: Duration) -> String {
-    format!("{}s", d.as_secs().max(1))
+    if d.subsec_nanos() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
 }
 
 #[cfg(test)]

@@ -165,7 +165,8 @@ pub fn alert(ban: &Ban, host: &str, now: SystemTime) -> Alert {
         events: Vec::new(),
         source: Source { scope: scope.into(), value: value.clone(), ip, range },
         decisions: vec![AlertDecision {
-            duration: go_duration(left),
+            // Whole seconds, at least one.
+            duration: go_duration(Duration::from_secs(left.as_secs().max(1))),
             kind: "ban".into(),
             scope: scope.into(),
             value,
