@@ -29,12 +29,11 @@ pub fn run(quick: bool, floodgate: &Path) -> anyhow::Result<Vec<Section>> {
     let ns = Netns::create(&format!("{NS_PREFIX}cs"))?;
     veth_pair((&ns, "fgbcs0", &["10.99.0.1/24"]), (&ns, "fgbcs1", &["10.99.0.2/24"]))?;
     let lapi = Lapi::start_in(&ns).context("starting a CrowdSec LAPI")?;
-    let many: Vec<(String, String, Duration)> = (0..DECISIONS)
-        .map(|i| {
-            let a = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i);
-            (a.to_string(), "Ip".to_string(), Duration::from_secs(3600))
-        })
-        .collect();
+    let many = floodgate_lab::crowdsec::addresses(
+        Ipv4Addr::new(198, 18, 0, 0),
+        DECISIONS,
+        Duration::from_secs(3600),
+    );
     lapi.add_many(&many)?;
 
     let url = format!("{}v1/decisions/stream?startup=true", lapi.url());

@@ -436,6 +436,12 @@ impl Drop for Lapi {
     }
 }
 
+/// `n` consecutive addresses from `first` as `Ip` decisions of `duration`, for
+/// [`Lapi::add_many`].
+pub fn addresses(first: Ipv4Addr, n: u32, duration: Duration) -> Vec<(String, String, Duration)> {
+    (0..n).map(|i| (Ipv4Addr::from(u32::from(first) + i).to_string(), "Ip".to_string(), duration)).collect()
+}
+
 /// Runs `f` in network namespace `ns` (a thread of its own), or here.
 fn in_netns<T: Send>(ns: Option<&Path>, f: impl FnOnce() -> std::io::Result<T> + Send) -> std::io::Result<T> {
     let Some(ns) = ns else { return f() };

@@ -23,12 +23,18 @@ use serde_json::Value;
 const PORT: u16 = 7100;
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn in_vm() -> bool {
+/// A lab, a LAPI in its server namespace and the test's directory (None in the VM).
+fn scene(tag: &str) -> Option<(Lab, Lapi, TempDir)> {
     if std::env::var_os("FLOODGATE_VM").is_some() {
         println!("skipped in the VM: CrowdSec runs on the host only");
-        return true;
+        return None;
     }
-    false
+    let mut lab = Lab::new(tag);
+    let lapi = Lapi::start_in(&lab.srv).expect("a CrowdSec LAPI");
+    let dir = TempDir::new(tag);
+    // `status` reads the bouncer's state from the service's runtime directory.
+    lab.env.push(("FLOODGATE_RUNTIME_DIR".into(), dir.path().join("run").display().to_string()));
+    Some((lab, lapi, dir))
 }
 
 /// A config for the lab's interface with `[crowdsec]` pointing at `lapi` (key file
@@ -113,14 +119,7 @@ fn reached(lab: &Lab, sources: &[&str]) -> Vec<u64> {
 /// gap and lifts what was deleted meanwhile; status and metrics tell.
 #[test]
 fn crowdsec_bouncer_follows_the_lapi() {
-    if in_vm() {
-        return;
-    }
-    let mut lab = Lab::new("csb");
-    let mut lapi = Lapi::start_in(&lab.srv).expect("a CrowdSec LAPI");
-    let dir = TempDir::new("csb");
-    // `status` reads the bouncer's state from the service's runtime directory.
-    lab.env.push(("FLOODGATE_RUNTIME_DIR".into(), dir.path().join("run").display().to_string()));
+    let Some((lab, mut lapi, dir)) = scene("csb") else { return };
     // Already in force when the service starts: its startup pull takes them.
     lapi.add_ip("203.0.113.7", HOUR).unwrap();
     lapi.add_range("203.0.113.64/26", HOUR).unwrap();
@@ -260,21 +259,9 @@ fn crowdsec_bouncer_follows_the_lapi() {
 /// the bench (release build).
 #[test]
 fn crowdsec_startup_takes_100k_decisions() {
-    if in_vm() {
-        return;
-    }
-    let mut lab = Lab::new("csk");
-    let lapi = Lapi::start_in(&lab.srv).expect("a CrowdSec LAPI");
-    let dir = TempDir::new("csk");
-    // `status` reads the bouncer's state from the service's runtime directory.
-    lab.env.push(("FLOODGATE_RUNTIME_DIR".into(), dir.path().join("run").display().to_string()));
+    let Some((lab, lapi, dir)) = scene("csk") else { return };
     // 100,000 addresses of 198.18.0.0/15 (the benchmarking range).
-    let many: Vec<(String, String, Duration)> = (0..100_000u32)
-        .map(|i| {
-            let a = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + i);
-            (a.to_string(), "Ip".to_string(), HOUR)
-        })
-        .collect();
+    let many = floodgate_lab::crowdsec::addresses(std::net::Ipv4Addr::new(198, 18, 0, 0), 100_000, HOUR);
     let t = Instant::now();
     lapi.add_many(&many).unwrap();
     println!("100,000 decisions imported into the LAPI in {:?}", t.elapsed());
@@ -304,14 +291,7 @@ fn crowdsec_startup_takes_100k_decisions() {
 /// from the ban to the decision listed is printed.
 #[test]
 fn crowdsec_reporter_shares_auto_bans() {
-    if in_vm() {
-        return;
-    }
-    let mut lab = Lab::new("csr");
-    let mut lapi = Lapi::start_in(&lab.srv).expect("a CrowdSec LAPI");
-    let dir = TempDir::new("csr");
-    // `status` reads the bouncer's state from the service's runtime directory.
-    lab.env.push(("FLOODGATE_RUNTIME_DIR".into(), dir.path().join("run").display().to_string()));
+    let Some((lab, mut lapi, dir)) = scene("csr") else { return };
     lapi.write_credentials(dir.path().join("machine.yaml")).unwrap();
     let cfg = config(
         &lab,
