@@ -7,6 +7,7 @@ pub mod compiled;
 pub mod config;
 pub mod crowdsec;
 pub mod duration;
+pub mod grace;
 pub mod human;
 pub mod incident;
 pub mod limits;

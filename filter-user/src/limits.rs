@@ -212,6 +212,8 @@ impl LimiterMaps {
         let epoch = self.limits()?.epoch.wrapping_add(1);
         self.limits.set(next, &LimitConfig { epoch, ..*cfg }, 0).map_err(map_err("writing the limits"))?;
         self.active.set(ACTIVE_LIMITS, &next, 0).map_err(map_err("switching the limits"))?;
+        // The next install writes the slot just left: not while a program reads it.
+        crate::grace::wait_for_readers();
         // Like the per-source buckets (see `epoch`), the global SYN bucket starts full.
         self.global.set(GLOBAL_SYN, &0, 0).map_err(map_err("resetting the global SYN bucket"))?;
         if cfg.ban_after_ns == 0 {

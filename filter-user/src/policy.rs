@@ -167,7 +167,10 @@ impl PolicyMaps {
             }
         }
         self.policy.set(next, &config, 0).map_err(PolicyError::Map)?;
-        self.active.set(ACTIVE_POLICY, &next, 0).map_err(PolicyError::Map)
+        self.active.set(ACTIVE_POLICY, &next, 0).map_err(PolicyError::Map)?;
+        // The next install writes the slot just left: not while a program reads it.
+        crate::grace::wait_for_readers();
+        Ok(())
     }
 
     /// The policy packets see now, with its served ports as ranges.

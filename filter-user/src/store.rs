@@ -614,6 +614,11 @@ impl ListMaps {
                 .set(kind as u32, &(n | flags | switches << SWITCH_SHIFT), 0)
                 .map_err(StoreError::Active)
         });
+        // The caller clears generation `g` next (and a later switch writes it again):
+        // not before every program that may still search it has returned.
+        if result.is_ok() {
+            crate::grace::wait_for_readers();
+        }
         if let Err(e) = result {
             // Nothing was switched: undo the inactive generation and any expiry the
             // index was told about, so the list and its index are as before.
@@ -1102,10 +1107,9 @@ impl ListMaps {
         Ok(out)
     }
 
-    /// Deletes generation `g`'s trie entries and empties its compiled region. The
-    /// compiled region of a generation just switched away from is emptied too:
-    /// packets that read the active word before the switch finish within
-    /// microseconds, and the trie scan before it takes far longer.
+    /// Deletes generation `g`'s trie entries and empties its compiled region. A
+    /// generation just switched away from is cleared only after [`ListMaps::switch_to`]
+    /// waited out the programs that read the active word before the switch.
     fn clear_generation(&mut self, kind: ListKind, g: u32) -> Result<(), StoreError> {
         // Collect first: deleting while walking makes the kernel restart the walk.
         for slot in self.trie_slots(kind, g)? {

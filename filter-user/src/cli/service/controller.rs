@@ -110,8 +110,8 @@ pub struct Controller {
     runtime: PathBuf,
     filters: BTreeMap<String, Filter>,
     detach_on_exit: bool,
-    /// Per interface: the sweep error last logged, and when.
-    sweep_failing: HashMap<String, (String, Instant)>,
+    /// Per interface failing to sweep: when its failure was last logged.
+    sweep_failing: HashMap<String, Instant>,
     /// What the metrics endpoint reads: told of every filter and reload.
     metrics: Arc<Exporter>,
     rt: Handle,
@@ -640,16 +640,18 @@ impl Controller {
                 }
                 Err(e) => {
                     let msg = format!("{e:#}");
+                    // Once when the failures start, then once a minute while they last:
+                    // one failure can show several texts (a map changing under the sweep).
                     let repeat = self
                         .sweep_failing
                         .get(&name)
-                        .is_some_and(|(m, at)| *m == msg && at.elapsed() < Duration::from_secs(60));
+                        .is_some_and(|at| at.elapsed() < Duration::from_secs(60));
                     if !repeat {
                         tracing::warn!(
                             interface = name.as_str(),
                             "sweeping expired entries failed: {msg}; the filter stays attached, retrying every second"
                         );
-                        self.sweep_failing.insert(name, (msg, Instant::now()));
+                        self.sweep_failing.insert(name, Instant::now());
                     }
                 }
             }
