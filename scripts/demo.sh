@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set-up (idempotent), build, and run floodgate-demo (needs root): a spoofed flood
-# against a server in its own network namespaces, stopped at runtime by floodgate.
-# Arguments go to floodgate-demo, e.g. `--duration 40s --flood-pps 50000`.
+# Set-up (idempotent), build, and run floodgate-demo (needs root): a flood that hurts
+# a server and its legitimate users in network namespaces of its own, then floodgate's
+# cure at runtime. Arguments go to floodgate-demo, e.g. `--scenario synflood`,
+# `--duration 40s` (scenarios: blocklist, the default; botnet; synflood; reflection).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"

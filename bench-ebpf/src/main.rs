@@ -6,7 +6,9 @@
 //!   program on the receiving veth when measuring nftables, iptables or no filter.
 //! - `fgb_drop`: an empty XDP_DROP, the floor of the live drop path (the least any
 //!   filter dropping in the driver can cost per frame).
-//! - `fgb_gen`: the live-frames generator: restores the frame from `FGB_TEMPLATE` if
+//! - `fgb_sink`: the rest of the Internet beside the demo's generator: drops frames
+//!   addressed outside one network (`FGB_SINK`).
+//! - `fgb_gen`: the live-frames generator, flat out or paced (`FGB_PACE`): restores the frame from `FGB_TEMPLATE` if
 //!   one is set (live-frames mode recycles pages without restoring them, and a
 //!   receiver that rewrites frames in place, as floodgate's SYN cookies do, would
 //!   otherwise turn the flood into copies of its answers), rewrites the source,
@@ -27,7 +29,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_get_prandom_u32, bpf_xdp_store_bytes},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_xdp_store_bytes},
     macros::{map, xdp},
     maps::{Array, ProgramArray},
     programs::XdpContext,
@@ -35,9 +37,11 @@ use aya_ebpf::{
 use filter_common::synproxy::csum_fold;
 
 /// 0: the source mask; 1: the template's length (0: no template); 2: the IPv4
-/// source's fixed bits; 3: its random bits (0: base 198.18.0.0, span 0x1ffff).
+/// source's fixed bits; 3: its random bits (0: base 198.18.0.0, span 0x1ffff); 4: where
+/// an IPv4 frame's L4 change is absorbed (0: the source port, at 34; else that offset,
+/// e.g. 40, the UDP checksum, when the source port must stay).
 #[map(name = "FGB_CFG")]
-static CFG: Array<u32> = Array::with_max_entries(4, 0);
+static CFG: Array<u32> = Array::with_max_entries(5, 0);
 
 /// The IPv4 sources when `FGB_CFG[3]` is 0: 198.18.0.0/15.
 const V4_BASE: u32 = 0xc612_0000;
@@ -62,11 +66,70 @@ pub fn fgb_drop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
+/// `fgb_sink`'s network (0) and mask (1), host order; mask 0: every frame passes.
+#[map(name = "FGB_SINK")]
+static SINK: Array<u32> = Array::with_max_entries(2, 0);
+
+/// The rest of the Internet, on the outside veth of the demo: drops IPv4 frames
+/// addressed outside `FGB_SINK`'s network (a server's answers to spoofed sources,
+/// which the real Internet carries away), passes the rest. So those answers cost the
+/// outside's CPU (the generator's) a driver drop, not a trip through its stack.
+#[xdp]
+pub fn fgb_sink(ctx: XdpContext) -> u32 {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + 34 > end {
+        return xdp_action::XDP_PASS;
+    }
+    let p = data as *const u8;
+    // SAFETY: 34 bytes checked above.
+    let (ethertype, dst) = unsafe { (get16(p, 12), get16(p, 30) << 16 | get16(p, 32)) };
+    let (net, mask) = (SINK.get(0).copied().unwrap_or(0), SINK.get(1).copied().unwrap_or(0));
+    if ethertype == 0x0800 && dst & mask != net & mask { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
+}
+
+/// `fgb_gen`'s pace: 0: nanoseconds between frames sent (0: every frame, flat out);
+/// 1: when the next one may go (ns, bpf_ktime_get_ns); 2: frames sent. One generator
+/// thread at a time (the updates are not atomic).
+#[map(name = "FGB_PACE")]
+static PACE: Array<u64> = Array::with_max_entries(3, 0);
+
+/// Frames a paced generator may send at once after a pause (the syscall between two
+/// runs): a NIC's interrupt batch, not a burst that overflows the receiver's ring.
+const PACE_BURST: u64 = 32;
+
 #[xdp]
 pub fn fgb_gen(ctx: XdpContext) -> u32 {
+    // Paced, the frames between two sent ones are dropped here (recycled at once): so
+    // the rate is steady within a run, as a NIC delivers a flood, instead of one
+    // burst per run at whatever one CPU makes.
+    if !paced() {
+        return xdp_action::XDP_DROP;
+    }
     restore(&ctx);
     rewrite(&ctx);
     xdp_action::XDP_TX
+}
+
+/// Whether this frame goes out now (and counts it when it does).
+#[inline(always)]
+fn paced() -> bool {
+    let (Some(&every), Some(next), Some(sent)) = (PACE.get(0), PACE.get_ptr_mut(1), PACE.get_ptr_mut(2))
+    else {
+        return true;
+    };
+    // SAFETY: pointers to this map's values, which live as long as the map.
+    unsafe {
+        if every != 0 {
+            let now = bpf_ktime_get_ns();
+            if now < *next {
+                return false;
+            }
+            let floor = now.saturating_sub(PACE_BURST * every);
+            *next = if *next > floor { *next } else { floor } + every;
+        }
+        *sent += 1;
+    }
+    true
 }
 
 /// Writes the template over the frame's first bytes (the frame has its length).
@@ -172,10 +235,15 @@ fn rewrite(ctx: &XdpContext) {
     unsafe {
         let ethertype = get16(p, 12);
         let r = bpf_get_prandom_u32() & mask;
-        if ethertype == 0x0800 && data + 36 <= end {
-            // Source 26..30, IP id 18 (IP header checksum), source port 34 (L4).
+        if ethertype == 0x0800 && data + 42 <= end {
+            // Source 26..30, IP id 18 (IP header checksum), source port 34 or the
+            // offset configured (L4).
             let src = (base & !span) | (r & span);
-            swap_words(p, [(26, src >> 16), (28, src & 0xffff)], [18, 34]);
+            let l4 = match CFG.get(4).copied().unwrap_or(0) {
+                40 => 40,
+                _ => 34,
+            };
+            swap_words(p, [(26, src >> 16), (28, src & 0xffff)], [18, l4]);
         } else if ethertype == 0x86dd && data + 56 <= end {
             // Source 22..38: bytes 4..8 of it (the /64 varies); source port 54.
             swap_words(p, [(26, r >> 16), (28, r & 0xffff)], [54, 0]);

@@ -18,8 +18,7 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow, bail};
-use aya::programs::{TestRun, TestRunOptions, xdp::XdpLinkId};
-use aya::programs::{TestRunAttrs, XdpMode};
+use aya::programs::{XdpMode, xdp::XdpLinkId};
 use filter_common::{ListKind, Reason};
 use floodgate_lab::{Netns, veth_pair};
 use ipnet::IpNet;
@@ -72,35 +71,13 @@ impl Lab {
     /// Pins the server veth's NAPI kthreads to CPU1 (they are re-created when an XDP
     /// program is attached or detached).
     pub fn pin_napi(&self) -> anyhow::Result<usize> {
-        let prefix = format!("napi/{SRV_IF}-");
-        let mut n = 0;
-        for e in std::fs::read_dir("/proc")?.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-            if comm.trim().starts_with(&prefix) {
-                floodgate_lab::pin_thread(pid, 1);
-                n += 1;
-            }
-        }
-        Ok(n)
+        Ok(floodgate_lab::generator::pin_napi(SRV_IF, 1))
     }
 
     /// CPU time (ns) the server veth's NAPI kthreads have run: the whole receive path,
     /// filter and stack included, and nothing else that shares the CPU.
     pub fn napi_ns(&self) -> anyhow::Result<u64> {
-        let prefix = format!("napi/{SRV_IF}-");
-        let mut total = 0;
-        for e in std::fs::read_dir("/proc")?.flatten() {
-            if e.file_name().to_string_lossy().parse::<i32>().is_err() {
-                continue;
-            }
-            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-            if comm.trim().starts_with(&prefix) {
-                let stat = std::fs::read_to_string(e.path().join("schedstat")).unwrap_or_default();
-                total += stat.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            }
-        }
-        Ok(total)
+        Ok(floodgate_lab::generator::napi_ns(SRV_IF))
     }
 
     /// Frames the server veth has taken off its ring (every one passes its NAPI poll,
@@ -136,21 +113,7 @@ impl Lab {
             .enter(|| -> anyhow::Result<Duration> {
                 pin_to_cpu(0);
                 let ifindex = floodgate::loader::ifindex(ATK_IF).context("the attacker's veth")?;
-                // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-                // egress_ifindex.
-                let mut ctx = [0u8; 24];
-                ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-                ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-                let opts = TestRunOptions {
-                    data_in: Some(frame),
-                    ctx_in: Some(&ctx),
-                    repeat: count,
-                    attrs: TestRunAttrs::new().xdp_live_frames(0),
-                    ..Default::default()
-                };
-                let t = Instant::now();
-                prog.test_run(opts).context("live-frames test_run (the generator)")?;
-                Ok(t.elapsed())
+                floodgate_lab::generator::send_live(prog, frame, ifindex, count)
             })?
             .map_err(|e| anyhow!("{e:#}"))
     }

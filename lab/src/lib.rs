@@ -5,6 +5,7 @@
 
 pub mod cpu;
 pub mod crowdsec;
+pub mod generator;
 pub mod netns;
 pub mod nginx;
 pub mod packet;

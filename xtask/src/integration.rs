@@ -35,12 +35,19 @@ fn local(filter: &[String], tally: &mut Tally) -> anyhow::Result<()> {
         bail!("the integration tests load XDP programs and create network namespaces: run them as root");
     }
     cargo(&["build", "--package", "filter-user", "--bin", "floodgate"])?;
+    // The demo's test runs it (it runs the floodgate next to it).
+    cargo(&["build", "--package", "floodgate-lab", "--bin", "floodgate-demo"])?;
     let bin = workspace_root().join("target/debug/floodgate");
+    let demo = workspace_root().join("target/debug/floodgate-demo");
     // One test at a time: the tests share the kernel's bpffs and XDP hooks.
     let mut args = vec!["test", "--package", "integration-tests", "--", "--test-threads=1"];
     args.extend(filter.iter().map(String::as_str));
-    cargo_test(&args, &[("FLOODGATE_BIN", bin.as_os_str()), ("RUST_BACKTRACE", "1".as_ref())], tally)
-        .context("integration tests failed")
+    let env = [
+        ("FLOODGATE_BIN", bin.as_os_str()),
+        ("FLOODGATE_DEMO_BIN", demo.as_os_str()),
+        ("RUST_BACKTRACE", "1".as_ref()),
+    ];
+    cargo_test(&args, &env, tally).context("integration tests failed")
 }
 
 unsafe extern "C" {
