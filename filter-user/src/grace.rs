@@ -15,6 +15,8 @@ use std::{
     time::Duration,
 };
 
+use crate::sys::bpf;
+
 /// Returns once every XDP program running at the call has returned. Never fails: a
 /// kernel refusing both ways below gets a sleep far longer than any program run.
 pub fn wait_for_readers() {
@@ -55,12 +57,6 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_TYPE_ARRAY: u64 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u64 = 12;
-
-fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> io::Result<libc::c_long> {
-    // SAFETY: attr is a zero-filled bpf_attr-sized buffer; pointers in it are live.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), 128usize) };
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
-}
 
 /// bpf_attr for BPF_MAP_CREATE: map_type, key_size, value_size, max_entries,
 /// map_flags, inner_map_fd (u32 each).

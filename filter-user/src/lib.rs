@@ -27,5 +27,6 @@ pub mod sources;
 pub mod stats;
 pub mod store;
 pub mod synproxy;
+mod sys;
 pub mod takeover;
 pub mod watch;

@@ -659,17 +659,12 @@ pub fn remove_netns_dir_if_empty(pins: &IfacePins) {
 /// a pinned map's bytes whatever their layout.
 mod sys {
     use super::*;
+    use crate::sys::bpf;
 
     const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
     const BPF_OBJ_GET: libc::c_long = 7;
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     const BPF_LINK_TYPE_XDP: u32 = 6;
-
-    fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> io::Result<libc::c_long> {
-        // SAFETY: attr is a zero-filled bpf_attr-sized buffer; pointers in it are live.
-        let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), 128usize) };
-        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
-    }
 
     pub(super) fn obj_get(path: &Path) -> io::Result<OwnedFd> {
         let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;

@@ -614,11 +614,6 @@ impl ListMaps {
                 .set(kind as u32, &(n | flags | switches << SWITCH_SHIFT), 0)
                 .map_err(StoreError::Active)
         });
-        // The caller clears generation `g` next (and a later switch writes it again):
-        // not before every program that may still search it has returned.
-        if result.is_ok() {
-            crate::grace::wait_for_readers();
-        }
         if let Err(e) = result {
             // Nothing was switched: undo the inactive generation and any expiry the
             // index was told about, so the list and its index are as before.
@@ -628,6 +623,9 @@ impl ListMaps {
             }
             return Err(e);
         }
+        // The caller clears generation `g` next (and a later switch writes it again):
+        // not before every program that may still search it has returned.
+        crate::grace::wait_for_readers();
         Ok(n)
     }
 
