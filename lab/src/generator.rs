@@ -121,7 +121,8 @@ pub fn send_live(prog: &Xdp, frame: &[u8], ifindex: u32, count: u32) -> anyhow::
 /// `fgb_sink` attached to `iface` (in the calling thread's namespace): IPv4 frames
 /// addressed outside `net` dropped in its driver. Detached when the returned object is
 /// dropped (or the interface deleted).
-pub fn attach_sink(iface: &std::ffi::CStr, net: std::net::Ipv4Addr, len: u8) -> anyhow::Result<Ebpf> {
+pub fn attach_sink(iface: &str, net: std::net::Ipv4Addr, len: u8) -> anyhow::Result<Ebpf> {
+    let name = std::ffi::CString::new(iface).context("an interface name")?;
     let mut ebpf = Ebpf::load(object()).context("loading the bench-ebpf object")?;
     {
         let mut sink: Array<&mut MapData, u32> =
@@ -132,7 +133,7 @@ pub fn attach_sink(iface: &std::ffi::CStr, net: std::net::Ipv4Addr, len: u8) -> 
     }
     let p: &mut Xdp = ebpf.program_mut("fgb_sink").ok_or_else(|| anyhow!("no fgb_sink"))?.try_into()?;
     p.load().context("loading fgb_sink")?;
-    p.attach(iface, XdpMode::Driver).with_context(|| format!("attaching fgb_sink to {iface:?}"))?;
+    p.attach(name.as_c_str(), XdpMode::Driver).with_context(|| format!("attaching fgb_sink to {iface}"))?;
     Ok(ebpf)
 }
 

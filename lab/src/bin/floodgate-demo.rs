@@ -49,7 +49,7 @@ use floodgate::{
 use floodgate_lab::{
     FrameSpec, Netns, build,
     generator::{self, Generator},
-    ip, pin_to_cpu, veth_pair,
+    ip, pin_thread, pin_to_cpu, veth_pair,
 };
 use nix::sys::signal::{SigHandler, Signal, signal};
 use serde_json::json;
@@ -344,7 +344,7 @@ struct Service {
 }
 
 impl Service {
-    fn start(scene: &Scene, args: &Args, work: &Path) -> anyhow::Result<Service> {
+    fn start(scene: &Scene, work: &Path) -> anyhow::Result<Service> {
         let bin = std::env::current_exe()?.with_file_name("floodgate");
         if !bin.exists() {
             bail!(
@@ -355,7 +355,6 @@ impl Service {
         let (state, log) = (work.join("state"), work.join("run.log"));
         // An incident opens at 100,000 frames/s held for 1 s (the flood is far above),
         // and closes 2 s after it.
-        let _ = args;
         let cmd = [
             "run",
             "-i",
@@ -500,11 +499,11 @@ fn flood_frames(scene: &Scene, scenario: Scenario) -> anyhow::Result<Vec<Vec<u8>
 }
 
 fn play_with_service(scene: &Scene, args: &Args, work: &Path) -> anyhow::Result<()> {
-    let svc = Service::start(scene, args, work)?;
+    let svc = Service::start(scene, work)?;
     let pins = scene.srv.enter(|| IfacePins::new(SRV_IF))??;
     let maps = Counters::open(&mut PinDir(&pins.dir))?;
     let (gen_cpu, srv_cpu) = cpus();
-    let _sink = scene.out.enter(|| generator::attach_sink(c"fgd-out", OUT_NET.0, OUT_NET.1))??;
+    let _sink = scene.out.enter(|| generator::attach_sink(OUT_IF, OUT_NET.0, OUT_NET.1))??;
     let mut flood_gen = Generator::load()?;
     let frames = flood_frames(scene, args.scenario)?;
     let (addr, len) = args.scenario.sources();
@@ -609,13 +608,13 @@ fn default_rate(scenario: Scenario) -> u64 {
 /// the rest of the Internet, which takes the server's answers whatever the generator
 /// does on that CPU).
 fn pin_napi(gen_cpu: usize, srv_cpu: usize) {
-    generator::pin_napi(SRV_IF, srv_cpu);
-    generator::pin_napi(OUT_IF, gen_cpu);
     for pid in generator::napi_threads(SRV_IF) {
+        pin_thread(pid, srv_cpu);
         // SAFETY: plain syscalls on a pid, with valid arguments.
         unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, -20) };
     }
     for pid in generator::napi_threads(OUT_IF) {
+        pin_thread(pid, gen_cpu);
         let param = libc::sched_param { sched_priority: 50 };
         // SAFETY: as above.
         unsafe { libc::sched_setscheduler(pid, libc::SCHED_FIFO, &param) };
@@ -968,6 +967,7 @@ fn display(
         legit.phase.store(p, Relaxed);
         w.dns.phase.store(p, Relaxed);
     };
+    set_phase(WARMUP);
     for second in 1..=total {
         let due = start + Duration::from_secs(second);
         while Instant::now() < due {
@@ -1035,7 +1035,6 @@ fn display(
             _ => {}
         }
     }
-    let _ = WARMUP;
     Ok(Some(Verdict {
         before: Side::of(legit, BEFORE, &cpu_before),
         after: Side::of(legit, AFTER, &cpu_after),
